@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forgeml-installed
 GGUF_STAMP := $(VENV)/.gguf-installed
 
-.PHONY: quickstart test lint format bench setup gguf clean
+.PHONY: quickstart test lint format bench setup gguf docs clean
 
 quickstart: $(STAMP)
 	$(BIN)/forgeml quickstart
@@ -25,6 +25,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 setup: $(STAMP)
+
+# docs/CONFIGURATION.md is generated from the models; a test fails when it is out of date.
+docs: $(STAMP)
+	$(BIN)/python -m forgeml.configuration_reference --write docs/CONFIGURATION.md
 
 # torch first, from its CPU wheel: anything that depends on torch then finds it installed
 # instead of pulling a multi-GB CUDA build.

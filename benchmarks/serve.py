@@ -11,7 +11,11 @@ from Python's docs, every completion exactly `--new-tokens` long (EOS ignored):
   without a JSON-schema guide (the cost of constrained decoding);
 - http: the real server (uvicorn on 127.0.0.1, a separate process) through streaming
   /v1/completions at concurrency 1, 8, 32: output tokens/s, p50/p95 latency and
-  time to first token.
+  time to first token;
+- llama.cpp (when llama-cpp-python is installed; `--no-llama-cpp` skips it): the model
+  exported to an f16 GGUF, decoded one request at a time by llama-cpp-python itself
+  (the baseline), by the llama.cpp engine called directly, and by the same server
+  through that engine; the overhead of each over the baseline is printed last.
 
 Every row uses the same number of torch threads (default: the server's, all cores
 but one). The machine may be shared, so the whole set runs `--repeat` times, round
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import pydoc_data.topics
@@ -50,6 +55,8 @@ from forgeml.serve.engine.transformers import TransformersEngine
 from forgeml.serve.settings import ServeSettings
 
 MODEL = "bench"
+GGUF_MODEL = "bench-gguf"
+RAW_LLAMA_CPP = "llama-cpp-python generate, one at a time"
 PROMPT_TOKENS = 32
 SCHEMA = {
     "type": "object",
@@ -64,8 +71,8 @@ SERVER = """
 import sys, uvicorn
 from forgeml.core.workspace import Workspace
 from forgeml.serve import ServeSettings, create_app
-settings = ServeSettings(torch_threads=int(sys.argv[3]), request_log=sys.argv[4])
-app = create_app(Workspace.open(sys.argv[1]), ["bench"], settings)
+settings = ServeSettings(torch_threads=int(sys.argv[3]))
+app = create_app(Workspace.open(sys.argv[1]), sys.argv[4:], settings)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
@@ -181,14 +188,23 @@ async def engine_rows(model, tokenizer, prompt_ids, new_tokens: int) -> list[dic
     return rows
 
 
-async def http_rows(url: str, key: str, tokenizer, prompt_ids, new_tokens: int) -> list[dict]:
+async def http_rows(
+    url: str,
+    key: str,
+    tokenizer,
+    prompt_ids,
+    new_tokens: int,
+    model: str = MODEL,
+    label: str = "HTTP server",
+    levels: tuple[int, ...] = (1, 8, 32),
+) -> list[dict]:
     texts = [tokenizer.decode(ids) for ids in prompt_ids]
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
 
         async def one_request(index: int) -> tuple[int, float, float]:
             body = {
-                "model": MODEL,
+                "model": model,
                 "prompt": texts[index % len(texts)],
                 "max_tokens": new_tokens,
                 "ignore_eos": True,
@@ -207,18 +223,83 @@ async def http_rows(url: str, key: str, tokenizer, prompt_ids, new_tokens: int) 
 
         await measure("warm-up", 1, 1, one_request)
         return [
-            await measure(f"HTTP server, concurrency {c}", c, max(8, 2 * c), one_request)
-            for c in (1, 8, 32)
+            await measure(f"{label}, concurrency {c}", c, max(8, 2 * c), one_request)
+            for c in levels
         ]
 
 
-def start_server(workspace: Workspace, threads: int) -> tuple[subprocess.Popen, str]:
+def export_gguf(workspace: Workspace) -> Path:
+    """The benchmark model as an f16 GGUF export named GGUF_MODEL (llama.cpp serves it)."""
+    from forgeml.core.runs import run_stage
+
+    model = workspace.registry.resolve(MODEL)
+    result = run_stage(
+        workspace, "export.model", {"format": "gguf", "name": GGUF_MODEL}, {"model": model}
+    )
+    return workspace.root / result.outputs["export"].path / "model-f16.gguf"
+
+
+def llama_cpp_rows(gguf: Path, tokenizer, prompt_ids, new_tokens: int, threads: int) -> list[dict]:
+    """llama-cpp-python's own greedy loop, then the llama.cpp engine, one request at a time."""
+    from forgeml.serve.engine.llama_cpp import LlamaCppEngine, open_gguf
+
+    llm = open_gguf(gguf, 0, threads)
+    latencies, ttfts = [], []
+    start = time.perf_counter()
+    for ids in prompt_ids[:8]:
+        began, first = time.perf_counter(), None
+        for count, _ in enumerate(llm.generate(ids, temp=0.0, top_k=1), start=1):
+            first = first or time.perf_counter()
+            if count == new_tokens:
+                break
+        latencies.append(time.perf_counter() - began)
+        ttfts.append(first - began)
+    rows = [row(RAW_LLAMA_CPP, 8 * new_tokens, time.perf_counter() - start, latencies, ttfts)]
+    llm.close()
+
+    async def through_engine() -> dict:
+        engine = LlamaCppEngine(gguf, tokenizer, threads=threads)
+        await engine.start()
+
+        async def one_request(index: int) -> tuple[int, float, float]:
+            began, first, tokens = time.perf_counter(), None, 0
+            sampling = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+            request = GenerationRequest(str(index), prompt_ids[index], sampling)
+            async for chunk in engine.generate(request):
+                first = first or time.perf_counter()
+                tokens += len(chunk.token_ids)
+            return tokens, time.perf_counter() - began, first - began
+
+        try:
+            return await measure("llama.cpp engine, concurrency 1", 1, 8, one_request)
+        finally:
+            await engine.stop()
+
+    return [*rows, asyncio.run(through_engine())]
+
+
+def print_llama_cpp_overhead(best: dict[str, dict]) -> None:
+    raw = best.get(RAW_LLAMA_CPP)
+    if raw is None:
+        return
+    print(f"\nllama.cpp, {raw['tokens/s']:.0f} tokens/s from llama-cpp-python itself; overhead:")
+    for setup in (
+        "llama.cpp engine, concurrency 1",
+        "HTTP server, llama.cpp engine, concurrency 1",
+    ):
+        if setup in best:
+            overhead = raw["tokens/s"] / best[setup]["tokens/s"] - 1
+            print(f"  {setup:46} {overhead:+7.1%} time per token")
+
+
+def start_server(
+    workspace: Workspace, threads: int, models: list[str]
+) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = workspace.root / "serving" / "bench-requests.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(workspace.root), str(port), str(threads), str(log)]
+        [sys.executable, "-c", SERVER, str(workspace.root), str(port), str(threads), *models]
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -234,7 +315,7 @@ def start_server(workspace: Workspace, threads: int) -> tuple[subprocess.Popen, 
 
 
 def print_table(rows: list[dict], baseline: float) -> None:
-    header = f"{'setup':40} {'tok/s':>8} {'x seq':>6} {'p50 lat':>8} {'p95 lat':>8} {'p50 TTFT':>9} {'p95 TTFT':>9}"
+    header = f"{'setup':46} {'tok/s':>8} {'x seq':>6} {'p50 lat':>8} {'p95 lat':>8} {'p50 TTFT':>9} {'p95 TTFT':>9}"
     print(header)
     print("-" * len(header))
 
@@ -243,7 +324,7 @@ def print_table(rows: list[dict], baseline: float) -> None:
 
     for r in rows:
         print(
-            f"{r['setup']:40} {r['tokens/s']:8.0f} {r['tokens/s'] / baseline:6.1f} "
+            f"{r['setup']:46} {r['tokens/s']:8.0f} {r['tokens/s'] / baseline:6.1f} "
             f"{seconds(r['p50 latency'])} {seconds(r['p95 latency'])} "
             f"{seconds(r['p50 TTFT'])} {seconds(r['p95 TTFT'])} "
         )
@@ -255,6 +336,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=ServeSettings().threads())
     parser.add_argument("--repeat", type=int, default=2, help="Rounds; each row keeps its best.")
+    parser.add_argument(
+        "--llama-cpp",
+        action=argparse.BooleanOptionalAction,
+        default=importlib.util.find_spec("llama_cpp") is not None,
+        help="Also measure a GGUF export on llama.cpp (default: when llama-cpp-python is there).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as temp:
@@ -268,13 +355,31 @@ def main() -> None:
             f"thread(s), {os.cpu_count()} cores\n"
         )
         _, key = create_key(workspace, "bench", "inference")
-        process, url = start_server(workspace, args.threads)
+        gguf = export_gguf(workspace) if args.llama_cpp else None
+        served = [MODEL, GGUF_MODEL] if gguf else [MODEL]
+        process, url = start_server(workspace, args.threads, served)
         best: dict[str, dict] = {}
         try:
             for _ in range(args.repeat):  # rounds interleave setups, so load drifts hit all
                 rounds = baselines(model, prompt_ids, args.new_tokens)
                 rounds += asyncio.run(engine_rows(model, tokenizer, prompt_ids, args.new_tokens))
                 rounds += asyncio.run(http_rows(url, key, tokenizer, prompt_ids, args.new_tokens))
+                if gguf is not None:
+                    rounds += llama_cpp_rows(
+                        gguf, tokenizer, prompt_ids, args.new_tokens, args.threads
+                    )
+                    rounds += asyncio.run(
+                        http_rows(
+                            url,
+                            key,
+                            tokenizer,
+                            prompt_ids,
+                            args.new_tokens,
+                            model=GGUF_MODEL,
+                            label="HTTP server, llama.cpp engine",
+                            levels=(1,),
+                        )
+                    )
                 for result in rounds:
                     kept = best.get(result["setup"])
                     if kept is None or result["tokens/s"] > kept["tokens/s"]:
@@ -285,6 +390,7 @@ def main() -> None:
         workspace.close()
     rows = list(best.values())
     print_table(rows, rows[0]["tokens/s"])
+    print_llama_cpp_overhead(best)
 
 
 if __name__ == "__main__":

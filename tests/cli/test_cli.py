@@ -168,5 +168,7 @@ def test_sigterm_marks_the_run_interrupted(tmp_path):
 def test_cli_start_up_does_not_import_torch():
     """`forgeml --help` and data commands stay fast: heavy libraries load only when used."""
     code = "import sys, forgeml.cli.app; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

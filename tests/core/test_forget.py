@@ -14,7 +14,9 @@ def test_forget_marks_the_dataset_and_its_descendants_only(workspace):
     public = run_stage(workspace, "toy.write", {"text": "public docs"}).outputs["dataset"]
     both = run_stage(workspace, "toy.concat", {}, {"parts": [private, public]}).outputs["dataset"]
     model = run_stage(workspace, "toy.train", {"name": "m"}, {"dataset": both}).outputs["model"]
-    clean_model = run_stage(workspace, "toy.train", {"name": "m2"}, {"dataset": public}).outputs["model"]
+    clean_model = run_stage(workspace, "toy.train", {"name": "m2"}, {"dataset": public}).outputs[
+        "model"
+    ]
 
     marked = forget(workspace, private, "GDPR request #42")
     assert {a.sha256 for a in marked} == {private.sha256, both.sha256, model.sha256}

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from forgeml.core.errors import ConflictError, InputError
 from forgeml.core.runs import run_stage
+from forgeml.core.schema import Run
 from forgeml.core.stages import StageParams, stage
 from forgeml.jobs import files, queue, worker
 
@@ -160,3 +161,33 @@ def test_unknown_base_model_and_file_are_refused(workspace, base):
         )
     with pytest.raises(InputError, match="method.type"):
         queue.submit(workspace, method="magic", base_model="base", training_files=[])
+
+
+@stage(
+    "toy.sft_stopped_once",
+    params=FakeSftParams,
+    inputs={"model": "model", "dataset": "dataset"},
+    outputs={"model": "model"},
+)
+def sft_stopped_once(ctx, params):
+    """Its first attempt is stopped the way SIGTERM stops a worker (forgeml's handler)."""
+    if ctx.attempt == 1:
+        raise SystemExit(143)
+    return fake_sft(ctx, params)
+
+
+def test_a_stopped_worker_puts_its_job_back_and_the_next_one_resumes_it(
+    workspace, base, monkeypatch
+):
+    monkeypatch.setitem(worker.STAGE_FOR_METHOD, "supervised", "toy.sft_stopped_once")
+    file_id = _upload(workspace, CHAT)
+    job = queue.submit(
+        workspace, method="supervised", base_model="base", training_files=[{"file_id": file_id}]
+    )
+    with pytest.raises(SystemExit):
+        worker.work_once(workspace)
+    assert queue.get_job(workspace, job.id).status == "queued"
+    done = worker.work_once(workspace)
+    assert done.id == job.id and done.status == "succeeded", done.error
+    with workspace.registry.session() as session:
+        assert session.get(Run, done.run_id).attempt == 2  # the same run, taken up again

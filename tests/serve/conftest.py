@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from serving_fixtures import MODEL_NAME, ServerThread, register_tiny_model
@@ -24,7 +23,6 @@ class Served:
     workspace: Workspace
     inference_key: str
     admin_key: str
-    request_log: Path
 
     @property
     def base_url(self) -> str:
@@ -43,13 +41,10 @@ def serve_workspace(tmp_path_factory) -> Iterator[Workspace]:
 def served(serve_workspace: Workspace) -> Iterator[Served]:
     _, inference_key = create_key(serve_workspace, "tests", "inference")
     _, admin_key = create_key(serve_workspace, "ops", "admin")
-    request_log = serve_workspace.root / "serving" / "requests.jsonl"
-    settings = ServeSettings(
-        max_batch_size=32, key_cache_seconds=0.0, request_log=request_log, torch_threads=1
-    )
+    settings = ServeSettings(max_batch_size=32, key_cache_seconds=0.0, torch_threads=1)
     app = create_app(serve_workspace, [MODEL_NAME], settings)
     with ServerThread(app) as url:
-        yield Served(url, serve_workspace, inference_key, admin_key, request_log)
+        yield Served(url, serve_workspace, inference_key, admin_key)
 
 
 @pytest.fixture

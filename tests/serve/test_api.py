@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
 import openai
 import pytest
 
-from forgeml.core.schema import ApiKey, AuditEntry, Deployment
+from forgeml.core.schema import ApiKey, AuditEntry, Deployment, RequestLog
 from forgeml.serve.auth import create_key, revoke_key
 
 MODEL = "tiny-chat"
@@ -234,22 +233,18 @@ def test_metrics_count_requests_tokens_and_latency(served, openai_client):
 
 def test_request_log_has_metadata_but_no_prompts(served, openai_client):
     response = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=3)
-    (record,) = wait_for(
-        lambda: [
-            r
-            for r in map(json.loads, served.request_log.read_text().splitlines())
-            if r["id"] == response.id
-        ]
-    )
-    assert (
-        record["model"] == MODEL
-        and record["status"] == 200
-        and record["endpoint"] == "chat.completions"
-    )
-    assert record["api_key"].startswith("fml-") and record["api_key"] != served.inference_key
-    assert record["completion_tokens"] == response.usage.completion_tokens
-    assert record["latency_ms"] > 0 and record["ttft_ms"] is not None
-    assert record["request"] is None and record["response"] is None
+
+    def logged():
+        with served.workspace.registry.session() as session:
+            return session.query(RequestLog).filter_by(completion_id=response.id).all()
+
+    (record,) = wait_for(logged)
+    assert record.model == MODEL and record.status == 200 and record.route == "chat.completions"
+    api_key = record.request["api_key"]
+    assert api_key.startswith("fml-") and api_key != served.inference_key
+    assert record.completion_tokens == response.usage.completion_tokens
+    assert record.latency_ms > 0 and record.ttft_ms is not None
+    assert "messages" not in record.request and "outputs" not in record.response
 
 
 def test_registry_records_deployment_keys_and_audit(served):

@@ -18,8 +18,7 @@ from finetune_fixtures import (
     weights,
     write_jsonl,
 )
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 from typer.testing import CliRunner
 
 import forgeml.train.sft  # noqa: F401  (registers the stages until train/stages.py does)
@@ -73,9 +72,10 @@ def test_trained_tokens_are_exactly_the_assistant_turns(base_dir):
     )
     assert rendered["input_ids"] == example.input_ids
     assert rendered["assistant_masks"] == [int(label != -100) for label in example.labels]
-    # TRL's collator keeps our labels as they are (padding with -100).
+    # The stage's collator keeps our labels as they are (padding with -100).
     examples = [{"input_ids": example.input_ids, "labels": example.labels}, {"input_ids": [1], "labels": [1]}]  # fmt: skip
-    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(examples)
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    batch = collate(examples)
     assert batch["labels"][0].tolist() == example.labels
     assert batch["labels"][1].tolist() == [1] + [-100] * (len(example.labels) - 1)
 

@@ -1,4 +1,4 @@
-"""`forgeml data`: ingest, assess, clean and mix datasets."""
+"""`forgeml data`: ingest, assess, clean and mix datasets; build them from feedback."""
 
 from __future__ import annotations
 
@@ -266,3 +266,45 @@ def mix(
     }
     result = run_stage(workspace, "data.mix", params, {"datasets": datasets}, seed=seed)
     report_run(ctx, result)
+
+
+@app.command("from-feedback")
+def from_feedback(
+    ctx: typer.Context,
+    min_rating: int = typer.Option(
+        4, "--min-rating", help="Rating (1..5; thumbs up is 5) from which an answer is good."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Only feedback on this model, as requests named it."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Only feedback from this ISO date or time on, e.g. 2026-01-31."
+    ),
+    reference_only: bool = typer.Option(
+        False, "--reference-only", help="RL prompts only where a correction gives a reference."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Name the datasets NAME-preference, NAME-sft and NAME-prompts."
+    ),
+    seed: int = typer.Option(0, help="Seed recorded with the run."),
+) -> None:
+    """Turn production feedback into preference, SFT and RL prompt datasets."""
+    workspace = options(ctx).open()
+    params = {
+        "min_rating": min_rating,
+        "model": model,
+        "since": since,
+        "reference_only": reference_only,
+        "name": name,
+    }
+    result = run_stage(workspace, "data.from_feedback", params, seed=seed)
+    report_run(ctx, result)
+    if not options(ctx).json:
+        metrics = result.metrics
+        console.print(
+            f"from {metrics.get('feedback', 0)} feedback rows: "
+            f"{metrics.get('preference_pairs', 0)} preference pairs, "
+            f"{metrics.get('sft_examples', 0)} SFT conversations, "
+            f"{metrics.get('prompts', 0)} RL prompts ({metrics.get('references', 0)} with a "
+            f"reference); {metrics.get('skipped', 0)} left out"
+        )

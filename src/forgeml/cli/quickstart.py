@@ -1,9 +1,18 @@
-"""`forgeml quickstart`: the whole lifecycle on shipped data, reusing finished steps."""
+"""`forgeml quickstart`: the whole lifecycle on shipped data, reusing finished steps.
+
+    recipe (data -> tokenizer -> pre-train -> SFT -> DPO -> GRPO -> evals -> export)
+    -> gate + promote to @prod -> model card -> GGUF (if llama.cpp is installed)
+    -> serve it and chat with the openai client -> summary
+
+`--size`, `--pretrain-steps` ... set the recipe's variables (`forgeml run` takes the same
+as `--var NAME=VALUE`); the end-to-end test runs this command with small values.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,6 +21,15 @@ from forgeml.core.recipes import PlannedStep, execute, load_recipe
 from forgeml.quickstart.corpus import write_quickstart_corpus
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+FINAL_MODEL = "quickstart-router"
+# The eval steps of the recipe, in the order the comparison table shows them.
+EVAL_STEPS = {"eval-base": "base", "eval-sft": "+ SFT", "eval-dpo": "+ DPO", "eval-final": "+ GRPO"}
+EVAL_COLUMNS = {
+    "routing (JSON exact)": "eval-routing/json_match",
+    "valid JSON": "eval-routing/json_schema",
+    "tool call": "eval-tools/tool_call",
+    "bits/byte": "bits_per_byte",
+}
 
 
 def quickstart(
@@ -20,13 +38,29 @@ def quickstart(
         False, "--fresh", help="Run every step again instead of reusing finished ones."
     ),
     recipe: Path = typer.Option(RECIPE, help="Recipe to run (default: the shipped quickstart)."),
+    size: str | None = typer.Option(None, help="Model size to pre-train (default: the recipe's)."),
+    pretrain_steps: int | None = typer.Option(None, help="Pre-training steps."),
+    sft_steps: int | None = typer.Option(None, help="Supervised fine-tuning steps."),
+    dpo_steps: int | None = typer.Option(None, help="DPO steps."),
+    grpo_steps: int | None = typer.Option(None, help="GRPO steps."),
+    serve: bool = typer.Option(
+        True, "--serve/--no-serve", help="Serve the final model and chat with it at the end."
+    ),
 ) -> None:
-    """Run the quickstart recipe on shipped data (Python's docs and a generated help desk)."""
+    """Run the whole lifecycle on shipped data: Python's docs and a generated help desk."""
     opts = options(ctx)
     workspace = opts.open(create=True)
     data_dir = workspace.root / "quickstart-data"
     write_quickstart_corpus(data_dir)
-    loaded = load_recipe(recipe, variables={"data": str(data_dir)})
+    chosen = {
+        "size": size,
+        "pretrain_steps": pretrain_steps,
+        "sft_steps": sft_steps,
+        "dpo_steps": dpo_steps,
+        "grpo_steps": grpo_steps,
+    }
+    variables = {"data": str(data_dir), **{k: v for k, v in chosen.items() if v is not None}}
+    loaded = load_recipe(recipe, variables=variables)
     if not opts.json:
         console.print(
             f"forgeml quickstart: {len(loaded.recipe.steps)} steps, workspace {workspace.root}"
@@ -41,14 +75,59 @@ def quickstart(
         if not opts.json:
             refs = ", ".join(a.ref for a in step.outputs.values())
             console.print(
-                f"  [green]✓[/] {step.name:<14} {step.action:<6} {timings[-1]:6.1f}s  {refs}"
+                f"  [green]✓[/] {step.name:<20} {step.action:<6} {timings[-1]:6.1f}s  {refs}"
             )
 
     steps = execute(workspace, loaded, on_step=on_step, quiet=opts.json, force=fresh)
-    total = time.monotonic() - started
-    summary = {
+    summary = _summary(workspace, steps, timings)
+    summary.update(_release_and_demo(workspace, opts, serve))
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    emit(ctx, summary, lambda: _render(workspace, summary))
+
+
+def _release_and_demo(workspace, opts, serve: bool) -> dict[str, Any]:
+    from forgeml.quickstart.release import release
+
+    if not opts.json:
+        console.print("  … gate, promote, model card" + (", serve and chat" if serve else ""))
+    released = release(workspace, FINAL_MODEL, quiet=opts.json)
+    result: dict[str, Any] = {
+        "release": {
+            "model": released.model,
+            "promoted": released.promoted,
+            "detail": released.detail,
+            "gates": released.gates,
+            "card": str(released.card),
+            "gguf": released.gguf,
+            "gguf_note": released.gguf_note,
+            "serve_ref": released.serve_ref,
+        }
+    }
+    if serve:
+        from forgeml.quickstart.demo import chat_with_model
+
+        url, exchanges = chat_with_model(workspace, released.serve_ref)
+        result["demo"] = {
+            "url": url,
+            "exchanges": [
+                {"request": e.request, "answer": e.answer, "finish_reason": e.finish_reason}
+                for e in exchanges
+            ],
+        }
+    return result
+
+
+def _summary(workspace, steps: list[PlannedStep], timings: list[float]) -> dict[str, Any]:
+    by_name = {s.name: s for s in steps}
+    evals = {}
+    for step_name, label in EVAL_STEPS.items():
+        step = by_name.get(step_name)
+        if step is not None:
+            evals[label] = _eval_metrics(workspace, step.outputs["eval"])
+    trained = [s for s in steps if s.stage.startswith("train.")]
+    report = by_name.get("assess")
+    return {
         "workspace": str(workspace.root),
-        "seconds": round(total, 2),
         "steps": [
             {
                 "name": s.name,
@@ -60,33 +139,73 @@ def quickstart(
             }
             for s, t in zip(steps, timings, strict=True)
         ],
+        "evals": evals,
+        "report": str(workspace.root / report.outputs["report"].path / "report.html")
+        if report
+        else None,
+        "loss_curves": {
+            s.name: str(workspace.root / s.outputs["model"].path / "loss_curve.svg")
+            for s in trained
+        },
     }
 
-    def render() -> None:
-        table(
-            f"quickstart finished in {total:.1f}s",
-            ["step", "stage", "action", "time", "artifacts"],
+
+def _eval_metrics(workspace, artifact) -> dict[str, float | None]:
+    from forgeml.eval.history import read_eval
+
+    metrics = read_eval(workspace, artifact).get("metrics", {})
+    return {column: metrics.get(key) for column, key in EVAL_COLUMNS.items()}
+
+
+def _render(workspace, summary: dict[str, Any]) -> None:
+    table(
+        f"quickstart finished in {summary['seconds']:.1f}s",
+        ["step", "stage", "action", "time", "artifacts"],
+        [
             [
-                [
-                    s["name"],
-                    s["stage"],
-                    s["action"],
-                    f"{s['seconds']}s",
-                    ", ".join(s["outputs"].values()),
-                ]
-                for s in summary["steps"]
+                s["name"],
+                s["stage"],
+                s["action"],
+                f"{s['seconds']}s",
+                ", ".join(s["outputs"].values()),
+            ]
+            for s in summary["steps"]
+        ],
+    )
+    if summary["evals"]:
+        table(
+            "evaluation: held-out tickets and held-out text",
+            ["model", *EVAL_COLUMNS],
+            [
+                [label, *(_cell(v) for v in metrics.values())]
+                for label, metrics in summary["evals"].items()
             ],
         )
-        last_ref = next(iter(steps[-1].outputs.values())).ref
-        console.print("\nNext:")
-        console.print(
-            f"  forgeml -w {workspace.root} lineage {last_ref}      # trace it to raw files"
-        )
-        console.print(
-            f"  forgeml -w {workspace.root} runs list                # every run, with timings"
-        )
-        console.print(
-            f"  forgeml -w {workspace.root} reproduce {last_ref}    # re-make it, compare hashes"
-        )
+    released = summary["release"]
+    mark = "[green]promoted[/]" if released["promoted"] else "[red]not promoted[/]"
+    console.print(f"\n{mark}: {released['detail']}")
+    for exchange in summary.get("demo", {}).get("exchanges", []):
+        console.print(f"  {exchange['request']:<13} → {exchange['answer']}")
+    where = [
+        ("data report", summary["report"]),
+        ("model card", released["card"]),
+        *((f"loss: {step}", path) for step, path in summary["loss_curves"].items()),
+        ("GGUF", released["gguf"] or released["gguf_note"]),
+    ]
+    console.print()
+    for label, value in where:
+        if value:
+            console.print(f"  {label:<15} {value}")
+    root, ref = workspace.root, released["serve_ref"]
+    console.print("\nNext:")
+    console.print(f"  forgeml -w {root} keys create --name my-app")
+    console.print(f"  forgeml -w {root} serve {ref} --port 8000")
+    console.print(
+        "  curl -H 'Authorization: Bearer fml-...' http://127.0.0.1:8000/v1/chat/completions "
+        f"""-d '{{"model": "{ref}", "messages": [{{"role": "user", "content": "Where is my order?"}}]}}'"""
+    )
+    console.print(f"  forgeml -w {root} lineage {ref}      # every step back to the raw files")
 
-    emit(ctx, summary, render)
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from forgeml.cli.output import console, emit, options, table
-from forgeml.core.recipes import PlannedStep, execute, load_recipe, plan
+from forgeml.core.recipes import PlannedStep, execute, load_recipe, parse_variables, plan
 from forgeml.core.stages import get_stage, list_stages
 
 stages_app = typer.Typer(
@@ -25,10 +25,13 @@ def run_recipe(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a parameter: STEP.PARAM=VALUE (repeatable)."
     ),
+    variables: list[str] = typer.Option(
+        [], "--var", help="Set a recipe variable `${NAME}`: NAME=VALUE (repeatable)."
+    ),
 ) -> None:
     """Run a recipe's steps in order, reusing every step that already succeeded."""
     opts = options(ctx)
-    loaded = load_recipe(recipe, overrides)
+    loaded = load_recipe(recipe, overrides, parse_variables(variables))
     workspace = opts.open(create=True)
     if dry_run:
         steps = plan(workspace, loaded)

@@ -3,11 +3,12 @@
 forgeml keys create --name my-app            # prints fml-... once
 forgeml serve support-bot@prod --port 8000
 # then any OpenAI or Mistral client: base_url=http://127.0.0.1:8000/v1, api_key=fml-...
+forgeml serve support-bot-gguf               # a GGUF export: served by llama.cpp
+forgeml serve support-bot --engine vllm      # with serving.vllm_command in forgeml.yaml
+forgeml serve support-bot support-bot-lora   # a LoRA adapter, served over its base's weights
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -20,7 +21,9 @@ from forgeml.serve.settings import ServeSettings
 def serve(
     ctx: typer.Context,
     models: list[str] = typer.Argument(
-        ..., help="Models to serve: NAME, NAME:VERSION, NAME@ALIAS or model/SHA-PREFIX."
+        ...,
+        help="Models to serve: NAME, NAME:VERSION, NAME@ALIAS or model/SHA-PREFIX; a LoRA "
+        "adapter is served by its base model's engine (the base is loaded if not named).",
     ),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every one)."),
     port: int = typer.Option(8000, help="TCP port."),
@@ -38,8 +41,20 @@ def serve(
         "--log-prompts/--no-log-prompts",
         help="Keep prompts and outputs in the request log (they may hold personal data).",
     ),
-    request_log: Path | None = typer.Option(
-        None, help="Request log file (default <workspace>/serving/requests.jsonl)."
+    request_log_days: int | None = typer.Option(
+        None, help="Days request log rows are kept in the registry (default 30)."
+    ),
+    job_workers: int | None = typer.Option(
+        None,
+        "--job-workers",
+        help="Fine-tuning job worker processes to run (default 1; 0: run `forgeml jobs "
+        "worker` yourself).",
+    ),
+    engine: str | None = typer.Option(
+        None,
+        "--engine",
+        help="transformers, llama.cpp (GGUF exports; their default) or vllm (set "
+        "serving.vllm_command or serving.vllm_url in forgeml.yaml).",
     ),
 ) -> None:
     """Serve models over HTTP until interrupted; every route but /health needs an API key."""
@@ -53,7 +68,9 @@ def serve(
         "max_waiting": max_waiting,
         "torch_threads": threads,
         "log_prompts": log_prompts,
-        "request_log": request_log,
+        "request_log_days": request_log_days,
+        "job_workers": job_workers,
+        "engine": engine,
     }
     configured = workspace.settings.get("serving") or {}
     try:

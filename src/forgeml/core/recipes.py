@@ -55,6 +55,10 @@ class Recipe(BaseModel):
     name: str = Field(pattern=NAME_PATTERN.pattern)
     description: str = ""
     seed: int = Field(default=0, ge=0, description="Seed for every step unless a step sets one.")
+    vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Defaults for `${name}` variables; `--var name=value` overrides them.",
+    )
     steps: list[RecipeStep] = Field(min_length=1)
 
 
@@ -120,12 +124,28 @@ def apply_overrides(raw: dict, overrides: list[str], path: Path) -> None:
         steps[0].setdefault("with", {})[param] = value
 
 
+def parse_variables(items: list[str]) -> dict[str, Any]:
+    """`--var name=value` options (value parsed as YAML) as a mapping."""
+    variables = {}
+    for item in items:
+        name, sep, value_text = item.partition("=")
+        if not sep or not VARIABLE.fullmatch("${" + name + "}"):
+            raise InputError(f"--var {item!r}: expected NAME=VALUE")
+        variables[name] = yaml.safe_load(value_text)
+    return variables
+
+
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _substitute(value: Any, variables: dict[str, str], where: tuple, fail: Callable) -> Any:
-    """Replace `${name}` in every string of the recipe."""
+def _substitute(value: Any, variables: dict[str, Any], where: tuple, fail: Callable) -> Any:
+    """Replace `${name}` in every string of the recipe. A string that is exactly one
+    `${name}` takes the variable's value with its type (`max_steps: ${steps}` stays a
+    number); inside longer text the value is written as text."""
     if isinstance(value, str):
+        whole = VARIABLE.fullmatch(value)
+        if whole and whole.group(1) in variables:
+            return variables[whole.group(1)]
 
         def replace(match: re.Match) -> str:
             if match.group(1) not in variables:
@@ -133,7 +153,7 @@ def _substitute(value: Any, variables: dict[str, str], where: tuple, fail: Calla
                     f"unknown variable ${{{match.group(1)}}}; known: {', '.join(sorted(variables))}",
                     where,
                 )
-            return variables[match.group(1)]
+            return str(variables[match.group(1)])
 
         return VARIABLE.sub(replace, value)
     if isinstance(value, dict):
@@ -144,9 +164,12 @@ def _substitute(value: Any, variables: dict[str, str], where: tuple, fail: Calla
 
 
 def load_recipe(
-    path: str | Path, overrides: list[str] | None = None, variables: dict[str, str] | None = None
+    path: str | Path, overrides: list[str] | None = None, variables: dict[str, Any] | None = None
 ) -> LoadedRecipe:
-    """Parse, substitute `${variables}` (`recipe_dir` is always set), apply overrides, validate."""
+    """Parse, substitute `${variables}`, apply overrides, validate.
+
+    Variables come from the recipe's `vars:` defaults, then `variables` (the CLI's
+    `--var`); `recipe_dir` is always set to the recipe's folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -169,8 +192,15 @@ def load_recipe(
     def fail(message: str, where: tuple) -> None:
         raise LoadedRecipe(Recipe.model_construct(), path, lines).error(message, *where)
 
-    known = {"recipe_dir": str(path.resolve().parent), **(variables or {})}
-    raw = _substitute(raw, known, (), fail)
+    declared = raw.get("vars") or {}
+    if not isinstance(declared, dict):
+        fail("`vars` must be a mapping of name: default value", ("vars",))
+    given = variables or {}
+    known: dict[str, Any] = {"recipe_dir": str(path.resolve().parent), **given}
+    for name, default in declared.items():  # a default may use recipe_dir and earlier vars
+        if name not in given:
+            known[name] = _substitute(default, known, ("vars", name), fail)
+    raw = {k: v if k == "vars" else _substitute(v, known, (k,), fail) for k, v in raw.items()}
     apply_overrides(raw, overrides or [], path)
     try:
         recipe = Recipe.model_validate(raw)

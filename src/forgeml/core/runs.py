@@ -154,6 +154,8 @@ def prepare(
     validated = stage.validate_params(params or {})
     resolved = resolve_inputs(workspace, stage, inputs or {})
     sources = hash_sources(stage.sources(validated)) if stage.sources else []
+    if stage.registry_sources:  # e.g. the feedback rows a dataset is built from
+        sources += stage.registry_sources(workspace, validated)
     key = run_key(
         stage.name,
         validated.model_dump(mode="json"),

@@ -28,6 +28,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def unix_time(when: datetime) -> int:
+    """Seconds since the epoch; SQLite gives datetimes back without their (UTC) zone."""
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
         dict[str, Any]: JSON,

@@ -7,6 +7,9 @@
 `inputs` maps an input name to an artifact kind: "dataset" (exactly one),
 "dataset?" (optional), "dataset[]" (one or more). `sources` names the raw files a stage
 reads from outside the workspace; their hashes join the run key and the lineage.
+`registry_sources` does the same for registry rows a stage reads (production feedback):
+it returns source records (`path` naming the rows, `sha256` of their content, `size`),
+so new rows mean a new run key instead of a stale reuse.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class Stage:
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     sources: Callable[[Any], list[Path]] | None = None
+    registry_sources: Callable[[Any, Any], list[dict[str, Any]]] | None = None
     description: str = ""
 
     @property
@@ -125,6 +129,7 @@ def stage(
     outputs: dict[str, str],
     inputs: dict[str, str] | None = None,
     sources: Callable[[Any], list[Path]] | None = None,
+    registry_sources: Callable[[Any, Any], list[dict[str, Any]]] | None = None,
 ) -> Callable:
     def register(fn: Callable) -> Callable:
         _STAGES[name] = Stage(
@@ -134,6 +139,7 @@ def stage(
             inputs={key: InputSpec.parse(kind) for key, kind in (inputs or {}).items()},
             outputs=outputs,
             sources=sources,
+            registry_sources=registry_sources,
             description=(fn.__doc__ or "").strip().split("\n")[0],
         )
         return fn

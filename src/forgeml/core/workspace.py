@@ -9,6 +9,7 @@ forgeml-workspace/
 
 from __future__ import annotations
 
+import difflib
 import os
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,9 @@ from forgeml.core.store import ArtifactStore
 CONFIG_FILE = "forgeml.yaml"
 DEFAULT_WORKSPACE = "forgeml-workspace"
 DATABASE_ENV = "FORGEML_DATABASE_URL"
+# The top-level keys of forgeml.yaml (docs/CONFIGURATION.md documents each); a misspelt
+# one is an error rather than a setting silently ignored.
+SETTINGS_KEYS = ("forgeml_workspace", "database_url", "serving", "gates")
 WORKSPACE_ENV = "FORGEML_WORKSPACE"
 
 
@@ -98,6 +102,14 @@ class Workspace:
             raise WorkspaceError(f"{self.config_path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise WorkspaceError(f"{self.config_path} must be a mapping of settings")
+        for key in loaded:
+            if key not in SETTINGS_KEYS:
+                close = difflib.get_close_matches(str(key), SETTINGS_KEYS, n=1)
+                guess = f" (did you mean {close[0]!r}?)" if close else ""
+                raise WorkspaceError(
+                    f"{self.config_path}: unknown setting {key!r}{guess}; "
+                    f"known: {', '.join(SETTINGS_KEYS)}"
+                )
         return loaded
 
     @property

@@ -5,15 +5,16 @@
 
 Each document, in dataset order, is checked in one pass:
 
-1. duplicates: an exact copy (case and whitespace folded) or a near copy (estimated
-   Jaccard of 5-word shingles >= near_threshold) of an earlier document is removed and
+1. duplicates: an exact copy (case and whitespace folded) or a near copy (Jaccard
+   of 5-word shingle sets >= near_threshold) of an earlier document is removed and
    the earlier one kept. Duplicates are found over the whole input, before the filters,
    so what is removed is exactly what `data.assess` reported.
 2. quality: Gopher's rules (`QualityThresholds`, every limit a parameter).
 3. language: with `languages`, documents in other languages, or identified with less
    than `min_language_confidence`, are removed.
 4. PII in the documents that stay is replaced by typed placeholders (`<EMAIL>`,
-   `<PHONE>`, ...), in the text and in every chat message.
+   `<PHONE>`, ...), in the text, in every chat message and in a fine-tuning line's own
+   fields (`metadata["fields"]`).
 
 Outputs: `dataset` (the cleaned records, ids and order unchanged) and `rejects` (every
 removed or redacted document with its reasons and original record; see rejects.py).
@@ -48,7 +49,7 @@ class CleanParams(StageParams):
         default=0.8,
         gt=0,
         le=1,
-        description="Estimated Jaccard of 5-word shingles from which a document is a near duplicate.",
+        description="Jaccard similarity of 5-word shingle sets from which a document is a near duplicate.",
     )
     pii: bool = Field(
         default=True, description="Redact PII with typed placeholders such as <EMAIL>."
@@ -158,9 +159,30 @@ class Cleaner:
                         message = {**message, "content": redacted}
                 messages.append(message)
             record = {**record, "messages": messages}
+        fields = record["metadata"].get("fields")
+        if fields:  # a fine-tuning line kept whole: training reads these, not `text`
+            fields = _redact_values(fields, types, "metadata.fields", redactions)
+            record = {**record, "metadata": {**record["metadata"], "fields": fields}}
         for match in matches:  # counted once per match in the text, which holds the messages
             self.redactions[match.type] += 1
         return record, redactions
+
+
+def _redact_values(
+    value: Any, types: list[str] | None, path: str, redactions: list[dict[str, Any]]
+) -> Any:
+    """`value` with PII replaced in every string it holds; appends to `redactions`."""
+    if isinstance(value, str):
+        redacted, found = redact(value, types)
+        redactions += _redactions(path, found)
+        return redacted
+    if isinstance(value, list):
+        return [
+            _redact_values(item, types, f"{path}[{i}]", redactions) for i, item in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        return {k: _redact_values(v, types, f"{path}.{k}", redactions) for k, v in value.items()}
+    return value
 
 
 def _record(batch: Batch, index: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forgeml.core.errors import InputError
-from forgeml.data import dedup, language, pii, quality
+from forgeml.data import dedup, keytable, language, pii, quality, shingle_store
 from forgeml.data.dataset import read_summary
 from forgeml.data.dedup import DuplicateMatch, NearDuplicateIndex
 from forgeml.data.language import detect_language
@@ -77,7 +77,7 @@ class Batch:
 def detector_fingerprint() -> str:
     """Hash of the detector code and models: saved findings are reusable only if it matches."""
     digest = hashlib.sha256()
-    for module in (pii, quality, language, dedup):
+    for module in (pii, quality, language, dedup, keytable, shingle_store):
         digest.update(inspect.getsource(module).encode("utf-8"))
     for package in ("py3langid", "datasketch", "numpy"):
         digest.update(f"{package}={version(package)}".encode())

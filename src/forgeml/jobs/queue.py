@@ -38,8 +38,14 @@ def submit(
     seed: int | None = None,
     auto_start: bool = True,
     integrations: list[Any] | None = None,
+    api: str = "openai",
+    metadata: dict[str, str] | None = None,
 ) -> FineTuningJob:
-    """Validate the request against the registry and queue it (or hold it as `created`)."""
+    """Validate the request against the registry and queue it (or hold it as `created`).
+
+    `api` is the dialect the job was created in (openai | mistral): the server answers
+    about the job in that shape. `metadata` is the caller's, echoed back.
+    """
     if method not in METHODS:
         raise InputError(
             f"method.type must be one of {', '.join(METHODS)}, got {method!r}", field="method"
@@ -64,6 +70,9 @@ def submit(
                 "suffix": suffix,
                 "seed": seed if seed is not None else secrets.randbelow(2**31),
                 "integrations": integrations or [],
+                "auto_start": auto_start,
+                "api": api,
+                "metadata": metadata,
             },
             status="queued" if auto_start else "created",
         )
@@ -165,9 +174,24 @@ def finish(
         workspace.registry.audit(session, f"job.{status}", job_id, model=model)
 
 
+def requeue(workspace: Workspace, job_id: str) -> None:
+    """Put a job whose worker is stopping back in the queue (its run resumes later)."""
+    with workspace.registry.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        if job.status == "running":
+            job.status = "cancelled" if job.cancel_requested else "queued"
+            if job.cancel_requested:
+                job.finished_at = utcnow()
+            workspace.registry.audit(session, "job.requeue", job_id, status=job.status)
+
+
 def attach_run(workspace: Workspace, job_id: str, run_id: str) -> None:
     with workspace.registry.session() as session:
-        session.get(FineTuningJob, job_id).run_id = run_id
+        job = session.get(FineTuningJob, job_id)
+        job.run_id = run_id
+        run = session.get(Run, run_id)
+        if job.cancel_requested and run is not None and run.status not in TERMINAL:
+            run.cancel_requested = True  # cancelled between two runs: stop this one too
 
 
 def job_events(workspace: Workspace, job: FineTuningJob, limit: int = 100) -> list[RunEvent]:

@@ -57,11 +57,16 @@ def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], l
     fields = get_stage(stage_name).params.model_fields
     params: dict[str, Any] = {"name": model_name(job)} if "name" in fields else {}
     ignored = []
-    for key, value in (job.spec.get("hyperparameters") or {}).items():
+    hyperparameters = job.spec.get("hyperparameters") or {}
+    for key, value in hyperparameters.items():
         target = HYPERPARAMETER_NAMES.get(key, key)
         if value in (None, "auto"):
             continue
-        if target in fields:
+        if key == "learning_rate_multiplier" and "learning_rate" in fields:
+            # OpenAI scales the method's own default rate; an explicit rate wins.
+            if hyperparameters.get("learning_rate") in (None, "auto"):
+                params["learning_rate"] = float(value) * fields["learning_rate"].default
+        elif target in fields:
             params[target] = value
         else:
             ignored.append(key)
@@ -90,6 +95,8 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
         },
         seed=seed,
         quiet=True,
+        # Linked while it runs, so a worker that dies here leaves a job claim_next retakes.
+        on_start=lambda run_id: queue.attach_run(workspace, job.id, run_id),
     )
     stage_name = STAGE_FOR_METHOD[job.method]
     params, ignored = stage_params(job, stage_name)
@@ -109,6 +116,8 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
             quiet=True,
         )
         inputs["validation"] = validation.outputs["dataset"]
+    if queue.get_job(workspace, job.id).cancel_requested:  # cancelled while ingesting
+        raise RunCancelled(f"job {job.id} was cancelled before training")
     if ignored:
         log.warning(
             "%s: hyperparameters not used by %s: %s", job.id, stage_name, ", ".join(ignored)
@@ -132,6 +141,9 @@ def work_once(workspace: Workspace) -> FineTuningJob | None:
         return None
     try:
         name = run_job(workspace, job)
+    except (KeyboardInterrupt, SystemExit):  # the server is stopping its worker
+        queue.requeue(workspace, job.id)
+        raise
     except RunCancelled:
         queue.finish(workspace, job.id, "cancelled")
     except ForgeError as exc:

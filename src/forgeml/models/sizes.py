@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForCausalLM, Mistral4Config, Mistral4ForCausalLM
+from transformers.utils import logging as hf_logging
 
 from forgeml.core.errors import ForgeError, InputError
 
@@ -291,6 +292,10 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torc
             path=directory,
             hint="point at a directory written by save_pretrained (config.json + *.safetensors)",
         )
+    # No "Loading weights" bar: loading is a step of a stage or of `serve`, which report
+    # their own progress (and a --json caller's terminal stays clean).
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         return AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, KeyError) as error:
@@ -298,6 +303,9 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torc
             f"cannot load a causal language model from this directory: {error}",
             path=directory,
         ) from error
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _attention_parameters(config: Mistral4Config) -> int:

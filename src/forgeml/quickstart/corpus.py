@@ -9,6 +9,7 @@ ingests, so a newcomer sees the whole lifecycle on realistic material with no do
                                 planted exact and near duplicates, as real exports have
     helpdesk/memos/*.html       internal memos wrapped in intranet boilerplate
     helpdesk/scan-corrupt.pdf   an unreadable file, to show how ingest reports one
+    routing/                    the fine-tuning task: ticket routing (see routing.py)
 """
 
 from __future__ import annotations
@@ -18,64 +19,9 @@ import pydoc_data.topics
 import random
 from pathlib import Path
 
-from forgeml.core.atomic import write_text_atomic
-
-CATEGORIES = {
-    "billing": [
-        "I was charged twice for {product} this month",
-        "my invoice {order} shows the wrong amount",
-        "why did my card get billed again for {product}",
-        "please refund the duplicate payment on order {order}",
-        "the price on my bill does not match the quote for {product}",
-    ],
-    "shipping": [
-        "my order {order} has not arrived yet",
-        "the tracking for {product} has not moved in a week",
-        "the parcel with {product} was delivered to the wrong address",
-        "when will order {order} ship",
-        "the courier lost my {product}",
-    ],
-    "returns": [
-        "I want to return the {product} from order {order}",
-        "how do I send back a faulty {product}",
-        "the {product} arrived broken and I need a replacement",
-        "can I exchange my {product} for a different size",
-        "I need a return label for order {order}",
-    ],
-    "account": [
-        "I cannot log in to my account any more",
-        "please change the email address on my account",
-        "how do I reset my password",
-        "my account was locked after too many attempts",
-        "I want to close my account and delete my data",
-    ],
-    "technical": [
-        "the {product} keeps disconnecting from wifi",
-        "the app crashes when I open the {product} settings",
-        "firmware update failed on my {product}",
-        "the {product} shows error code E{code} on start",
-        "my {product} will not pair with my phone",
-    ],
-}
-URGENT = [
-    "This is urgent.",
-    "Please help ASAP!",
-    "I need this fixed today.",
-    "This is blocking my business.",
-]
-CALM = ["Thanks in advance.", "No rush.", "Whenever you get a chance.", "Kind regards."]
-PRODUCTS = [
-    "router X2",
-    "smart thermostat",
-    "headset Pro",
-    "label printer",
-    "kitchen scale",
-    "e-reader",
-]
-NAMES = ["Anna Schmidt", "Luis García", "Mei Chen", "Tom Baker", "Fatima Ali", "Jonas Berg"]
-# Valid test numbers: Luhn-valid cards and checksum-valid IBANs, so detectors must find them.
-CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "3400 000000 00009"]
-IBANS = ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "FR1420041010050500013M02606"]
+from forgeml.core.atomic import write_text_if_changed
+from forgeml.quickstart.routing import write_routing_task
+from forgeml.quickstart.vocabulary import CALM, CARDS, CATEGORIES, IBANS, NAMES, PRODUCTS, URGENT
 
 MEMO_PAGE = """<!doctype html><html><head><title>{title}</title><script>trackPageView();</script></head>
 <body><nav><a href="/">Intranet home</a> | <a href="/hr">HR</a> | <a href="/it">IT</a></nav>
@@ -152,26 +98,22 @@ def tickets(count: int, seed: int = 0) -> list[dict]:
     return made
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        write_text_atomic(path, text)
-
-
 def write_quickstart_corpus(directory: Path, seed: int = 0, ticket_count: int = 1200) -> dict:
     """Write the corpus (idempotent: unchanged files are left alone). Returns file counts."""
     docs = directory / "python-docs"
     docs.mkdir(parents=True, exist_ok=True)
     for topic, text in sorted(pydoc_data.topics.topics.items()):
-        _write_if_changed(docs / f"{topic}.md", f"# {topic}\n\n{text.strip()}\n")
+        write_text_if_changed(docs / f"{topic}.md", f"# {topic}\n\n{text.strip()}\n")
     helpdesk = directory / "helpdesk"
     (helpdesk / "memos").mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in tickets(ticket_count, seed))
-    _write_if_changed(helpdesk / "tickets.jsonl", lines)
+    write_text_if_changed(helpdesk / "tickets.jsonl", lines)
     for number, (title, body) in enumerate(MEMO_TOPICS):
         page = MEMO_PAGE.format(
             title=title, body=f"<p>{body}</p><p>Questions: it-help@example.com</p>"
         )
-        _write_if_changed(helpdesk / "memos" / f"memo-{number:02d}.html", page)
+        write_text_if_changed(helpdesk / "memos" / f"memo-{number:02d}.html", page)
+    routing = write_routing_task(directory / "routing", seed=seed)
     corrupt = helpdesk / "scan-corrupt.pdf"
     if not corrupt.exists():
         corrupt.write_bytes(b"%PDF-1.4\n% a scanner crashed while writing this file\n")
@@ -179,4 +121,5 @@ def write_quickstart_corpus(directory: Path, seed: int = 0, ticket_count: int = 
         "python_docs": len(pydoc_data.topics.topics),
         "tickets": ticket_count,
         "memos": len(MEMO_TOPICS),
+        **routing,
     }

@@ -52,6 +52,7 @@ class Accounting:
             model=self.served.id,
             artifact=self.served.artifact_ref,
             api_key=caller.prefix if caller else "",
+            api_key_id=caller.key_id if caller else None,
             status=status,
             stream=self.stream,
             prompt_tokens=self.prompt_tokens,

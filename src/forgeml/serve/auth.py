@@ -3,7 +3,9 @@
 A key is `fml-` + 32 random URL-safe characters, shown once. The registry keeps its
 sha256 (keys are random, so no salt is needed) and a short prefix people can
 recognise. Scopes: `inference` (chat, completions, models) and `admin` (everything,
-including admin routes such as /metrics).
+including admin routes such as /metrics, and /v1/files and /v1/fine_tuning: uploaded
+training data may hold personal data, and a job spends compute and adds models to the
+registry, so an application's inference key can do neither).
 
 On the request path a key costs a dictionary lookup: verified keys are cached for a
 few seconds (so a revocation takes effect within `cache_seconds`), and `last_used_at`

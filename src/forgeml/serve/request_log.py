@@ -1,28 +1,39 @@
-"""One record per completion served: what drift reports and the next training round read.
+"""One record per completion served, in the registry's `request_log` table: what drift
+reports and the next training round read.
 
-Metadata only by default (model, key prefix, token counts, latency, finish reasons);
-the prompt and the output only when `ServeSettings.log_prompts` is on, because they
-may hold personal data that the retention policy must cover.
+Metadata only by default (model, key, token counts, latency, time to first token,
+finish reasons); the prompt and the output only when `ServeSettings.log_prompts` is
+on, because they may hold personal data. Rows older than `request_log_days` are
+deleted when the server starts and every hour while it runs.
 
-Records go through the `RequestLog` interface. Until the registry has a table for
-them (see the serving notes: `request_log`), `JsonlRequestLog` appends one JSON line
-per record to `<workspace>/serving/requests.jsonl`, from a background thread so the
-event loop never waits on the disk.
+A request never waits on the database: `record` puts the record on a queue, and a
+background thread writes whatever is queued in one transaction every second. If the
+database is unreachable the records wait (up to `max_pending`, oldest dropped first)
+and go in with the next write that succeeds.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
+
+from forgeml.core.schema import RequestLog as RequestLogRow
 from forgeml.core.schema import utcnow
 
+if TYPE_CHECKING:
+    from forgeml.core.workspace import Workspace
+
 log = logging.getLogger("forgeml.serve")
+
+PRUNE_SECONDS = 3600.0
 
 
 @dataclass
@@ -34,15 +45,40 @@ class RequestRecord:
     api_key: str  # the key's shown prefix, never the secret
     status: int
     stream: bool
+    api_key_id: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
-    time: str = field(default_factory=lambda: utcnow().isoformat())
+    time: datetime = field(default_factory=utcnow)
     request: dict[str, Any] | None = None  # only with log_prompts
     response: list[str] | None = None  # only with log_prompts
+
+    def to_row(self) -> RequestLogRow:
+        """The table has columns for what reports filter on; the rest goes to JSON."""
+        request = {"stream": self.stream, "artifact": self.artifact, "api_key": self.api_key}
+        response: dict[str, Any] = {"finish_reasons": self.finish_reasons, "error": self.error}
+        if self.request is not None:
+            request.update(self.request)
+        if self.response is not None:
+            response["outputs"] = self.response
+        return RequestLogRow(
+            completion_id=self.id,
+            time=self.time,
+            model=self.model,
+            route=self.endpoint,
+            status=self.status,
+            api_key_id=self.api_key_id,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_ms=self.latency_ms,
+            ttft_ms=self.ttft_ms,
+            finish_reason=(self.finish_reasons[0] or None) if self.finish_reasons else None,
+            request=request,
+            response=response,
+        )
 
 
 class RequestLog(Protocol):
@@ -51,30 +87,80 @@ class RequestLog(Protocol):
     def close(self) -> None: ...
 
 
-class JsonlRequestLog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._queue: queue.Queue[RequestRecord | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._write, name="forgeml-request-log", daemon=True)
+class RegistryRequestLog:
+    """Writes records to the registry in batches, from its own thread."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        retention_days: int,
+        *,
+        flush_seconds: float = 1.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.workspace = workspace
+        self.retention_days = retention_days
+        self.flush_seconds = flush_seconds
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._queue: queue.SimpleQueue[RequestRecord] = queue.SimpleQueue()
+        self._pending: list[RequestRecord] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="forgeml-request-log", daemon=True)
         self._thread.start()
 
     def record(self, entry: RequestRecord) -> None:
-        self._queue.put(entry)
+        self._queue.put(entry)  # SimpleQueue.put never blocks
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Write what is queued, then stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout=30)
 
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            while True:
-                entry = self._queue.get()
-                if entry is None:
-                    break
-                try:
-                    handle.write(json.dumps(asdict(entry), ensure_ascii=False, default=str) + "\n")
-                    if self._queue.empty():
-                        handle.flush()
-                except (OSError, TypeError, ValueError):
-                    log.exception("could not write a request log record")
+    def _run(self) -> None:
+        self.prune()
+        pruned_at = time.monotonic()
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+            if time.monotonic() - pruned_at >= PRUNE_SECONDS:
+                self.prune()
+                pruned_at = time.monotonic()
+        self.flush()
+
+    def flush(self) -> None:
+        while True:
+            try:
+                self._pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if not self._pending:
+            return
+        if len(self._pending) > self.max_pending:
+            excess = len(self._pending) - self.max_pending
+            self.dropped += excess
+            log.warning("request log: the database is behind; %d records dropped", excess)
+            del self._pending[:excess]
+        try:
+            with self.workspace.registry.session() as session:
+                session.add_all([entry.to_row() for entry in self._pending])
+        except SQLAlchemyError:
+            log.exception("request log: could not write %d records; retrying", len(self._pending))
+            return
+        self._pending = []
+
+    def prune(self) -> int:
+        """Delete rows older than the retention period; returns how many."""
+        cutoff = utcnow() - timedelta(days=self.retention_days)
+        try:
+            with self.workspace.registry.session() as session:
+                deleted = session.execute(
+                    delete(RequestLogRow).where(RequestLogRow.time < cutoff)
+                ).rowcount
+        except SQLAlchemyError:
+            log.exception("request log: could not delete rows older than %s", cutoff)
+            return 0
+        if deleted:
+            log.info(
+                "request log: %d rows older than %d days deleted", deleted, self.retention_days
+            )
+        return deleted or 0

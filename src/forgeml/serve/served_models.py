@@ -5,13 +5,20 @@ A model is served under the reference it was started with (`support-bot@prod`,
 that resolves, through the registry, to the same artifact: `support-bot:3` reaches
 the model started as `support-bot@prod` while the alias points there. Lookups other
 than the exact served id are cached for a few seconds, so a busy server does not
-query the registry per request.
+query the registry per request. A registry model the server does not hold is loaded
+on demand (see `ModelPool`), so a fine-tuned model answers as soon as its job succeeds.
+A LoRA adapter is served by its base model's engine (served_adapters.py), on demand too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import re
+import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,14 +26,20 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from forgeml.core.errors import ForgeError
+from forgeml.core.errors import ForgeError, InputError
+from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
 from forgeml.models.sizes import load_model
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
+from forgeml.serve.deployments import start_deployments, stop_deployments
 from forgeml.serve.engine.base import Engine
 from forgeml.serve.engine.transformers import TransformersEngine
 from forgeml.serve.errors import ModelNotServed
+from forgeml.serve.export_files import export_files
+from forgeml.serve.served_adapters import adapter_base, load_served_adapter
 from forgeml.serve.settings import ServeSettings
+
+log = logging.getLogger("forgeml.serve")
 
 RESOLVE_CACHE_SECONDS = 5.0
 
@@ -40,6 +53,7 @@ class ServedModel:
     tokenizer: object
     engine: Engine
     created: int = field(default_factory=lambda: int(time.time()))
+    parent: ServedModel | None = None  # for a LoRA adapter: the base whose engine serves it
 
     @property
     def max_context(self) -> int:
@@ -48,21 +62,24 @@ class ServedModel:
     @cached_property
     def vocabulary(self) -> GuideVocabulary:
         """Constrained-decoding tables, built on first use (about a second for 32k tokens)."""
+        if self.parent is not None:  # an adapter's vocabulary is its base's (checked at load)
+            return self.parent.vocabulary
         return GuideVocabulary(self.tokenizer)
 
 
 def load_directory(
-    served_id: str, path: Path, settings: ServeSettings, artifact=None
+    served_id: str,
+    path: Path,
+    settings: ServeSettings,
+    artifact=None,
+    *,
+    gguf: Path | None = None,
+    tokenizer_dir: Path | None = None,
+    log_dir: Path | None = None,
 ) -> ServedModel:
-    """Load a Hugging Face model directory behind a transformers engine."""
-    model = load_model(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    engine = TransformersEngine(
-        model,
-        tokenizer,
-        max_batch_size=settings.max_batch_size,
-        max_waiting=settings.max_waiting,
-    )
+    """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
+    engine = make_engine(served_id, path, tokenizer, settings, gguf=gguf, log_dir=log_dir)
     return ServedModel(
         id=served_id,
         artifact_id=artifact.id if artifact is not None else None,
@@ -73,14 +90,133 @@ def load_directory(
     )
 
 
+def make_engine(
+    served_id: str,
+    path: Path,
+    tokenizer,
+    settings: ServeSettings,
+    *,
+    gguf: Path | None = None,
+    log_dir: Path | None = None,
+) -> Engine:
+    """The engine `settings.engine` names; by default llama.cpp for a GGUF, else transformers."""
+    kind = settings.engine or ("llama.cpp" if gguf is not None else "transformers")
+    if kind == "llama.cpp":
+        if gguf is None:
+            raise InputError(
+                f"the llama.cpp engine serves GGUF exports, and {served_id} is not one",
+                hint=f"forgeml export {served_id} --format gguf, then serve the export",
+            )
+        from forgeml.serve.engine.llama_cpp import LlamaCppEngine
+
+        return LlamaCppEngine(
+            gguf,
+            tokenizer,
+            n_ctx=settings.llama_cpp_n_ctx or 0,
+            threads=settings.threads(),
+            max_waiting=settings.max_waiting,
+        )
+    if gguf is not None:
+        raise InputError(
+            f"{served_id} is a GGUF export, which only the llama.cpp engine serves",
+            hint="serve the model it was exported from (or an hf export of it) instead",
+        )
+    if kind == "vllm":
+        from forgeml.serve.engine.vllm_proxy import VllmProxyEngine
+
+        log_name = "vllm-" + re.sub(r"[^\w.@-]+", "_", served_id) + ".log"
+        return VllmProxyEngine(
+            path,
+            url=settings.vllm_url,
+            command=settings.vllm_command,
+            args=settings.vllm_args,
+            api_key=os.environ.get("VLLM_API_KEY") if settings.vllm_url else None,
+            served_name=served_id,
+            log_path=(log_dir or Path(tempfile.gettempdir()) / "forgeml") / log_name,
+            start_timeout=settings.vllm_start_timeout,
+            max_in_flight=settings.max_batch_size + settings.max_waiting,
+        )
+    return TransformersEngine(
+        load_model(path),
+        tokenizer,
+        max_batch_size=settings.max_batch_size,
+        max_waiting=settings.max_waiting,
+    )
+
+
 def load_served_model(workspace: Workspace, ref: str, settings: ServeSettings) -> ServedModel:
-    """Resolve a registry reference to a model artifact and load it."""
-    artifact = workspace.registry.resolve(ref, kind="model")
-    return load_directory(ref, workspace.root / artifact.path, settings, artifact)
+    """Resolve a registry reference to a model artifact (or an export of one) and load it."""
+    artifact = workspace.registry.resolve(ref)
+    log_dir = workspace.root / "serving"
+    if artifact.kind == "export":
+        files = export_files(workspace, artifact)
+        return load_directory(
+            ref,
+            files.directory,
+            settings,
+            artifact,
+            gguf=files.gguf,
+            tokenizer_dir=files.tokenizer_dir,
+            log_dir=log_dir,
+        )
+    if artifact.kind != "model":
+        raise InputError(
+            f"{ref!r} is a {artifact.kind}, but a model (or an export of one) is needed here",
+            hint="List models with `forgeml models list`.",
+        )
+    return load_directory(ref, workspace.root / artifact.path, settings, artifact, log_dir=log_dir)
+
+
+def load_served_models(
+    workspace: Workspace, models: Sequence[str | ServedModel], settings: ServeSettings
+) -> list[ServedModel]:
+    """Load the models a server starts with, in order; an adapter goes into its base's
+    engine, and a base nobody named is loaded too (served as `model/<sha256 prefix>`)."""
+    entries: list[ServedModel | tuple[str, Artifact]] = []
+    for model in models:
+        if isinstance(model, ServedModel):
+            entries.append(model)
+        elif (artifact := workspace.registry.resolve(model)).kind == "adapter":
+            entries.append((model, artifact))  # loaded after every model: its base may follow
+        else:
+            entries.append(load_served_model(workspace, model, settings))
+    held = [entry for entry in entries if isinstance(entry, ServedModel)]
+    served: list[ServedModel] = []
+    for entry in entries:
+        if isinstance(entry, ServedModel):
+            served.append(entry)
+            continue
+        ref, adapter = entry
+        base_artifact = adapter_base(workspace, adapter)
+        base = next((model for model in held if model.artifact_id == base_artifact.id), None)
+        if base is None:
+            base = load_served_model(workspace, base_artifact.ref, settings)
+            held.append(base)
+            served.append(base)
+        served.append(load_served_adapter(workspace, ref, adapter, base))
+    return served
 
 
 class ModelPool:
-    def __init__(self, workspace: Workspace, models: Sequence[ServedModel]) -> None:
+    """The models started with the server, plus registry models loaded on demand.
+
+    A request naming a registry model the pool does not hold (a fine-tuned model, the
+    moment its job succeeds) loads it in a thread, one load at a time, so the event
+    loop keeps serving; beyond `settings.max_on_demand_models` the least recently used
+    on-demand model is unloaded, preferring an idle one. Started models stay loaded.
+
+    A registry adapter loads into its base's engine (the base loaded on demand first if
+    need be). Adapters have their own cap, `settings.max_on_demand_adapters`: one costs
+    about 1% of a model, so it should not push a whole model out, nor a model it. An
+    adapter in use keeps its base recent; unloading a base unloads its adapters first.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        models: Sequence[ServedModel],
+        settings: ServeSettings | None = None,
+    ) -> None:
         if not models:
             raise ForgeError(
                 "nothing to serve", hint="name at least one model: forgeml serve MODEL"
@@ -89,36 +225,130 @@ class ModelPool:
         if len(set(ids)) != len(ids):
             raise ForgeError(f"a model is named twice: {', '.join(ids)}")
         self.workspace = workspace
-        self.models = list(models)
+        self.settings = settings or ServeSettings()
+        self.started = list(models)
         self._by_id = {served.id: served for served in models}
-        self._resolved: dict[str, tuple[float, ServedModel | None]] = {}
+        self._on_demand: OrderedDict[str, ServedModel] = OrderedDict()  # oldest use first
+        self._deployments: dict[str, int] = {}  # on-demand model id -> deployments row
+        self._resolved: dict[str, tuple[float, Artifact | None]] = {}
+        self._loading = asyncio.Lock()
+
+    @property
+    def models(self) -> list[ServedModel]:
+        """Every model held now: the started ones, then those loaded on demand."""
+        return [*self.started, *self._on_demand.values()]
 
     async def start(self) -> None:
-        for served in self.models:
+        for served in self.started:
             await served.engine.start()
 
     async def stop(self) -> None:
         for served in self.models:
             await served.engine.stop()
+        await asyncio.to_thread(stop_deployments, self.workspace, self._deployments.values())
+        self._deployments.clear()
 
     async def get(self, name: str) -> ServedModel:
-        """The served model `name` refers to; NotFoundError (404) if none."""
-        served = self._by_id.get(name)
-        if served is not None:
-            return served
+        """The model `name` refers to, loaded if need be; NotFoundError (404) if none."""
+        served = self._by_id.get(name) or self._on_demand.get(name)
+        if served is None:
+            artifact = await self._artifact(name)
+            served = self._holding(artifact)
+            if served is None and artifact is not None and self._cap(artifact.kind):
+                served = await self._load(name, artifact)
+        if served is None:
+            held = ", ".join(s.id for s in self.models)
+            raise ModelNotServed(f"the model {name!r} is not served here (serving: {held})")
+        for used in (served, served.parent):  # an adapter in use keeps its base recent too
+            if used is not None and used.id in self._on_demand:
+                self._on_demand.move_to_end(used.id)
+        return served
+
+    def _cap(self, kind: str) -> int:
+        if kind == "adapter":
+            return self.settings.max_on_demand_adapters
+        return self.settings.max_on_demand_models
+
+    async def _artifact(self, name: str) -> Artifact | None:
         now = time.monotonic()
         cached = self._resolved.get(name)
         if cached is None or now - cached[0] > RESOLVE_CACHE_SECONDS:
             cached = (now, await asyncio.to_thread(self._resolve, name))
             self._resolved[name] = cached
-        if cached[1] is None:
-            served_ids = ", ".join(self._by_id)
-            raise ModelNotServed(f"the model {name!r} is not served here (serving: {served_ids})")
         return cached[1]
 
-    def _resolve(self, name: str) -> ServedModel | None:
-        try:
-            artifact = self.workspace.registry.resolve(name, kind="model")
-        except ForgeError:
+    def _resolve(self, name: str) -> Artifact | None:
+        for kind in ("model", "adapter"):
+            try:
+                return self.workspace.registry.resolve(name, kind=kind)
+            except ForgeError:
+                continue
+        return None
+
+    def _holding(self, artifact: Artifact | None) -> ServedModel | None:
+        if artifact is None:
             return None
         return next((s for s in self.models if s.artifact_id == artifact.id), None)
+
+    async def _load(self, name: str, artifact: Artifact) -> ServedModel:
+        async with self._loading:  # a second request for the same model waits, then finds it
+            return await self._load_locked(name, artifact)
+
+    async def _load_locked(self, name: str, artifact: Artifact) -> ServedModel:
+        held = self._holding(artifact)
+        if held is not None:
+            return held
+        base = None
+        if artifact.kind == "adapter":
+            base_artifact = await asyncio.to_thread(adapter_base, self.workspace, artifact)
+            base = self._holding(base_artifact)
+            if base is None and not self.settings.max_on_demand_models:
+                raise ModelNotServed(
+                    f"the base model of {name!r} ({base_artifact.ref}) is not served here"
+                )
+            if base is None:
+                base = await self._load_locked(base_artifact.ref, base_artifact)
+        log.info("loading %s (%s) on demand", name, artifact.ref)
+        served, deployment = await asyncio.to_thread(self._load_blocking, name, artifact, base)
+        await served.engine.start()
+        self._on_demand[served.id] = served
+        self._deployments[served.id] = deployment
+        await self._evict(keep={served.id} | ({base.id} if base is not None else set()))
+        return served
+
+    def _load_blocking(
+        self, name: str, artifact: Artifact, base: ServedModel | None
+    ) -> tuple[ServedModel, int]:
+        if base is not None:
+            served = load_served_adapter(self.workspace, name, artifact, base)
+        else:
+            path = self.workspace.root / artifact.path
+            served = load_directory(name, path, self.settings, artifact)
+        served.vocabulary  # noqa: B018  (build constrained-decoding tables before traffic)
+        (deployment,) = start_deployments(self.workspace, [served], self.settings, on_demand=True)
+        return served, deployment
+
+    async def _evict(self, keep: set[str]) -> None:
+        # Models first: unloading one takes its adapters along, which may make room.
+        for adapters in (False, True):
+            cap = self._cap("adapter" if adapters else "model")
+            while True:
+                held = [s for s in self._on_demand.values() if (s.parent is not None) == adapters]
+                others = [s for s in held if s.id not in keep]
+                if len(held) <= cap or not others:
+                    break
+                idle = [
+                    s for s in others if not (s.engine.stats().running or s.engine.stats().waiting)
+                ]
+                await self._unload((idle or others)[0])
+
+    async def _unload(self, victim: ServedModel) -> None:
+        for adapter in [s for s in self._on_demand.values() if s.parent is victim]:
+            await self._unload(adapter)  # before its base's engine stops
+        del self._on_demand[victim.id]
+        kind = "adapter" if victim.parent is not None else "model"
+        log.info("unloading %s, the least recently used on-demand %s", victim.id, kind)
+        await victim.engine.stop()  # requests still running on it end with `abort`
+        deployment = self._deployments.pop(victim.id, None)
+        if deployment is not None:
+            await asyncio.to_thread(stop_deployments, self.workspace, [deployment])

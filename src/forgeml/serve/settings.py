@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,8 +24,17 @@ class ServeSettings(BaseModel):
     log_prompts: bool = Field(
         False, description="Store prompts and outputs in the request log (personal data!)."
     )
-    request_log: Path | None = Field(
-        None, description="JSONL request log; default <workspace>/serving/requests.jsonl."
+    request_log_days: int = Field(
+        30, ge=1, description="Days request log rows are kept in the registry before deletion."
+    )
+    feedback_cache_size: int = Field(
+        4096,
+        ge=0,
+        description="Recent chat completions kept in memory (never on disk) so /v1/feedback "
+        "can name the conversation it rates; 0 turns this off.",
+    )
+    feedback_cache_seconds: float = Field(
+        3600.0, gt=0, description="How long a completion stays in that cache."
     )
     key_cache_seconds: float = Field(
         10.0, ge=0, description="How long a verified key is trusted before re-checking."
@@ -37,6 +46,56 @@ class ServeSettings(BaseModel):
         "event loop keeps (on 2 cores one thread also avoids oversubscription stalls).",
     )
     endpoint: str = Field("", description="Where the server listens, recorded on deployments.")
+    job_workers: int = Field(
+        1,
+        ge=0,
+        description="`forgeml jobs worker` processes the server runs for fine-tuning jobs "
+        "(0: none; run workers yourself, e.g. on a GPU machine sharing the registry).",
+    )
+    max_on_demand_models: int = Field(
+        2,
+        ge=0,
+        description="Registry models (e.g. fine-tuned ones) loaded when a request names them, "
+        "beyond those the server was started with; the least recently used is unloaded "
+        "past this many. 0: serve only the models named at start.",
+    )
+    max_on_demand_adapters: int = Field(
+        8,
+        ge=0,
+        description="LoRA adapters loaded into their base model's engine when a request names "
+        "them (a base not held counts as an on-demand model); the least recently used is "
+        "unloaded past this many. 0: serve only the adapters named at start.",
+    )
+    # Engines: served_models.make_engine reads these.
+    engine: Literal["transformers", "llama.cpp", "vllm"] | None = Field(
+        None,
+        description="transformers (CPU/GPU, batches requests), llama.cpp (a GGUF export, one "
+        "request at a time) or vllm (GPU, a vLLM server). Default: llama.cpp for a GGUF "
+        "export, else transformers.",
+    )
+    llama_cpp_n_ctx: int | None = Field(
+        None,
+        ge=1,
+        description="llama.cpp context in tokens (its f32 KV cache is sized for it); "
+        "default: the model's trained context.",
+    )
+    vllm_command: str | None = Field(
+        None,
+        description="The `vllm` executable of vLLM's own environment (e.g. /opt/vllm/bin/vllm): "
+        "the server runs `vllm serve MODEL_DIR` with it and stops it on exit.",
+    )
+    vllm_url: str | None = Field(
+        None,
+        description="Instead of vllm_command: a running vLLM server that serves this one model "
+        "with its tokenizer (its API key, if any, is read from $VLLM_API_KEY).",
+    )
+    vllm_args: list[str] = Field(
+        default_factory=list,
+        description="More `vllm serve` arguments, e.g. ['--tensor-parallel-size', '2'].",
+    )
+    vllm_start_timeout: float = Field(
+        600.0, gt=0, description="Seconds `vllm serve` may take to become ready."
+    )
 
     def threads(self) -> int:
         return self.torch_threads or max(1, (os.cpu_count() or 2) - 1)

@@ -1,15 +1,15 @@
-"""What the fine-tuning stages share: the base model, TRL's arguments, LoRA, resumable
-training with registry metrics, and the output artifact.
+"""What the fine-tuning stages share: the base model, the trainers' arguments, LoRA,
+resumable training with registry metrics, and the output artifact.
 
     with deterministic(ctx.seed), quiet_libraries():
         model, tokenizer = load_base(ctx)
         model = apply_lora(model, params, ctx.seed) if params.lora else model
-        trainer = SFTTrainer(model=model, args=trainer_args(SFTConfig, ctx, params), ...)
+        trainer = DPOTrainer(model=model, args=trainer_args(DPOConfig, ctx, params), ...)
         history = fit(ctx, trainer, params)
         artifact = save_output(ctx, trainer.model, tokenizer, params, record, history, adapter)
 
-The stages wrap TRL's trainers rather than pre-training's own loop: they need TRL's
-losses (DPO, ORPO, KTO, GRPO) and its collation. Resume is transformers': every
+The stages wrap transformers' and TRL's trainers rather than pre-training's own loop:
+they need TRL's losses (DPO, ORPO, KTO, GRPO); SFT's loss is the plain `Trainer`'s. Resume is transformers': every
 `checkpoint_every` steps a `checkpoint-N/` in `ctx.checkpoint_dir` (weights or adapter,
 optimizer, scheduler, RNG states, trainer state with the log history), and a rerun of
 the same run key continues from the newest complete one.
@@ -306,14 +306,18 @@ def fit(ctx: StageContext, trainer: Any, params: FinetuneParams) -> History:
 @contextmanager
 def quiet_libraries() -> Iterator[None]:
     """No "Writing model shards" or "Tokenizing dataset" bars from transformers and
-    datasets: the stage's own progress bar is the only one."""
+    datasets (the stage's own progress bar is the only one), nor the libraries'
+    deprecation warnings about each other."""
     import datasets
 
     bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
-        yield
+        with warnings.catch_warnings():
+            # TRL 1.16 asks transformers 5.23 the deprecated `is_gradient_checkpointing`.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+            yield
     finally:
         if bars[0]:
             hf_logging.enable_progress_bar()

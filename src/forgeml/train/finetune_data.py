@@ -34,8 +34,7 @@ READER_KEYS = {"format", "line", "row", "encoding", "encoding_fallback", "page",
 _HINTS = {
     "chat": 'each record: {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}',
     "preference": 'each record: {"prompt", "chosen", "rejected"} or OpenAI\'s {"input", '
-    '"preferred_output", "non_preferred_output"}; ingest such a jsonl with '
-    "text_field=prompt and metadata_fields=[chosen, rejected]",
+    '"preferred_output", "non_preferred_output"}, ingested from a jsonl as it is',
     "prompt": 'each record: {"messages": [..., {"role": "user", ...}], "reference"?: ...}',
 }
 
@@ -43,18 +42,18 @@ _HINTS = {
 def original_record(row: dict[str, Any]) -> dict[str, Any]:
     """The training record a dataset row was ingested from, as far as it was kept.
 
-    Chat lines keep their `messages` (and `tools` in metadata). Lines without a text
-    field are kept by the readers only when ingested with `text_field` naming one of
-    their fields (the text becomes `prompt` here) and `metadata_fields` for the rest;
-    a reader that stores a line's own fields under `metadata["fields"]` is read too.
+    Chat lines keep their `messages` (and `tools` in metadata), the jsonl reader keeps
+    a line's other fields under `metadata["fields"]` (preference and prompt lines
+    whole), and `metadata_fields` chosen at ingest are read too. A line ingested with
+    `text_field` naming one of its fields has that text as its `prompt` here.
     """
     metadata = row.get("metadata") or {}
     record = dict(metadata.get("fields") or {})
     record.update({k: v for k, v in metadata.items() if k not in READER_KEYS | {"fields"}})
     if row.get("messages") is not None:
         record["messages"] = row["messages"]
-    elif not record.keys() & {"prompt", "input", "messages"}:
-        record["prompt"] = row["text"]
+    elif "fields" not in metadata and not record.keys() & {"prompt", "input", "messages"}:
+        record["prompt"] = row["text"]  # (a line kept whole may have an implicit prompt)
     return record
 
 

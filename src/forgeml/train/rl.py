@@ -6,8 +6,8 @@
 
 Records are prompts (`{"messages": [... ending with a user turn], "tools"?, ...}` or
 `{"prompt": ...}`); their other fields (`reference`, `answer`, ...) reach the rewards as
-`sample.item` (ingest a jsonl with `metadata_fields: [reference]` to keep them). For
-each prompt TRL's `GRPOTrainer` samples `num_generations` completions with the model
+`sample.item` (data.ingest keeps a jsonl line's fields). For each prompt TRL's
+`GRPOTrainer` samples `num_generations` completions with the model
 itself (`use_vllm=False`: one process, CPU or GPU), scores them with the weighted sum of
 `rewards` (forgeml.train.rewards) and moves the policy towards the better ones of each
 group. The completions are decoded with their control tokens, so the rewards see tool

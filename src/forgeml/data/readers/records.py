@@ -4,6 +4,11 @@ Neither file is ever held in memory whole: lines are read, decoded and turned in
 one at a time. A bad line or row becomes a `Rejection` located by its line number and the
 rest of the file is still read. Positions in metadata: `line` is the 1-based line in the
 file; `row` (csv) is the 0-based index of the data row, as in pandas and pyarrow.
+
+Fine-tuning lines without a text field keep their own fields under `metadata["fields"]`,
+so training reads back what the file said: a chat line's other fields (`reference` and
+the like, for RL rewards), and preference or prompt lines (`prompt`/`chosen`/`rejected`,
+OpenAI's `input`/`preferred_output`/`non_preferred_output`) whole.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ from forgeml.data.readers.sources import (
 # Long documents in one csv cell are normal for us; the stdlib default limit is 128 KiB.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 _CSV_DELIMITERS = (",", ";", "\t", "|")
+# Top-level fields of fine-tuning lines (TRL, OpenAI, Mistral) that carry their text.
+TRAINING_FIELDS = (
+    "prompt", "input", "completion", "chosen", "rejected", "preferred_output",
+    "non_preferred_output",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -94,6 +104,8 @@ def _jsonl_record(source: SourceFile, options: ReadOptions, line: _Line) -> Docu
     field = options.text_field
     if field not in record and isinstance(record.get("messages"), list):
         return _chat_document(source, options, record, line.number, metadata)
+    if field not in record and record.keys() & set(TRAINING_FIELDS):
+        return _training_document(source, options, record, line.number, metadata)
     return _text_document(source, options, record, line.number, metadata, line=line.number)
 
 
@@ -124,6 +136,9 @@ def _chat_document(
         return _reject(source, "no message has any text", position, field="messages")
     if "tools" in record:
         metadata["tools"] = record["tools"]
+    fields = {key: value for key, value in record.items() if key not in ("messages", "tools")}
+    if fields:  # e.g. an RL prompt's `reference`, which the rewards read
+        metadata["fields"] = json_safe(fields)
     _copy_fields(record, options, metadata)
     return Document(
         id=document_id(source.sha256, position),
@@ -133,6 +148,44 @@ def _chat_document(
         metadata=metadata,
         messages=messages,
     )
+
+
+def _training_document(
+    source: SourceFile,
+    options: ReadOptions,
+    record: dict[str, Any],
+    position: int,
+    metadata: dict[str, Any],
+) -> Document | Rejection:
+    """A preference or prompt line, kept whole in `metadata["fields"]`; its text (the
+    prompt and answers) is what assessment and cleaning read."""
+    text = "\n\n".join(
+        part for name in TRAINING_FIELDS for part in _texts(record.get(name)) if part.strip()
+    )
+    if not text:
+        present = ", ".join(f for f in TRAINING_FIELDS if f in record)
+        return _reject(source, f"no text in {present}", position)
+    metadata["fields"] = json_safe(record)
+    _copy_fields(record, options, metadata)
+    return Document(
+        id=document_id(source.sha256, position),
+        text=text,
+        source=str(source.path),
+        source_sha256=source.sha256,
+        metadata=metadata,
+    )
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """The strings of a prompt or answer: plain text, messages, content parts."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for key in ("messages", "content", "text"):
+            yield from _texts(value.get(key))
 
 
 def _text_document(

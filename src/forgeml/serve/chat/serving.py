@@ -27,6 +27,7 @@ from forgeml.serve.chat.prompt import PreparedChat, prepare
 from forgeml.serve.constrained.guide import OutputGuide
 from forgeml.serve.engine.base import GenerationChunk, GenerationRequest
 from forgeml.serve.errors import APIError
+from forgeml.serve.recent_completions import RecentCompletion
 from forgeml.serve.served_models import ServedModel
 from forgeml.serve.streaming import DONE, completion_id, merge, sse
 
@@ -244,10 +245,12 @@ class _Run:
     # --- accounting --------------------------------------------------------------------------
 
     def _record(self, status: int, error: str | None) -> None:
+        tools = [tool.model_dump(exclude_none=True) for tool in self.body.tools or []]
         prompt = None
         if self.service.state.settings.log_prompts:
             prompt = {
                 "messages": self.prepared.messages,
+                "tools": tools,
                 "reasoning_effort": self.prepared.reasoning_effort,
             }
         self.accounting.close(
@@ -258,6 +261,19 @@ class _Run:
             prompt,
             [choice.text for choice in self.choices],
         )
+        if status == 200:  # so /v1/feedback finds the conversation it rates
+            caller = getattr(self.request.state, "caller", None)
+            self.service.state.recent_completions.remember(
+                self.id,
+                RecentCompletion(
+                    self.served.id,
+                    self.served.artifact_ref,
+                    self.prepared.messages,
+                    tools,
+                    [choice.text for choice in self.choices],
+                    caller.key_id if caller else None,
+                ),
+            )
 
 
 def _thinking_chunk(text: str) -> dict[str, Any]:

@@ -9,11 +9,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from forgeml.serve.chat.protocol import StreamOptions, Usage
 
 
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs`, the kinds llguidance compiles: one of them is set."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    json_schema: dict | str | None = Field(None, alias="json")
+    json_object: bool | None = None
+    grammar: str | None = None  # Lark (llguidance's dialect, `<[id]>` for special tokens)
+
+
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]  # token ids are used as they are
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -30,6 +40,9 @@ class CompletionRequest(BaseModel):
     frequency_penalty: float | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says
+    # vLLM's extensions, so forgeml can stand where a vLLM server does (engine/vllm_proxy.py):
+    return_token_ids: bool = False  # each choice carries its token ids (the prompt's first)
+    structured_outputs: StructuredOutputs | None = None  # constrain the completion
 
 
 class CompletionChoice(BaseModel):
@@ -37,6 +50,8 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: str | None = None
     logprobs: None = None
+    token_ids: list[int] | None = None  # with return_token_ids only
+    prompt_token_ids: list[int] | None = None
 
 
 class CompletionResponse(BaseModel):

@@ -1,15 +1,20 @@
-"""Text completions: a raw prompt continued, no chat template, no constraints.
+"""Text completions: a raw prompt continued, no chat template.
 
-The prompt is encoded as pre-training saw documents: `<s>` then the text. Choices are
-numbered prompt by prompt (`index = prompt_index * n + j`), as OpenAI does.
+A text prompt is encoded as pre-training saw documents: `<s>` then the text; a prompt of
+token ids is used as it is. Choices are numbered prompt by prompt
+(`index = prompt_index * n + j`), as OpenAI does. vLLM's `structured_outputs` (a JSON
+schema or a Lark grammar) constrains the completion, and `return_token_ids` returns
+the ids, so a forgeml server can stand behind the vLLM engine's proxy as vLLM does.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import llguidance
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -21,7 +26,10 @@ from forgeml.serve.completions.protocol import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    StructuredOutputs,
 )
+from forgeml.serve.constrained.guide import OutputGuide, OutputSpec
+from forgeml.serve.constrained.json_schema import json_grammar
 from forgeml.serve.engine.base import GenerationChunk, GenerationRequest, SamplingParams
 from forgeml.serve.errors import APIError
 from forgeml.serve.served_models import ServedModel
@@ -37,10 +45,9 @@ class CompletionService:
         served: ServedModel = await self.state.pool.get(body.model)
         request.state.model = served.id
         _refuse_unsupported(body)
-        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-        if not prompts:
-            raise InputError("prompt must not be empty", field="prompt")
+        prompts = _prompts(body.prompt)
         encoded = [self._encode(served, prompt) for prompt in prompts]
+        spec = _output_spec(body.structured_outputs)
         cid = completion_id("cmpl")
         accounting = Accounting(
             request, served, "completions", cid, body.stream, sum(map(len, encoded)), started
@@ -60,7 +67,10 @@ class CompletionService:
                     ignore_eos=body.ignore_eos,
                 )
                 index = prompt_index * body.n + j
-                generations.append(GenerationRequest(f"{cid}-{index}", prompt_ids, sampling))
+                guide = None if spec is None else OutputGuide(served.vocabulary, spec, max_tokens)
+                generations.append(
+                    GenerationRequest(f"{cid}-{index}", prompt_ids, sampling, guide=guide)
+                )
         streams = []
         try:
             streams = [served.engine.generate(generation) for generation in generations]
@@ -68,13 +78,20 @@ class CompletionService:
             for stream in streams:
                 await stream.aclose()
             raise
-        run = _Run(body, served, cid, accounting, len(generations), prompts)
+        run = _Run(body, served, cid, accounting, [g.prompt_ids for g in generations], prompts)
         if body.stream:
             return StreamingResponse(run.stream(streams), media_type="text/event-stream")
         return await run.collect(streams)
 
-    def _encode(self, served: ServedModel, prompt: str) -> list[int]:
+    def _encode(self, served: ServedModel, prompt: str | list[int]) -> list[int]:
         tokenizer = served.tokenizer
+        if isinstance(prompt, list):
+            size = len(tokenizer)
+            if not prompt or not all(0 <= token < size for token in prompt):
+                raise InputError(
+                    f"a prompt of token ids must be non-empty ids below {size}", field="prompt"
+                )
+            return prompt
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id, *ids]
@@ -88,11 +105,15 @@ class _Run:
         served: ServedModel,
         cid: str,
         accounting: Accounting,
-        count: int,
-        prompts: list[str],
+        prompt_ids: list[list[int]],
+        prompts: list[str | list[int]],
     ) -> None:
         self.body, self.served, self.id = body, served, cid
         self.accounting: Accounting = accounting
+        count = len(prompt_ids)
+        self.prompt_ids = prompt_ids  # per choice, for return_token_ids
+        self.token_ids: list[list[int]] = [[] for _ in range(count)]
+        self.prompt_sent: set[int] = set()
         self.texts = [""] * count
         self.tokens = [0] * count
         self.finish: list[str | None] = [None] * count
@@ -104,6 +125,7 @@ class _Run:
         self.accounting.token_arrived()
         self.texts[index] += chunk.text
         self.tokens[index] = chunk.completion_tokens
+        self.token_ids[index] += chunk.token_ids
         if chunk.finish_reason is not None:
             self.finish[index], self.errors[index] = chunk.finish_reason, chunk.error
 
@@ -133,6 +155,10 @@ class _Run:
                 CompletionChoice(index=i, text=text, finish_reason=self.finish[i])
                 for i, text in enumerate(self.texts)
             ]
+            if self.body.return_token_ids:
+                for choice in choices:
+                    choice.token_ids = self.token_ids[choice.index]
+                    choice.prompt_token_ids = self.prompt_ids[choice.index]
             response = CompletionResponse(
                 id=self.id,
                 created=self.created,
@@ -140,7 +166,9 @@ class _Run:
                 choices=choices,
                 usage=self._usage(),
             )
-            return JSONResponse(response.model_dump())
+            payload = response.model_dump()
+            payload["choices"] = [_dump(choice) for choice in choices]
+            return JSONResponse(payload)
         finally:
             self._close(status, error)
 
@@ -153,10 +181,16 @@ class _Run:
                     status, error = 500, chunk.error or "generation was aborted"
                     yield sse(APIError(500, f"generation failed: {error}", "server_error").body())
                     break
-                if chunk.text or chunk.finish_reason:
+                ids = self.body.return_token_ids and chunk.token_ids  # half a character too
+                if chunk.text or chunk.finish_reason or ids:
                     choice = CompletionChoice(
                         index=index, text=chunk.text, finish_reason=chunk.finish_reason
                     )
+                    if self.body.return_token_ids:
+                        choice.token_ids = chunk.token_ids
+                        if index not in self.prompt_sent:  # with a choice's first chunk
+                            choice.prompt_token_ids = self.prompt_ids[index]
+                            self.prompt_sent.add(index)
                     yield sse(self._envelope([choice]))
             else:
                 options = self.body.stream_options
@@ -177,7 +211,7 @@ class _Run:
             "object": "text_completion",
             "created": self.created,
             "model": self.served.id,
-            "choices": [choice.model_dump() for choice in choices],
+            "choices": [_dump(choice) for choice in choices],
         }
         if usage is not None:
             envelope["usage"] = usage.model_dump(exclude_none=True)
@@ -192,6 +226,53 @@ class _Run:
             {"prompts": self.prompts},
             self.texts,
         )
+
+
+def _dump(choice: CompletionChoice) -> dict[str, Any]:
+    """A choice as JSON; token ids only when they were asked for."""
+    payload = choice.model_dump()
+    for key in ("token_ids", "prompt_token_ids"):
+        if payload[key] is None:
+            del payload[key]
+    return payload
+
+
+def _prompts(prompt: str | list) -> list[str | list[int]]:
+    """The prompts of a request: one text, texts, one list of token ids, or several."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(token, int) for token in prompt):
+        return [list(prompt)]
+    if not prompt:
+        raise InputError("prompt must not be empty", field="prompt")
+    return list(prompt)
+
+
+def _output_spec(structured: StructuredOutputs | None) -> OutputSpec | None:
+    """vLLM's `structured_outputs` as what a guide enforces (None: unconstrained)."""
+    if structured is None:
+        return None
+    field = "structured_outputs"
+    kinds = [name for name, value in structured if value is not None]
+    if len(kinds) != 1:
+        raise InputError("structured_outputs takes one of json, json_object, grammar", field=field)
+    if structured.grammar is not None:
+        try:
+            grammar = llguidance.grammar_from("grammar", structured.grammar)
+        except ValueError as error:
+            raise InputError(
+                f"cannot read this grammar: {error}", field=f"{field}.grammar"
+            ) from error
+        return OutputSpec(grammar=grammar, field=f"{field}.grammar")
+    schema = structured.json_schema
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError as error:
+            raise InputError("json must be a JSON schema", field=f"{field}.json") from error
+    if structured.json_object is False:
+        raise InputError("json_object must be true when set", field=f"{field}.json_object")
+    return OutputSpec(grammar=json_grammar(schema, f"{field}.json"), field=f"{field}.json")
 
 
 def _refuse_unsupported(body: CompletionRequest) -> None:

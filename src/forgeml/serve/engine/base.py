@@ -70,8 +70,8 @@ class GenerationRequest:
     prompt_ids: list[int]
     sampling: SamplingParams
     guide: TokenGuide | None = None
-    # A LoRA adapter served over the same base model. Engines that cannot batch
-    # adapters reject a request naming one; none does yet (see the serving report).
+    # A LoRA adapter loaded into this engine's model (TransformersEngine.add_adapter);
+    # its rows decode in the same batch as the base's. Other engines refuse adapters.
     adapter: str | None = None
 
 

@@ -17,6 +17,10 @@ explicitly; causal masking is over columns, which is the same order.
 This works for any transformers model whose cache is a `DynamicCache` of full-attention
 layers (tensors shaped [batch, heads, seq, dim]), our `mistral4` included (it caches
 the compressed MLA latents). Sliding-window and linear-attention caches are refused.
+
+With LoRA adapters loaded (lora.py), `model` is PEFT's wrapper and `adapter_names`
+names each row's adapter, so requests for the base and for several adapters share
+every forward pass.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class DecodeBatch:
             layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, count, 0))
             layer.values = torch.nn.functional.pad(layer.values, (0, 0, count, 0))
 
-    def step(self, model: torch.nn.Module) -> torch.Tensor:
+    def step(self, model: torch.nn.Module, adapter_names: list[str] | None = None) -> torch.Tensor:
         """One decode step for every row; returns the next-token logits [rows, vocab]."""
         ones = torch.ones((len(self), 1), dtype=self.attention_mask.dtype)
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
@@ -104,13 +108,17 @@ class DecodeBatch:
             position_ids=self.positions[:, None],
             past_key_values=self.cache,
             use_cache=True,
+            **_adapter_kwargs(adapter_names),
         )
         self.positions = self.positions + 1
         return output.logits[:, -1].float()
 
 
 def prefill(
-    model: torch.nn.Module, sequences: list[Sequence], pad_id: int
+    model: torch.nn.Module,
+    sequences: list[Sequence],
+    pad_id: int,
+    adapter_names: list[str] | None = None,
 ) -> tuple[DecodeBatch, torch.Tensor]:
     """Run the prompts of new sequences; return their batch and first-token logits.
 
@@ -132,6 +140,7 @@ def prefill(
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **_adapter_kwargs(adapter_names),
     )
     _layers(cache)  # refuse caches we cannot batch before any sequence is admitted
     batch = DecodeBatch(
@@ -142,6 +151,11 @@ def prefill(
         last_tokens=torch.full((len(sequences),), pad_id, dtype=torch.long),
     )
     return batch, output.logits[:, -1].float()
+
+
+def _adapter_kwargs(adapter_names: list[str] | None) -> dict[str, list[str]]:
+    # A plain transformers model takes no `adapter_names`: pass it only to PEFT's wrapper.
+    return {} if adapter_names is None else {"adapter_names": adapter_names}
 
 
 def _layers(cache: DynamicCache) -> list[DynamicLayer]:

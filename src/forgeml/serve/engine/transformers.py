@@ -12,6 +12,11 @@ loop never waits on the model: it only reads asyncio queues. On 2 CPU cores one
 batched step costs little more than a single-sequence step (the weights are read
 once per step either way), which is where the throughput comes from (FACTS.md:
 ~68 tokens/s one at a time, ~830 tokens/s as one static batch of 32).
+
+LoRA adapters load into the same model (`add_adapter`, lora.py): a request naming one
+decodes in the same batch as everyone else's, its rows getting the adapter's `B @ A`
+in each adapted layer. Loading and unloading rewrite the model, so they run on the
+worker thread too, between two steps.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from pathlib import Path
 
 import torch
 
@@ -34,8 +41,10 @@ from forgeml.serve.engine.base import (
     QueueFullError,
 )
 from forgeml.serve.engine.batch import DecodeBatch, prefill
+from forgeml.serve.engine.lora import LoraAdapters
 from forgeml.serve.engine.sampling import sample
 from forgeml.serve.engine.sequence import Sequence
+from forgeml.serve.engine.stream import SequenceStream
 
 log = logging.getLogger("forgeml.serve.engine")
 THROUGHPUT_WINDOW_SECONDS = 5.0
@@ -71,7 +80,13 @@ class TransformersEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        # (time, tokens generated per adapter, None = the base) over the last few seconds
+        self._recent: collections.deque[tuple[float, collections.Counter[str | None]]] = (
+            collections.deque()
+        )
+        self.adapters = LoraAdapters(self.model)
+        self._adapters_open: set[str] = set()  # adapters requests may name (under _wakeup)
+        self._jobs: list[tuple[Callable[[], None], Future[None]]] = []  # for the worker
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -92,27 +107,95 @@ class TransformersEngine(Engine):
             self._thread = None
 
     def stats(self) -> EngineStats:
+        """The whole engine: requests for its adapters count too (they share the batch)."""
+        return self._stats(lambda adapter: True)
+
+    def adapter_stats(self, adapter: str) -> EngineStats:
+        """The requests for one adapter only."""
+        return self._stats(lambda name: name == adapter)
+
+    def _stats(self, counted: Callable[[str | None], bool]) -> EngineStats:
         now = time.monotonic()
-        recent = [
-            count for at, count in list(self._recent) if now - at <= THROUGHPUT_WINDOW_SECONDS
-        ]
-        batch = self._batch
-        return EngineStats(
-            waiting=len(self._waiting),
-            running=len(batch) if batch is not None else 0,
-            tokens_per_second=sum(recent) / THROUGHPUT_WINDOW_SECONDS,
+        tokens = sum(
+            count
+            for at, counts in list(self._recent)
+            if now - at <= THROUGHPUT_WINDOW_SECONDS
+            for adapter, count in counts.items()
+            if counted(adapter)
         )
+        batch = self._batch
+        running = list(batch.sequences) if batch is not None else []
+        return EngineStats(
+            waiting=sum(counted(s.request.adapter) for s in list(self._waiting)),
+            running=sum(counted(s.request.adapter) for s in running),
+            tokens_per_second=tokens / THROUGHPUT_WINDOW_SECONDS,
+        )
+
+    # --- LoRA adapters (blocking: call these from a thread, never the event loop) ----------
+
+    def add_adapter(self, name: str, directory: Path) -> None:
+        """Load a PEFT LoRA directory over this engine's model; requests may then name it.
+
+        Decoding pauses while the weights go in (a LoRA file is ~1% of the model).
+        """
+
+        def load() -> None:
+            if name not in self.adapters.names:
+                self.adapters.load(name, directory)
+            with self._wakeup:
+                self._adapters_open.add(name)
+
+        self._on_worker(load)
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload an adapter; its requests still waiting or running end with `abort`."""
+        self._on_worker(lambda: self._remove_adapter(name))
+
+    def _on_worker(self, job: Callable[[], None]) -> None:
+        """Run `job` on the worker thread between two steps (it owns the model) and wait;
+        with no worker running, run it here."""
+        future: Future[None] | None = None
+        with self._wakeup:
+            worker = self._thread
+            if worker is not None and not self._stopping:
+                future = Future()
+                self._jobs.append((job, future))
+                self._wakeup.notify()
+        if future is not None:
+            future.result()  # the job's error, if any, is raised here
+            return
+        if worker is not None:
+            worker.join()  # stopping: run after its last step
+        job()
+
+    def _remove_adapter(self, name: str) -> None:
+        with self._wakeup:
+            self._adapters_open.discard(name)
+            dropped = [s for s in self._waiting if s.request.adapter == name]
+            self._waiting = collections.deque(s for s in self._waiting if s.request.adapter != name)
+        batch = self._batch
+        if batch is not None:
+            dropped += [s for s in batch.sequences if s.request.adapter == name]
+            rows = [row for row, s in enumerate(batch.sequences) if s.request.adapter != name]
+            if not rows:
+                self._batch = None
+            elif len(rows) < len(batch):
+                batch.keep(rows)
+        self.adapters.unload(name)
+        self._send([(s, s.fail("abort", "the adapter was unloaded")) for s in dropped])
 
     # --- the event-loop side ----------------------------------------------------------------
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        if request.adapter is not None:
-            raise InputError("this engine does not serve LoRA adapters yet", field="model")
         if self._thread is None or self._loop is None:
             raise RuntimeError("the engine is not started: await engine.start() first")
         sequence = Sequence(request, self._backend, self.eos_token_ids)
         sequence.outbox = queue = asyncio.Queue()
         with self._wakeup:
+            if request.adapter is not None and request.adapter not in self._adapters_open:
+                raise InputError(
+                    f"the adapter {request.adapter!r} is not loaded in this engine", field="model"
+                )
             # Waiting requests that free batch slots will take at the next step do not
             # count against max_waiting: only those that would really queue do.
             running = len(self._batch) if self._batch is not None else 0
@@ -123,7 +206,7 @@ class TransformersEngine(Engine):
                 )
             self._waiting.append(sequence)
             self._wakeup.notify()
-        return _SequenceStream(sequence, queue, self._wakeup)
+        return SequenceStream(sequence, queue, self._wakeup)
 
     @staticmethod
     def _deliver(outputs: list[tuple[Sequence, GenerationChunk]]) -> None:
@@ -140,10 +223,14 @@ class TransformersEngine(Engine):
         with torch.inference_mode():
             while True:
                 with self._wakeup:
-                    while not self._stopping and not self._waiting and self._batch is None:
+                    while self._idle():
                         self._wakeup.wait()
                     if self._stopping:
                         break
+                    jobs, self._jobs = self._jobs, []
+                # Before admitting: a removed adapter's requests must never reach a forward.
+                self._run_jobs(jobs)
+                with self._wakeup:
                     admitted = self._take_waiting()
                 try:
                     if admitted:
@@ -154,6 +241,23 @@ class TransformersEngine(Engine):
                     log.exception("engine step failed")
                     self._fail_all(admitted, f"{type(error).__name__}: {error}")
         self._fail_all([], "the server is shutting down", reason="abort")
+        with self._wakeup:
+            jobs, self._jobs = self._jobs, []
+        self._run_jobs(jobs)
+
+    def _idle(self) -> bool:
+        busy = self._stopping or self._jobs or self._waiting or self._batch is not None
+        return not busy
+
+    @staticmethod
+    def _run_jobs(jobs: list[tuple[Callable[[], None], Future[None]]]) -> None:
+        for job, future in jobs:
+            try:
+                job()
+            except Exception as error:  # the caller waiting on the future gets it
+                future.set_exception(error)
+            else:
+                future.set_result(None)
 
     def _take_waiting(self) -> list[Sequence]:
         running = len(self._batch) if self._batch is not None else 0
@@ -172,7 +276,8 @@ class TransformersEngine(Engine):
         return taken
 
     def _admit(self, sequences: list[Sequence]) -> None:
-        batch, logits = prefill(self.model, sequences, self.pad_id)
+        names = self.adapters.row_names(sequences)
+        batch, logits = prefill(self.adapters.model, sequences, self.pad_id, names)
         tokens = sample(logits, batch.sequences)
         batch.last_tokens = torch.tensor(tokens, dtype=torch.long)
         outputs = self._take(batch, tokens)
@@ -186,7 +291,7 @@ class TransformersEngine(Engine):
     def _step(self) -> None:
         batch = self._batch
         assert batch is not None
-        logits = batch.step(self.model)
+        logits = batch.step(self.adapters.model, self.adapters.row_names(batch.sequences))
         tokens = sample(logits, batch.sequences)
         batch.last_tokens = torch.tensor(tokens, dtype=torch.long)
         self._send(self._take(batch, tokens))
@@ -196,7 +301,7 @@ class TransformersEngine(Engine):
         self, batch: DecodeBatch, tokens: list[int]
     ) -> list[tuple[Sequence, GenerationChunk]]:
         now = time.monotonic()
-        self._recent.append((now, len(tokens)))
+        self._recent.append((now, collections.Counter(s.request.adapter for s in batch.sequences)))
         while self._recent and now - self._recent[0][0] > THROUGHPUT_WINDOW_SECONDS:
             self._recent.popleft()
         # Every token is sent, even one that decodes to no text yet (half a character):
@@ -231,45 +336,3 @@ class TransformersEngine(Engine):
                 sequences += list(self._waiting)
                 self._waiting.clear()
         self._send([(s, s.fail(reason, message)) for s in sequences if s.finish_reason is None])
-
-
-class _SequenceStream:
-    """The chunks of one sequence; closing it early (or dropping it) aborts the sequence.
-
-    A class rather than an async generator: a generator that was never iterated runs
-    no cleanup when closed, and the sequence would decode for nobody.
-    """
-
-    def __init__(
-        self,
-        sequence: Sequence,
-        queue: asyncio.Queue[GenerationChunk],
-        wakeup: threading.Condition,
-    ) -> None:
-        self._sequence, self._queue, self._wakeup = sequence, queue, wakeup
-        self._finished = False
-
-    def __aiter__(self) -> _SequenceStream:
-        return self
-
-    async def __anext__(self) -> GenerationChunk:
-        if self._finished:
-            raise StopAsyncIteration
-        try:
-            chunk = await self._queue.get()
-        except BaseException:
-            await self.aclose()
-            raise
-        self._finished = chunk.finish_reason is not None
-        return chunk
-
-    async def aclose(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._sequence.abort()
-            with self._wakeup:
-                self._wakeup.notify()
-
-    def __del__(self) -> None:
-        if not self._finished:
-            self._sequence.abort()

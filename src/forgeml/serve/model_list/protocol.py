@@ -21,7 +21,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "forgeml"
-    root: str  # the artifact served: model/<sha256 prefix>
+    root: str  # the artifact served: model/<sha256 prefix> (adapter/... for an adapter)
+    parent: str | None = None  # an adapter's base model, by the id it is served under
     type: Literal["base"] = "base"  # Mistral's discriminator
     name: str
     max_context_length: int

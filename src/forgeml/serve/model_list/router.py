@@ -16,6 +16,7 @@ def card(served: ServedModel) -> ModelCard:
         id=served.id,
         created=served.created,
         root=served.artifact_ref,
+        parent=served.parent.id if served.parent is not None else None,
         name=served.id,
         max_context_length=served.max_context,
     )
