@@ -1,27 +1,48 @@
 """Quality and speed of the data detectors (PII, near-duplicates, quality, language).
 
-    python benchmarks/data_detectors.py [--seed 0] [--originals 4000]
+    .venv/bin/python benchmarks/data_detectors.py [--seed 0] [--dedup-docs 10000 50000]
 
 Builds corpora whose truth is known, then prints tables:
 - PII: precision and recall per type on documents of real prose (Python's own docs,
   which hold versions, dates and code) with injected PII and injected look-alikes
   (Luhn-invalid cards, IBANs with wrong check digits, unissuable SSNs, dates, order ids,
   version numbers) that must not be flagged.
-- Near-duplicates: recall by true 5-shingle Jaccard bucket and false removals (documents
-  removed whose true Jaccard with the kept one is below 0.8), for forgeml's index and
-  for plain datasketch (MinHash + MinHashLSH with its default band choice).
-- Speed: docs/s per detector, one process, with datasketch's per-document MinHash
-  (`update` per shingle, and `MinHash.bulk`) measured in the same run as the baseline.
+- Near-duplicates, at two corpus sizes: recall by true 5-shingle Jaccard bucket, false
+  removals (documents removed whose true Jaccard with the kept one is below 0.8; the
+  adversarial set is the copies edited to below 0.8), docs/s and peak RSS, each method
+  in its own process: forgeml's index, the index it replaced (datasketch MinHashLSH
+  16 x 8, candidates checked by estimated Jaccard; dedup_baseline.py) and plain
+  datasketch (MinHash.bulk + MinHashLSH with its default bands, no check).
+- Speed: docs/s per detector, one process, with datasketch's per-shingle `update` loop
+  measured in the same run as the baseline.
+
+Near duplicates, measured with the defaults (2 CPU cores shared with other jobs):
+
+    method                                 docs  >=.85  .80-.85  false   docs/s  peak MB  +MB
+    forgeml (21x6 bands, exact Jaccard)   10000  1.000   1.000  0/1577   3,371      126    9
+    before: datasketch LSH 16x8, estimate 10000  1.000   0.759 35/1577   3,036      182   65
+    datasketch defaults, no check         10000  0.920   0.584 77/1577     956      150   32
+    forgeml (21x6 bands, exact Jaccard)   50000  1.000   1.000  0/7824   3,287      249   30
+    before: datasketch LSH 16x8, estimate 50000  0.998   0.777 198/7824  3,473      537  318
+    datasketch defaults, no check         50000  0.928   0.549 382/7824  1,771      388  168
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import pickle
 import random
 import re
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from pydoc_data.topics import topics
 
 from datasketch import MinHash, MinHashLSH
@@ -210,11 +231,13 @@ def jaccard(first: set, second: set) -> float:
     return len(first & second) / len(first | second)
 
 
-def dedup_corpus(rng: random.Random, originals: int) -> tuple[list[tuple[str, str]], dict]:
+def dedup_corpus(rng: random.Random, docs: int) -> tuple[list[tuple[str, str]], dict]:
     """Originals of ~300 Zipf-distributed words, then copies edited into a Jaccard spread.
 
-    Returns the documents in order and, for each copy, (source id, true Jaccard).
+    `docs` documents, a fifth of them copies. Returns the documents in order and, for
+    each copy, (source id, true Jaccard).
     """
+    originals = docs * 4 // 5
     vocabulary = sorted(set(re.findall(r"[a-z]{2,}", " ".join(topics.values()).lower())))
     rng.shuffle(vocabulary)
     weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
@@ -226,7 +249,7 @@ def dedup_corpus(rng: random.Random, originals: int) -> tuple[list[tuple[str, st
         documents.append((f"orig-{index}", text))
         texts[f"orig-{index}"] = text
     truth = {}
-    for index in range(originals // 4):
+    for index in range(docs - originals):
         source = f"orig-{rng.randrange(originals)}"
         words = texts[source].split()
         # 0-30 substituted words: true Jaccard from 1.0 down to ~0.5.
@@ -240,29 +263,25 @@ def dedup_corpus(rng: random.Random, originals: int) -> tuple[list[tuple[str, st
     return documents, truth
 
 
-def score_dedup(
-    flagged: dict[str, str], documents: list[tuple[str, str]], truth: dict
-) -> tuple[list[tuple[str, int, float]], Counter, int]:
-    """Recall per Jaccard bucket, false removals by true Jaccard, and removals checked."""
+RECALL_BUCKETS = [(0.8, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.01), (0.85, 1.01)]
+
+
+def score_dedup(flagged: dict[str, str], documents: list[tuple[str, str]], truth: dict) -> dict:
+    """Recall per true-Jaccard bucket; false removals (true Jaccard with the document it
+    was matched to below the threshold, or an original removed) and the adversarial
+    set they come from (copies below the threshold)."""
     texts = dict(documents)
-    buckets = [(0.8, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.01)]
-    rows = []
-    for low, high in buckets:
+    recall = {}
+    for low, high in RECALL_BUCKETS:
         members = [doc for doc, (_, value) in truth.items() if low <= value < high]
-        found = sum(doc in flagged for doc in members)
-        rows.append(
-            (f"[{low:.2f}, {min(high, 1.0):.2f}]", len(members), found / max(1, len(members)))
-        )
-    false_removals: Counter = Counter()
-    for doc, original in flagged.items():
-        value = jaccard(shingle_set(texts[doc]), shingle_set(texts[original]))
-        if value < THRESHOLD:
-            false_removals[
-                "0.75-0.80" if value >= 0.75 else "0.70-0.75" if value >= 0.7 else "<0.70"
-            ] += 1
-        if doc.startswith("orig"):
-            false_removals["originals"] += 1
-    return rows, false_removals, len(flagged)
+        recall[(low, high)] = sum(doc in flagged for doc in members) / max(1, len(members))
+    false_removals = sum(
+        doc.startswith("orig")
+        or jaccard(shingle_set(texts[doc]), shingle_set(texts[original])) < THRESHOLD
+        for doc, original in flagged.items()
+    )
+    adversarial = sum(value < THRESHOLD for _, value in truth.values())
+    return {"recall": recall, "false": false_removals, "adversarial": adversarial}
 
 
 def datasketch_plain(documents: list[tuple[str, str]], bulk: bool) -> dict[str, str]:
@@ -307,49 +326,104 @@ def pii_section(rng: random.Random, count: int) -> list[tuple]:
     ]
 
 
-def dedup_section(rng: random.Random, originals: int) -> list[tuple]:
+DEDUP_METHODS = {
+    "forgeml": "forgeml (21x6 bands, exact Jaccard)",
+    "datasketch-lsh": "before: datasketch LSH 16x8, estimate",
+    "datasketch-plain": "datasketch defaults, no check",
+}
+
+
+def dedup_worker(method: str, corpus: Path, out: Path) -> None:
+    """One method on one corpus, in its own process: what it flagged, its time and memory."""
+    import psutil
+    from dedup_baseline import DatasketchIndex
+
+    documents = pickle.loads(corpus.read_bytes())
+    process = psutil.Process()
+    before = process.memory_info().rss
+    peak = [before]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            stop.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    nbytes = None
+    if method == "datasketch-plain":
+        flagged = datasketch_plain(documents, bulk=True)
+    else:
+        index = NearDuplicateIndex() if method == "forgeml" else DatasketchIndex()
+        flagged = {}
+        for doc_id, text in documents:
+            if match := index.add(doc_id, text):
+                flagged[doc_id] = match.original_id
+        nbytes = getattr(index, "nbytes", None)
+    seconds = time.perf_counter() - start
+    peak[0] = max(peak[0], process.memory_info().rss)
+    stop.set()
+    sampler.join()
+    result = {"flagged": flagged, "seconds": seconds, "nbytes": nbytes}
+    result |= {"rss_before_mb": before / 2**20, "peak_mb": peak[0] / 2**20}
+    out.write_text(json.dumps(result))
+
+
+def run_dedup(method: str, corpus: Path, out: Path) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--dedup-worker", method]
+    command += ["--corpus", str(corpus), "--out", str(out)]
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": source})
+    return json.loads(out.read_text())
+
+
+def dedup_section(rng: random.Random, sizes: list[int]) -> None:
     print(f"\n## Near duplicates at Jaccard >= {THRESHOLD} (5-word shingles, 128 permutations)\n")
-    documents, truth = dedup_corpus(rng, originals)
-    index = NearDuplicateIndex()
-    start = time.perf_counter()
-    matches = [index.add(doc_id, text) for doc_id, text in documents]
-    ours_time = time.perf_counter() - start
-    ours = {match.doc_id: match.original_id for match in matches if match}
-    start = time.perf_counter()
-    plain = datasketch_plain(documents, bulk=True)
-    bulk_time = time.perf_counter() - start
+    print("Each method runs in its own process on the same corpus; sizes interleaved.")
+    print("recall by true Jaccard of planted copies; false: removed although the true Jaccard")
+    print("is below the threshold, of the copies below it (adversarial) and % of all docs;")
+    print("peak/+MB: RSS during indexing, and above the RSS before it (corpus loaded).\n")
+    header = (
+        f"{'method':<38} {'docs':>6} {'.80-.85':>7} {'.85-.90':>7} {'.90-.95':>7}"
+        f" {'.95-1':>6} {'>=.85':>6} {'false':>10} {'% docs':>7} {'docs/s':>7}"
+        f" {'peak MB':>8} {'+MB':>6} {'B/doc':>6}"
+    )
+    print(header)
+    with tempfile.TemporaryDirectory(prefix="forgeml-dedup-") as temp:
+        for docs in sizes:
+            documents, truth = dedup_corpus(rng, docs)
+            corpus = Path(temp) / f"corpus-{docs}.pickle"
+            corpus.write_bytes(pickle.dumps(documents))
+            for method, label in DEDUP_METHODS.items():
+                result = run_dedup(method, corpus, Path(temp) / f"{method}-{docs}.json")
+                scores = score_dedup(result["flagged"], documents, truth)
+                recall = " ".join(
+                    f"{scores['recall'][bucket]:>{7 if bucket[0] < 0.95 else 6}.3f}"
+                    for bucket in RECALL_BUCKETS
+                )
+                false = f"{scores['false']}/{scores['adversarial']}"
+                growth = result["peak_mb"] - result["rss_before_mb"]
+                per_doc = f"{result['nbytes'] / docs:>6.0f}" if result["nbytes"] else f"{'':>6}"
+                print(
+                    f"{label:<38} {docs:>6} {recall} {false:>10}"
+                    f" {scores['false'] / docs:>7.3%} {docs / result['seconds']:>7,.0f}"
+                    f" {result['peak_mb']:>8,.0f} {growth:>6,.0f} {per_doc}",
+                    flush=True,
+                )
+    print("\nB/doc: the index's own `nbytes` per document (ids aside).")
+
+
+def dedup_speed(rng: random.Random) -> list[tuple]:
+    documents, _ = dedup_corpus(rng, 2000)
+    texts = [text for _, text in documents]
     subset = documents[:500]  # the update loop is slow: time it on a slice
     start = time.perf_counter()
     datasketch_plain(subset, bulk=False)
     update_time = time.perf_counter() - start
-
-    below = sum(1 for _, value in truth.values() if value < THRESHOLD)
-    print(f"{len(documents)} docs: {originals} originals, {len(truth)} edited copies "
-          f"({below} below the threshold: they must be kept)")  # fmt: skip
-    ours_rows, ours_false, ours_total = score_dedup(ours, documents, truth)
-    plain_rows, plain_false, plain_total = score_dedup(plain, documents, truth)
-    print(f"{'true Jaccard':<14} {'copies':>6} {'forgeml recall':>15} {'datasketch recall':>18}")
-    for (bucket, members, recall), (_, _, plain_recall) in zip(ours_rows, plain_rows, strict=True):
-        print(f"{bucket:<14} {members:>6} {recall:>15.3f} {plain_recall:>18.3f}")
-    print(f"\nremoved, and false removals (true Jaccard < {THRESHOLD}) by true Jaccard:")
-    header = ("removed", "0.75-0.80", "0.70-0.75", "<0.70", "originals", "% of docs")
-    print(f"{'':<20}" + "".join(f"{column:>11}" for column in header))
-    for name, false, total in (("forgeml", ours_false, ours_total),
-                               ("datasketch (plain)", plain_false, plain_total)):  # fmt: skip
-        wrong = false["0.75-0.80"] + false["0.70-0.75"] + false["<0.70"]
-        cells = (total, false["0.75-0.80"], false["0.70-0.75"], false["<0.70"], false["originals"])
-        print(
-            f"{name:<20}"
-            + "".join(f"{cell:>11}" for cell in cells)
-            + f"{wrong / len(documents):>11.3%}"
-        )
-
-    hasher = MinHasher()
-    texts = [text for _, text in documents]
     return [
-        ("NearDuplicateIndex.add (signature+LSH+verify)", len(documents) / ours_time),
-        speed("forgeml MinHasher.signature only", texts, hasher.signature),
-        ("datasketch MinHash.bulk + LSH (baseline)", len(documents) / bulk_time),
+        speed("forgeml MinHasher.signature only", texts, MinHasher().signature),
         ("datasketch MinHash.update loop + LSH (baseline)", len(subset) / update_time),
     ]
 
@@ -376,14 +450,28 @@ def quality_and_language_section(rng: random.Random) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--originals", type=int, default=4000)
     parser.add_argument("--pii-docs", type=int, default=3000)
+    parser.add_argument(
+        "--dedup-docs",
+        type=int,
+        nargs=2,
+        default=[10_000, 50_000],
+        metavar=("SMALL", "LARGE"),
+        help="the two corpus sizes of the near-duplicate table",
+    )
+    parser.add_argument("--dedup-worker", choices=sorted(DEDUP_METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.dedup_worker:
+        dedup_worker(args.dedup_worker, args.corpus, args.out)
+        return
     rng = random.Random(args.seed)
     speeds = pii_section(rng, args.pii_docs)
-    speeds += dedup_section(rng, args.originals)
+    dedup_section(rng, args.dedup_docs)
+    speeds += dedup_speed(rng)
     speeds += quality_and_language_section(rng)
-    print("\n## Speed (one process; best of 3 except the index and datasketch rows)\n")
+    print("\n## Speed (one process; best of 3 except the datasketch row)\n")
     print(f"{'detector':<50} {'docs/s':>10}")
     for name, rate in speeds:
         print(f"{name:<50} {rate:>10,.0f}")

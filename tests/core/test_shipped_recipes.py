@@ -19,7 +19,8 @@ def test_shipped_recipe_is_valid(path, tmp_path):
     variables = {"data": str(tmp_path), **REQUIRED.get(path.name, {})}
     loaded = load_recipe(path, variables=variables)
     assert loaded.recipe.steps
-    for value in loaded.recipe.vars.values():
+    defaults = loaded.recipe.vars.values()
+    for value in [v for d in defaults for v in (d if isinstance(d, list) else [d])]:
         if isinstance(value, str) and value.startswith("${recipe_dir}/examples/"):
             example = RECIPES / value.removeprefix("${recipe_dir}/")
             assert example.is_file(), f"{path.name}: missing example file {example}"

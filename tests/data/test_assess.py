@@ -364,3 +364,37 @@ def _records(workspace, dataset):
     from forgeml.data.dataset import iter_records
 
     return list(iter_records(workspace.root / dataset.path))
+
+
+def test_profile_keeps_excerpts_only_for_the_sampled_clusters():
+    """Memory stays flat: no excerpt per kept document, only the samples' read back."""
+    from forgeml.data.assessment import Profile
+    from forgeml.data.dedup import DuplicateMatch
+    from forgeml.data.quality import QualityThresholds, quality_signals
+    from forgeml.data.scan import Batch, Finding
+
+    count = 200
+    ids = [f"id-{i}" for i in range(count)]
+    texts = [f"Document {doc_id} is about the {NOUNS[i % len(NOUNS)]} of the team."
+             for i, doc_id in enumerate(ids)]  # fmt: skip
+    batch = Batch(ids, texts, ["a.jsonl"] * count, ["0"] * count, ["{}"] * count, [None] * count)
+    findings = [
+        Finding(
+            "en",
+            1.0,
+            quality_signals(text),
+            [],
+            DuplicateMatch(ids[i], ids[i - 100], "near", 0.9) if i >= 100 else None,
+        )
+        for i, text in enumerate(texts)
+    ]
+    profile = Profile(QualityThresholds(), samples=2)
+    profile.add(batch, findings, [12] * count)
+    assert profile.excerpts == {}
+    profile.add_kept_excerpts([batch])
+    assert set(profile.excerpts) == {"id-0", "id-1"}
+    near = profile.to_dict()["near_duplicates"]
+    assert (near["documents"], near["clusters"], near["cluster_sizes"]) == (100, 100, {"2": 100})
+    assert [sample["kept"]["id"] for sample in near["samples"]] == ["id-0", "id-1"]
+    assert near["samples"][0]["kept"]["excerpt"].startswith("Document id-0 is about")
+    assert near["samples"][0]["copies"][0]["id"] == "id-100"

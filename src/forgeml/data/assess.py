@@ -32,7 +32,7 @@ from forgeml.data.assessment import Profile
 from forgeml.data.quality import QualityThresholds
 from forgeml.data.readiness import readiness
 from forgeml.data.report_html import render
-from forgeml.data.scan import FindingsWriter, detector_fingerprint, scan
+from forgeml.data.scan import FindingsWriter, detector_fingerprint, iter_batches, scan
 from forgeml.models.sizes import SIZES
 
 FORMAT = "forgeml.report/1"
@@ -57,7 +57,7 @@ class AssessParams(StageParams):
         default=0.8,
         gt=0,
         le=1,
-        description="Estimated Jaccard of 5-word shingles from which a document is a near duplicate.",
+        description="Jaccard similarity of 5-word shingle sets from which a document is a near duplicate.",
     )
     quality: QualityThresholds = Field(
         default_factory=QualityThresholds,
@@ -136,6 +136,7 @@ def assess(ctx: StageContext, params: AssessParams):
         findings.add(batch, found, counts, failed)
         ctx.raise_if_cancelled()
     findings.close()
+    profile.add_kept_excerpts(iter_batches(ctx.input_path("dataset")))
 
     body = profile.to_dict()
     total = profile.tokens

@@ -3,22 +3,25 @@
     profile = Profile(thresholds, samples=5)
     for batch, findings in scan(...):
         profile.add(batch, findings, tokens_per_document)
+    profile.add_kept_excerpts(iter_batches(dataset_dir))
     profile.to_dict()  # documents, characters, by_source, duplicates, pii, languages, ...
 
-Memory is flat in the number of documents except for one short excerpt per kept
-(non-duplicate) document, which the duplicate-cluster samples show next to their copies;
-that is small next to the duplicate index the scan already holds for the same documents.
+Memory is flat in the number of documents but for a count per duplicate cluster: the
+samples keep only their first copies, and the excerpts of the kept documents they show
+are read back from the dataset at the end rather than kept for every document in case
+it is copied later (~375 bytes a document).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from forgeml.core.errors import InputError
 from forgeml.data.formats import detect_format
-from forgeml.data.pii import PII_TYPES, PLACEHOLDERS, PiiMatch
+from forgeml.data.pii import PII_TYPES, PLACEHOLDERS, PiiMatch, find_pii
 from forgeml.data.quality import QualityThresholds, failed_filters
 from forgeml.data.scan import SIGNAL_FIELDS, Batch, Finding
 
@@ -94,10 +97,11 @@ class Profile:
         self.pii_documents = 0
         self.pii_examples: dict[str, list[dict]] = defaultdict(list)
         self.duplicates: Counter[str] = Counter()
-        self.clusters: dict[str, list[dict]] = {}  # kept id -> its copies, in order
-        # kept id -> copies shown, for the first `samples` clusters of each kind
-        self.sampled: dict[str, dict[str, int]] = {"exact": {}, "near": {}}
-        self.excerpts: dict[str, str] = {}  # kept id -> short redacted excerpt
+        # kind -> kept id -> how many copies of that kind it has
+        self.copies: dict[str, Counter[str]] = {"exact": Counter(), "near": Counter()}
+        # kind -> kept id -> its first 3 copies, for the first `samples` clusters of each kind
+        self.sampled: dict[str, dict[str, list[dict]]] = {"exact": {}, "near": {}}
+        self.excerpts: dict[str, str] = {}  # sampled kept id -> short redacted excerpt
         self.failures: Counter[str] = Counter()
         self.failing_documents = 0
         self.signal_sums = dict.fromkeys(SIGNAL_FIELDS, 0.0)
@@ -150,20 +154,18 @@ class Profile:
                     examples.append({"id": doc_id, "excerpt": excerpt})
 
         duplicate = finding.duplicate
-        if duplicate is None:
-            self.excerpts[doc_id] = redacted_excerpt(text, finding.pii, 0, EXCERPT_CHARS)
-        else:
+        if duplicate is not None:
             kind, kept = duplicate.kind, str(duplicate.original_id)
             self.duplicates[kind] += 1
-            copies = self.clusters.setdefault(kept, [])
-            copy = {"id": doc_id, "kind": kind, "similarity": duplicate.similarity}
+            self.copies[kind][kept] += 1
             sampled = self.sampled[kind]
             if kept not in sampled and len(sampled) < self.samples:
-                sampled[kept] = 0
-            if kept in sampled and sampled[kept] < 3:  # the first copies of each sample
-                sampled[kept] += 1
+                sampled[kept] = []
+            shown = sampled.get(kept)
+            if shown is not None and len(shown) < 3:  # the first copies of each sample
+                copy = {"id": doc_id, "kind": kind, "similarity": duplicate.similarity}
                 copy["excerpt"] = redacted_excerpt(text, finding.pii, 0, EXCERPT_CHARS)
-            copies.append(copy)
+                shown.append(copy)
 
         if failed:
             self.failing_documents += 1
@@ -179,23 +181,36 @@ class Profile:
 
     # --- the report ------------------------------------------------------------------------
 
+    def add_kept_excerpts(self, batches: Iterable[Batch]) -> None:
+        """Read the excerpts of the sampled clusters' kept documents from the dataset.
+
+        At most 2 x `samples` documents; kept documents come before their copies, so the
+        first batches usually hold them all and reading stops there.
+        """
+        wanted = {kept for sampled in self.sampled.values() for kept in sampled}
+        wanted -= self.excerpts.keys()
+        for batch in batches:
+            if not wanted:
+                break
+            for doc_id, text in zip(batch.ids, batch.texts, strict=True):
+                if doc_id in wanted:
+                    wanted.discard(doc_id)
+                    self.excerpts[doc_id] = redacted_excerpt(text, find_pii(text), 0, EXCERPT_CHARS)
+
     def _duplicates(self, kind: str) -> dict[str, Any]:
-        clusters = {
-            kept: [c for c in copies if c["kind"] == kind] for kept, copies in self.clusters.items()
-        }
-        clusters = {kept: copies for kept, copies in clusters.items() if copies}
-        sizes = Counter(len(copies) + 1 for copies in clusters.values())
+        copies = self.copies[kind]
+        sizes = Counter(count + 1 for count in copies.values())
         samples = [
             {
                 "kept": {"id": kept, "excerpt": self.excerpts.get(kept, "")},
-                "copies": clusters[kept][:3],
-                "size": len(clusters[kept]) + 1,
+                "copies": shown,
+                "size": copies[kept] + 1,
             }
-            for kept in self.sampled[kind]
+            for kept, shown in self.sampled[kind].items()
         ]
         return {
             "documents": self.duplicates[kind],
-            "clusters": len(clusters),
+            "clusters": len(copies),
             "cluster_sizes": {str(size): count for size, count in sorted(sizes.items())},
             "samples": samples,
         }

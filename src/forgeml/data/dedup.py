@@ -3,12 +3,19 @@
 Exact duplicates compare a hash of the text with case and whitespace folded, so a
 re-indented or re-capitalised copy still counts as a copy.
 
-Near duplicates follow the usual recipe for LLM corpora: a document becomes the set of
-its 5-word shingles, MinHash with 128 permutations estimates the Jaccard similarity of
-two such sets, and `datasketch.MinHashLSH` (banding) finds candidate pairs without
-comparing every pair. Banding is a coarse filter that lets through pairs well below the
-threshold, so each candidate is then checked against the estimated Jaccard itself:
-only pairs estimated at or above the threshold (0.8 by default) count.
+Near duplicates follow the usual recipe for LLM corpora, with an exact last step: a
+document becomes the set of its 5-word shingles, MinHash with 128 permutations
+summarises the set, and LSH banding (21 bands of 6 rows at threshold 0.8, see
+`choose_bands`) finds candidate pairs without comparing every pair. Each candidate is
+then checked with the exact Jaccard of the two shingle sets (kept on disk,
+shingle_store.py), not the MinHash estimate: at 128 permutations the estimate's
+standard error near 0.8 is ~0.035, enough to miss ~5% of copies at 0.85 and to remove
+documents at 0.75. Only pairs at or above the threshold (0.8 by default) count.
+
+Banding, for a pair at Jaccard s with b bands of r rows: P(candidate) = 1 - (1 - s^r)^b.
+21 x 6 gives 0.9983 at s = 0.8, 0.99995 at 0.85, 0.28 at 0.5 and 0.015 at 0.3; the
+earlier 16 x 8 (datasketch's weights) gave only 0.994 at 0.85. The extra candidates
+cost a size check and, when sizes allow, one read from the page cache each.
 
 The MinHash is computed here with numpy rather than with `datasketch.MinHash.update`,
 whose per-shingle Python loop (SHA-1 per shingle) is the bottleneck of the usual
@@ -19,6 +26,8 @@ step, and all 128 permutations are applied as one (shingles x 128) array operati
 The permutations are datasketch's own "affine32" scheme (MurmurHash3 finalizer, then
 a*h+b mod 2^32 with odd a, parameters from `MinHash(seed=...)`), so a signature here
 equals the one datasketch computes with the same shingle hash; the tests check that.
+Shingles are compared by these 32-bit hashes: two distinct shingles collide with
+probability 2^-32, far below anything that moves a Jaccard value.
 Everything is seeded, so the same corpus always gives the same answer.
 
     index = NearDuplicateIndex()
@@ -29,12 +38,17 @@ Everything is seeded, so the same corpus always gives the same answer.
 from __future__ import annotations
 
 import hashlib
+import sys
 import zlib
+from array import array
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
+
+from forgeml.data.keytable import KeyTable
+from forgeml.data.shingle_store import ShingleStore
 
 # ASCII punctuation becomes a space before splitting into words, so "end." and "end"
 # are one word; non-ASCII bytes are kept (they are parts of UTF-8 letters).
@@ -45,13 +59,12 @@ _PUNCTUATION_TO_SPACE = bytes.maketrans(
 # documents to ~4 MiB per block.
 _BLOCK = 8192
 
-# Weights of (false positives, false negatives) when datasketch picks bands x rows.
-# Its default (0.5, 0.5) gives 9 x 13 at threshold 0.8, whose S-curve sits at ~0.84:
-# it misses 60% of pairs at Jaccard 0.8 and 31% at 0.85. Every candidate is verified
-# against the estimated Jaccard anyway, so a spurious candidate costs one comparison
-# while a missed one is a duplicate left in the data: (0.05, 0.95) gives 16 x 8,
-# finding 95% of pairs at 0.8 and 99.4% at 0.85, with 6% of pairs at 0.5 as candidates.
-LSH_WEIGHTS = (0.05, 0.95)
+# Banding is chosen so that a pair at exactly the threshold becomes a candidate with at
+# least this probability; pairs above it do so with far higher probability.
+CANDIDATE_RECALL = 0.99
+# At most this many candidates of one document are verified (from disk), those sharing
+# the most bands: only corpora of near-identical templates reach it.
+MAX_VERIFIED = 100
 
 
 def exact_key(text: str) -> str:
@@ -141,6 +154,41 @@ def estimated_jaccard(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.count_nonzero(first == second)) / len(first)
 
 
+def sorted_set(values: np.ndarray) -> np.ndarray:
+    """Sorted values without repeats: `np.unique`, ~7x faster on a few hundred values."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def jaccard_of_sorted(first: np.ndarray, second: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sets given as sorted arrays without repeats."""
+    if not len(first) or not len(second):
+        return 0.0
+    positions = np.minimum(np.searchsorted(second, first), len(second) - 1)
+    common = int(np.count_nonzero(second[positions] == first))
+    return common / (len(first) + len(second) - common)
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """LSH's S-curve: chance that a pair at this Jaccard shares at least one band."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+def choose_bands(
+    threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL
+) -> tuple[int, int]:
+    """(bands, rows per band) for `num_perm` permutations: the most rows per band (the
+    steepest S-curve, so the fewest dissimilar candidates to verify) for which a pair
+    at exactly `threshold` is still a candidate with probability >= `recall`."""
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if candidate_probability(threshold, bands, rows) >= recall:
+            return bands, rows
+    return num_perm, 1
+
+
 @dataclass(frozen=True, slots=True)
 class DuplicateMatch:
     """A document that copies an earlier one (`original_id`), exactly or nearly."""
@@ -148,24 +196,7 @@ class DuplicateMatch:
     doc_id: Hashable
     original_id: Hashable
     kind: str  # "exact" or "near"
-    similarity: float  # 1.0 for exact, the estimated Jaccard for near
-
-
-class _LshEntry:
-    """What `MinHashLSH` reads from a MinHash, without building one per document.
-
-    Constructing a `datasketch.MinHash` re-validates its permutations every time, which
-    costs more than computing the signature; the index only needs these three things.
-    """
-
-    __slots__ = ("hashvalues",)
-    scheme = "affine32"
-
-    def __init__(self, hashvalues: np.ndarray) -> None:
-        self.hashvalues = hashvalues
-
-    def __len__(self) -> int:
-        return len(self.hashvalues)
+    similarity: float  # 1.0 for exact, the Jaccard of the two shingle sets for near
 
 
 class NearDuplicateIndex:
@@ -174,8 +205,13 @@ class NearDuplicateIndex:
     A document that is an exact or near copy of an earlier kept document is reported and
     not indexed, so the kept documents never duplicate each other and every removed one
     points at the kept document it copies (chains do not grow clusters transitively).
-    Memory: about 6 KiB per kept document, mostly datasketch's LSH tables (16 band keys
-    and their buckets); the signature itself is 512 bytes.
+    Among several kept documents at or above the threshold, the most similar wins, then
+    the earliest.
+
+    Memory per kept document: 12 bytes per band (21 bands at threshold 0.8) and 12 for
+    the exact key in `KeyTable`s, 8 for its shingle set's offset (the set is on disk,
+    see shingle_store.py), and the id with its list and set slots; ~330 bytes in all,
+    which `nbytes` adds up (the datasketch LSH used before took ~6.5 KB).
     """
 
     def __init__(
@@ -189,17 +225,43 @@ class NearDuplicateIndex:
             raise ValueError("threshold must be in (0, 1]")
         self.threshold = threshold
         self.hasher = MinHasher(num_perm=num_perm, shingle_size=shingle_size, seed=seed)
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
-        # exact key -> (kept document id, kind, similarity) for what a copy of it duplicates
-        self._exact: dict[str, tuple[Hashable, str, float]] = {}
-        self._signatures = np.empty((1024, num_perm), dtype=np.uint32)
-        self._kept: list[Hashable] = []  # row in _signatures -> doc id
+        self.bands, self.rows = choose_bands(threshold, num_perm)
+        # Vector multiply-shift hash of a band's `rows` values to 32 bits; the band number
+        # goes in the top 32 bits of the key, so equal values in different bands never meet.
+        rng = np.random.default_rng([seed, 1])
+        self._band_mix = rng.integers(0, 1 << 63, size=self.rows, dtype=np.uint64) * 2 + 1
+        self._band_ids = np.arange(self.bands, dtype=np.uint64) << np.uint64(32)
+        self._band_table = KeyTable(width=self.bands)  # band key -> kept row
+        # exact key -> kept row (>= 0), or -1 - i for near copy i (_near_rows/_near_similarity)
+        self._exact_table = KeyTable(width=1)
+        self._shingles = ShingleStore()  # kept row -> its shingle set, on disk
+        self._kept: list[Hashable] = []  # kept row -> doc id
+        self._near_rows = array("i")
+        self._near_similarity = array("d")
         self._seen: set[Hashable] = set()
         self._members: dict[Hashable, list[Hashable]] = {}
 
     def __len__(self) -> int:
         """How many documents have been added."""
         return len(self._seen)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory this index holds, but for the id objects themselves (the caller's)."""
+        containers = sys.getsizeof(self._kept) + sys.getsizeof(self._seen)
+        containers += sys.getsizeof(self._members)
+        containers += sum(sys.getsizeof(members) for members in self._members.values())
+        near = self._near_rows.itemsize * len(self._near_rows)
+        near += self._near_similarity.itemsize * len(self._near_similarity)
+        tables = self._band_table.nbytes + self._exact_table.nbytes + self._shingles.nbytes
+        return tables + near + containers
+
+    def band_keys(self, signature: np.ndarray) -> np.ndarray:
+        """One uint64 key per LSH band of a MinHash signature."""
+        values = signature[: self.bands * self.rows].reshape(self.bands, self.rows)
+        # uint64 products and sums wrap, which is the mod 2^64 of multiply-shift.
+        mixed = (values.astype(np.uint64) * self._band_mix).sum(axis=1, dtype=np.uint64)
+        return (mixed >> np.uint64(32)) | self._band_ids
 
     def add(self, doc_id: Hashable, text: str) -> DuplicateMatch | None:
         """Check `text` against everything kept so far; keep it if it is new.
@@ -215,44 +277,63 @@ class NearDuplicateIndex:
                 hint="document ids must be unique within a dataset",
             )
         self._seen.add(doc_id)
-        key = exact_key(text)
-        earlier = self._exact.get(key)
-        if earlier is not None:
+        # 64 of exact_key's 128 bits: a chance collision is ~n^2 / 2^65 (1e-4 at 1e8 docs).
+        key = np.frombuffer(bytes.fromhex(exact_key(text)), dtype=np.uint64, count=1)
+        earlier = self._exact_table.find(key)
+        if len(earlier):
             # A copy of a kept document, or of a near copy of one: point at the kept one.
-            original, kind, similarity = earlier
-            return self._record(DuplicateMatch(doc_id, original, kind, similarity))
-        self._exact[key] = (doc_id, "exact", 1.0)
-        shingle_hashes = self.hasher.shingle_hashes(text)
-        if not len(shingle_hashes):
-            return None  # no words: nothing to compare, and not worth an index entry
-        signature = self.hasher.signature_of(shingle_hashes)
-        entry = _LshEntry(signature)
-        candidates = self.lsh.query(entry)
-        if candidates:
-            rows = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
-            agreement = np.count_nonzero(self._signatures[rows] == signature, axis=1)
-            best = int(np.argmax(agreement))
-            similarity = float(agreement[best]) / self.hasher.num_perm
-            if similarity >= self.threshold:
-                original = self._kept[int(rows[best])]
-                self._exact[key] = (original, "near", similarity)
-                return self._record(DuplicateMatch(doc_id, original, "near", similarity))
-        self._keep(doc_id, entry)
+            return self._record(doc_id, int(earlier[0]))
+        shingles = sorted_set(self.hasher.shingle_hashes(text))
+        band_keys = None
+        if len(shingles):  # no words: nothing to compare, and no band entries
+            band_keys = self.band_keys(self.hasher.signature_of(shingles))
+            match = self._best_match(shingles, self._band_table.find(band_keys))
+            if match is not None:
+                row, similarity = match
+                self._near_rows.append(row)
+                self._near_similarity.append(similarity)
+                code = -len(self._near_rows)
+                self._exact_table.add(key, code)
+                return self._record(doc_id, code)
+        row = len(self._kept)
+        self._kept.append(doc_id)
+        self._shingles.append(shingles)
+        self._exact_table.add(key, row)
+        if band_keys is not None:
+            self._band_table.add(band_keys, row)
         return None
 
-    def _keep(self, doc_id: Hashable, entry: _LshEntry) -> None:
-        row = len(self._kept)
-        if row == len(self._signatures):
-            grown = np.empty((2 * row, self._signatures.shape[1]), dtype=np.uint32)
-            grown[:row] = self._signatures
-            self._signatures = grown
-        self._signatures[row] = entry.hashvalues
-        self._kept.append(doc_id)
-        # The LSH is keyed by row number: candidate rows index the signature array directly.
-        self.lsh.insert(row, entry, check_duplication=False)
+    def _best_match(self, shingles: np.ndarray, candidates: np.ndarray) -> tuple[int, float] | None:
+        """(kept row, Jaccard) of the most similar candidate at or above the threshold."""
+        if not len(candidates):
+            return None
+        rows, shared = np.unique(candidates, return_counts=True)
+        # Jaccard <= smaller / larger set: pairs of very different sizes need no disk read.
+        sizes = self._shingles.size(rows)
+        possible = np.minimum(sizes, len(shingles)) / np.maximum(sizes, len(shingles))
+        keep = possible >= self.threshold
+        rows, shared = rows[keep], shared[keep]
+        if len(rows) > MAX_VERIFIED:
+            # Bounds the work on corpora of near-identical templates: verify the rows
+            # sharing the most bands (the likeliest to be similar), earliest first on ties.
+            rows = np.sort(rows[np.lexsort((rows, -shared))[:MAX_VERIFIED]])
+        best: tuple[int, float] | None = None
+        # Rows ascending, and only a higher Jaccard replaces the best: ties keep the earliest.
+        for row in rows.tolist():
+            similarity = jaccard_of_sorted(shingles, self._shingles.get(row))
+            if similarity >= self.threshold and (best is None or similarity > best[1]):
+                best = (row, similarity)
+        return best
 
-    def _record(self, match: DuplicateMatch) -> DuplicateMatch:
-        self._members.setdefault(match.original_id, [match.original_id]).append(match.doc_id)
+    def _record(self, doc_id: Hashable, code: int) -> DuplicateMatch:
+        """The match an exact-table value stands for, added to its cluster."""
+        if code >= 0:
+            match = DuplicateMatch(doc_id, self._kept[code], "exact", 1.0)
+        else:
+            near = -1 - code
+            original = self._kept[self._near_rows[near]]
+            match = DuplicateMatch(doc_id, original, "near", self._near_similarity[near])
+        self._members.setdefault(match.original_id, [match.original_id]).append(doc_id)
         return match
 
     def clusters(self) -> dict[Hashable, list[Hashable]]:
