@@ -104,7 +104,9 @@ def mix(ctx: StageContext, params: MixParams):
     ):
         target = budget * portion
         epochs = target / tokens if tokens else 0.0
-        chosen = _choose(train_ids, target * cpt, ctx.seed, source.sha256)
+        # Salted by content-derived ids only, not the artifact hash (which covers source
+        # paths): the same files ingested from another folder give the same mixture.
+        chosen = _choose(train_ids, target * cpt, ctx.seed, "sample")
         path = ctx.artifact_path(source)
         for row in iter_records(path):
             if row["id"] in held_out:
