@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 T = TypeVar("T")
 DONE = "data: [DONE]\n\n"
+HOLE = "\x00forgeml-text\x00"  # stands for the text in an EventTemplate's payload
 _END = object()
 
 
@@ -20,6 +21,23 @@ def sse(payload: BaseModel | dict[str, Any]) -> str:
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(exclude_none=True)
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class EventTemplate:
+    """An `sse` event rendered once with one string field left open.
+
+    Streaming sends one event per token per request, nearly all alike but for their
+    text: `render` JSON-encodes only that text between a pre-rendered prefix and
+    suffix, instead of building and serialising the whole payload (pydantic models,
+    nested dicts) every time. The output is byte for byte what `sse` gives.
+    """
+
+    def __init__(self, payload: BaseModel | dict[str, Any]) -> None:
+        """`payload` holds `HOLE` where the text goes, exactly once."""
+        self._prefix, self._suffix = sse(payload).split(json.dumps(HOLE))
+
+    def render(self, text: str) -> str:
+        return self._prefix + json.dumps(text, ensure_ascii=False) + self._suffix
 
 
 def completion_id(prefix: str) -> str:

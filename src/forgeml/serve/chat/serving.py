@@ -29,7 +29,7 @@ from forgeml.serve.engine.base import GenerationChunk, GenerationRequest
 from forgeml.serve.errors import APIError
 from forgeml.serve.recent_completions import RecentCompletion
 from forgeml.serve.served_models import ServedModel
-from forgeml.serve.streaming import DONE, completion_id, merge, sse
+from forgeml.serve.streaming import DONE, HOLE, EventTemplate, completion_id, merge, sse
 
 MISTRAL_USER_AGENT = "mistral"
 
@@ -95,6 +95,7 @@ class _Run:
         )
         self.created = int(time.time())
         self.mistral = MISTRAL_USER_AGENT in request.headers.get("user-agent", "").lower()
+        self._text_events: dict[tuple[int, str], EventTemplate] = {}  # (choice, delta field)
 
     def submit(self) -> list[AsyncIterator[GenerationChunk]]:
         streams: list[AsyncIterator[GenerationChunk]] = []
@@ -218,15 +219,24 @@ class _Run:
         if parsed.reasoning:
             if self.mistral:
                 delta = p.DeltaMessage(content=[_thinking_chunk(parsed.reasoning)])
+                events.append(self._chunk(index, delta))
             else:
-                delta = p.DeltaMessage(reasoning_content=parsed.reasoning)
-            events.append(self._chunk(index, delta))
+                events.append(self._text_event(index, "reasoning_content", parsed.reasoning))
         if parsed.content:
-            events.append(self._chunk(index, p.DeltaMessage(content=parsed.content)))
+            events.append(self._text_event(index, "content", parsed.content))
         if parsed.tool_calls:
             calls = [p.ResponseToolCall(**call) for call in parsed.tool_calls]
             events.append(self._chunk(index, p.DeltaMessage(tool_calls=calls)))
         return events
+
+    def _text_event(self, index: int, field: str, text: str) -> str:
+        """A chunk whose delta is one text field: nearly every token's, so pre-rendered."""
+        template = self._text_events.get((index, field))
+        if template is None:
+            delta = p.DeltaMessage(**{field: HOLE})
+            choices = [p.ChunkChoice(index=index, delta=delta)]
+            template = self._text_events[index, field] = EventTemplate(self._envelope(choices))
+        return template.render(text)
 
     def _chunk(self, index: int, delta: p.DeltaMessage) -> str:
         return sse(self._envelope([p.ChunkChoice(index=index, delta=delta)]))

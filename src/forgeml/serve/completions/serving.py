@@ -33,7 +33,7 @@ from forgeml.serve.constrained.json_schema import json_grammar
 from forgeml.serve.engine.base import GenerationChunk, GenerationRequest, SamplingParams
 from forgeml.serve.errors import APIError
 from forgeml.serve.served_models import ServedModel
-from forgeml.serve.streaming import DONE, completion_id, merge, sse
+from forgeml.serve.streaming import DONE, HOLE, EventTemplate, completion_id, merge, sse
 
 
 class CompletionService:
@@ -120,6 +120,15 @@ class _Run:
         self.errors: list[str | None] = [None] * count
         self.prompts = prompts
         self.created = int(time.time())
+        self._text_events: dict[int, EventTemplate] = {}  # per choice index
+
+    def _text_event(self, index: int, text: str) -> str:
+        """The event of a chunk that only carries text (nearly every token's)."""
+        template = self._text_events.get(index)
+        if template is None:
+            choice = CompletionChoice(index=index, text=HOLE)
+            template = self._text_events[index] = EventTemplate(self._envelope([choice]))
+        return template.render(text)
 
     def _take(self, index: int, chunk: GenerationChunk) -> None:
         self.accounting.token_arrived()
@@ -182,7 +191,9 @@ class _Run:
                     yield sse(APIError(500, f"generation failed: {error}", "server_error").body())
                     break
                 ids = self.body.return_token_ids and chunk.token_ids  # half a character too
-                if chunk.text or chunk.finish_reason or ids:
+                if chunk.text and chunk.finish_reason is None and not self.body.return_token_ids:
+                    yield self._text_event(index, chunk.text)
+                elif chunk.text or chunk.finish_reason or ids:
                     choice = CompletionChoice(
                         index=index, text=chunk.text, finish_reason=chunk.finish_reason
                     )
@@ -205,7 +216,8 @@ class _Run:
     def _envelope(
         self, choices: list[CompletionChoice], usage: Usage | None = None
     ) -> dict[str, Any]:
-        # Plain dicts, no response model: this runs once per streamed token.
+        # Plain dicts, no response model: the last event of a choice, and every event
+        # with return_token_ids, come through here.
         envelope: dict[str, Any] = {
             "id": self.id,
             "object": "text_completion",

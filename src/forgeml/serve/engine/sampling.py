@@ -40,18 +40,25 @@ def apply_guides(logits: torch.Tensor, sequences: list[Sequence]) -> None:
 def sample(logits: torch.Tensor, sequences: list[Sequence]) -> list[int]:
     """Next token per row: greedy where temperature is 0, else top-p sampling."""
     apply_guides(logits, sequences)
-    chosen = logits.argmax(dim=-1)
     sampled_rows = [row for row, sequence in enumerate(sequences) if not sequence.greedy]
+    if len(sampled_rows) == len(sequences):
+        # Each full pass over [rows, vocab] (argmax, a copy, a division) costs about a
+        # softmax on CPU: do only the passes some row needs.
+        return _sample_rows(logits, sequences).tolist()
+    chosen = logits.argmax(dim=-1)
     if sampled_rows:
         index = torch.tensor(sampled_rows, dtype=torch.long)
-        temperature = torch.tensor(
-            [sequences[row].sampling.temperature for row in sampled_rows], dtype=logits.dtype
-        )
-        top_p = torch.tensor([sequences[row].sampling.top_p for row in sampled_rows])
-        probs = _top_p(torch.softmax(logits[index] / temperature[:, None], dim=-1), top_p)
-        draws = _draw(probs, [sequences[row].generator for row in sampled_rows])
-        chosen[index] = draws
+        chosen[index] = _sample_rows(logits[index], [sequences[row] for row in sampled_rows])
     return chosen.tolist()
+
+
+def _sample_rows(logits: torch.Tensor, sequences: list[Sequence]) -> torch.Tensor:
+    temperatures = [sequence.sampling.temperature for sequence in sequences]
+    if any(temperature != 1.0 for temperature in temperatures):  # x / 1 == x exactly
+        logits = logits / torch.tensor(temperatures, dtype=logits.dtype)[:, None]
+    top_p = torch.tensor([sequence.sampling.top_p for sequence in sequences])
+    probs = _top_p(torch.softmax(logits, dim=-1), top_p)
+    return _draw(probs, [sequence.generator for sequence in sequences])
 
 
 def _draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:

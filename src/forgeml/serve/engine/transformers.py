@@ -2,13 +2,17 @@
 
 One worker thread owns the model. Its loop:
 
-    admit waiting requests (up to max_batch_size)   -> prefill them together, merge
+    admit waiting requests (up to max_batch_size)
     one forward pass for every running sequence     -> sample a token per row
-    hand each new piece of text to its request      -> loop.call_soon_threadsafe
+      (with `mistral4` the admitted prompts are prefilled in that same pass;
+       otherwise they are prefilled together first, then merged)
+    hand each new piece of text to its request      -> one loop.call_soon_threadsafe
     drop finished or abandoned rows, trim the cache
 
 so requests join and leave between decode steps (continuous batching) and the event
-loop never waits on the model: it only reads asyncio queues. On 2 CPU cores one
+loop never waits on the model: it only reads asyncio queues. For `mistral4` the pass
+is mla_step.py's lean forward (absorbed MLA attention, no per-step cache copy), not
+`model(...)`: the same logits at a fraction of the cost on CPU. On 2 CPU cores one
 batched step costs little more than a single-sequence step (the weights are read
 once per step either way), which is where the throughput comes from (FACTS.md:
 ~68 tokens/s one at a time, ~830 tokens/s as one static batch of 32).
@@ -233,10 +237,7 @@ class TransformersEngine(Engine):
                 with self._wakeup:
                     admitted = self._take_waiting()
                 try:
-                    if admitted:
-                        self._admit(admitted)
-                    if self._batch is not None:
-                        self._step()
+                    self._advance(admitted)
                 except Exception as error:  # keep serving: fail the batch, not the server
                     log.exception("engine step failed")
                     self._fail_all(admitted, f"{type(error).__name__}: {error}")
@@ -275,12 +276,26 @@ class TransformersEngine(Engine):
             tokens += len(sequence.prompt_ids)
         return taken
 
+    def _advance(self, admitted: list[Sequence]) -> None:
+        """One step of the running batch, prefilling `admitted` in the same forward pass
+        where the batch can (mla_step.py); else prefill them first, on their own."""
+        batch = self._batch
+        if admitted and batch is not None:
+            names = self.adapters.row_names(batch.sequences + admitted)
+            if batch.can_join(self.adapters.model, names, admitted):
+                self._step(admitted)
+                return
+        if admitted:
+            self._admit(admitted)
+        if self._batch is not None:
+            self._step([])
+
     def _admit(self, sequences: list[Sequence]) -> None:
         names = self.adapters.row_names(sequences)
         batch, logits = prefill(self.adapters.model, sequences, self.pad_id, names)
         tokens = sample(logits, batch.sequences)
         batch.last_tokens = torch.tensor(tokens, dtype=torch.long)
-        outputs = self._take(batch, tokens)
+        outputs = self._take(batch.sequences, tokens)
         if self._batch is None:
             self._batch = batch
         else:
@@ -288,25 +303,31 @@ class TransformersEngine(Engine):
         self._send(outputs)  # after the merge: a client that sees a token sees it running
         self._drop_finished()
 
-    def _step(self) -> None:
+    def _step(self, joining: list[Sequence]) -> None:
         batch = self._batch
         assert batch is not None
-        logits = batch.step(self.adapters.model, self.adapters.row_names(batch.sequences))
-        tokens = sample(logits, batch.sequences)
-        batch.last_tokens = torch.tensor(tokens, dtype=torch.long)
-        self._send(self._take(batch, tokens))
+        sequences = batch.sequences + joining
+        names = self.adapters.row_names(sequences)
+        logits, joined = batch.step(self.adapters.model, names, joining, self.pad_id)
+        tokens = sample(logits, sequences)
+        batch.last_tokens = torch.tensor(tokens[: len(batch)], dtype=torch.long)
+        outputs = self._take(sequences, tokens)
+        if joined is not None:
+            joined.last_tokens = torch.tensor(tokens[len(batch) :], dtype=torch.long)
+            batch.merge(joined)
+        self._send(outputs)
         self._drop_finished()
 
     def _take(
-        self, batch: DecodeBatch, tokens: list[int]
+        self, sequences: list[Sequence], tokens: list[int]
     ) -> list[tuple[Sequence, GenerationChunk]]:
         now = time.monotonic()
-        self._recent.append((now, collections.Counter(s.request.adapter for s in batch.sequences)))
+        self._recent.append((now, collections.Counter(s.request.adapter for s in sequences)))
         while self._recent and now - self._recent[0][0] > THROUGHPUT_WINDOW_SECONDS:
             self._recent.popleft()
         # Every token is sent, even one that decodes to no text yet (half a character):
         # clients count tokens, and the time to the first token is the first token's.
-        return [(s, s.append(token)) for s, token in zip(batch.sequences, tokens, strict=True)]
+        return [(s, s.append(token)) for s, token in zip(sequences, tokens, strict=True)]
 
     def _drop_finished(self) -> None:
         batch = self._batch
