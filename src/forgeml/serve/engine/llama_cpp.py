@@ -28,7 +28,6 @@ import asyncio
 import collections
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,9 +45,10 @@ from forgeml.serve.engine.base import (
 from forgeml.serve.engine.sampling import sample
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.stream import SequenceStream
+from forgeml.serve.engine.throughput import TokenRate
 
 log = logging.getLogger("forgeml.serve.engine")
-THROUGHPUT_WINDOW_SECONDS = 5.0
+ONE_TOKEN = {None: 1}  # llama.cpp serves no adapters
 # Checked at load: the GGUF must split text into the same ids as our tokenizer.
 VOCABULARY_PROBE = "The for statement iterates over ORD-12345, 2024-05-01 and $1,234.50 [INST]"
 
@@ -127,7 +127,7 @@ class LlamaCppEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._recent: collections.deque[float] = collections.deque()  # token times
+        self._rate = TokenRate()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -148,12 +148,10 @@ class LlamaCppEngine(Engine):
             self._thread = None
 
     def stats(self) -> EngineStats:
-        now = time.monotonic()
-        recent = sum(1 for at in list(self._recent) if now - at <= THROUGHPUT_WINDOW_SECONDS)
         return EngineStats(
             waiting=len(self._waiting),
             running=int(self._running is not None),
-            tokens_per_second=recent / THROUGHPUT_WINDOW_SECONDS,
+            tokens_per_second=self._rate.per_second(),
         )
 
     # --- the event-loop side ----------------------------------------------------------------
@@ -225,9 +223,7 @@ class LlamaCppEngine(Engine):
                 return
             token = self._next_token(sequence)
             chunk = sequence.append(token)
-            self._recent.append(time.monotonic())
-            while self._recent and self._recent[-1] - self._recent[0] > THROUGHPUT_WINDOW_SECONDS:
-                self._recent.popleft()
+            self._rate.record(ONE_TOKEN)
             self._send(sequence, chunk)
             if chunk.finish_reason is not None:
                 return

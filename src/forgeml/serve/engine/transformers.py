@@ -29,7 +29,6 @@ import asyncio
 import collections
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -49,9 +48,9 @@ from forgeml.serve.engine.lora import LoraAdapters
 from forgeml.serve.engine.sampling import sample
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.stream import SequenceStream
+from forgeml.serve.engine.throughput import TokenRate
 
 log = logging.getLogger("forgeml.serve.engine")
-THROUGHPUT_WINDOW_SECONDS = 5.0
 
 
 class TransformersEngine(Engine):
@@ -84,10 +83,7 @@ class TransformersEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
-        # (time, tokens generated per adapter, None = the base) over the last few seconds
-        self._recent: collections.deque[tuple[float, collections.Counter[str | None]]] = (
-            collections.deque()
-        )
+        self._rate = TokenRate()  # tokens per adapter (None = the base), for /metrics
         self.adapters = LoraAdapters(self.model)
         self._adapters_open: set[str] = set()  # adapters requests may name (under _wakeup)
         self._jobs: list[tuple[Callable[[], None], Future[None]]] = []  # for the worker
@@ -119,20 +115,12 @@ class TransformersEngine(Engine):
         return self._stats(lambda name: name == adapter)
 
     def _stats(self, counted: Callable[[str | None], bool]) -> EngineStats:
-        now = time.monotonic()
-        tokens = sum(
-            count
-            for at, counts in list(self._recent)
-            if now - at <= THROUGHPUT_WINDOW_SECONDS
-            for adapter, count in counts.items()
-            if counted(adapter)
-        )
         batch = self._batch
         running = list(batch.sequences) if batch is not None else []
         return EngineStats(
             waiting=sum(counted(s.request.adapter) for s in list(self._waiting)),
             running=sum(counted(s.request.adapter) for s in running),
-            tokens_per_second=tokens / THROUGHPUT_WINDOW_SECONDS,
+            tokens_per_second=self._rate.per_second(counted),
         )
 
     # --- LoRA adapters (blocking: call these from a thread, never the event loop) ----------
@@ -321,10 +309,7 @@ class TransformersEngine(Engine):
     def _take(
         self, sequences: list[Sequence], tokens: list[int]
     ) -> list[tuple[Sequence, GenerationChunk]]:
-        now = time.monotonic()
-        self._recent.append((now, collections.Counter(s.request.adapter for s in sequences)))
-        while self._recent and now - self._recent[0][0] > THROUGHPUT_WINDOW_SECONDS:
-            self._recent.popleft()
+        self._rate.record(collections.Counter(s.request.adapter for s in sequences))
         # Every token is sent, even one that decodes to no text yet (half a character):
         # clients count tokens, and the time to the first token is the first token's.
         return [(s, s.append(token)) for s, token in zip(sequences, tokens, strict=True)]

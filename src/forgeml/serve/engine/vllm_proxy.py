@@ -24,10 +24,8 @@ passed through); with `command`, forgeml starts `vllm serve` on the model direct
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,11 +40,11 @@ from forgeml.serve.engine.base import (
     GenerationRequest,
     QueueFullError,
 )
+from forgeml.serve.engine.throughput import TokenRate
 from forgeml.serve.engine.vllm_grammar import completion_grammar
 from forgeml.serve.engine.vllm_process import VllmProcess, free_port, healthy, serve_command
 
 log = logging.getLogger("forgeml.serve.engine")
-THROUGHPUT_WINDOW_SECONDS = 5.0
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}
 
 
@@ -90,7 +88,7 @@ class VllmProxyEngine(Engine):
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client: httpx.AsyncClient | None = None
         self._in_flight = 0
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._rate = TokenRate()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -149,12 +147,10 @@ class VllmProxyEngine(Engine):
             self.max_context = int(context)
 
     def stats(self) -> EngineStats:
-        now = time.monotonic()
-        recent = sum(n for at, n in list(self._recent) if now - at <= THROUGHPUT_WINDOW_SECONDS)
         return EngineStats(
             waiting=0,
             running=self._in_flight,
-            tokens_per_second=recent / THROUGHPUT_WINDOW_SECONDS,
+            tokens_per_second=self._rate.per_second(),
         )
 
     # --- generation -------------------------------------------------------------------------
@@ -264,10 +260,7 @@ class VllmProxyEngine(Engine):
         yield finished
 
     def _count(self, tokens: int) -> None:
-        now = time.monotonic()
-        self._recent.append((now, tokens))
-        while self._recent and now - self._recent[0][0] > THROUGHPUT_WINDOW_SECONDS:
-            self._recent.popleft()
+        self._rate.record({None: tokens})
 
 
 class _ProxyStream:
