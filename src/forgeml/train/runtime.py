@@ -75,10 +75,15 @@ def adamw(
     betas: tuple[float, float] = (0.9, 0.95),
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (nanoGPT's rule): norms' gains and
-    biases are not pulled towards zero."""
+    biases are not pulled towards zero.
+
+    The fused kernel (one pass over each parameter instead of a dozen `foreach` ops) is
+    what transformers' Trainer uses too: on the `small` size it takes an AdamW step
+    from ~230 ms to ~45 ms on 2 CPU cores, ~7% of a training step (benchmarks/train_moe.py).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=1e-8)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=1e-8, fused=True)
