@@ -1,21 +1,22 @@
 """Training speed (tokens/s, MFU) and peak memory of the MoE sizes, on this machine.
 
-    .venv/bin/python benchmarks/train_moe.py                  # mini + small, ~2-3 min on 2 cores
+    .venv/bin/python benchmarks/train_moe.py                  # mini + small, ~4 min on 2 cores
     .venv/bin/python benchmarks/train_moe.py --sizes mini --steps 5 --threads 1 --json
 
 What is measured, all in the same run:
 - the fp32 matmul peak (2048 x 2048, all torch threads): the MFU denominator;
 - one training step as `train.pretrain` takes it (forward with labels, backward,
-  gradient clipping, AdamW with our parameter groups) for each size at seq 512, with
-  the experts as transformers' `grouped_mm` (our default) and as the stock `eager`
-  loop over experts (the baseline);
+  gradient clipping, fused AdamW with our parameter groups) for each size at seq 512,
+  with the experts as ours (`forgeml`, models/experts.py, the default), as
+  transformers' `grouped_mm`, and as the stock `eager` loop over experts (the baseline);
 - peak resident memory at seq 512 (batch 4) and seq 2048 (batch 1): the same tokens
   per step, so the difference is attention's and activations' growth with length;
   also shown less the memory of the process after importing torch and transformers.
 
 MFU = tokens/s x training FLOPs per token (forgeml.models.sizes.training_flops_per_token,
 6 x active matmul parameters + attention) / measured peak. Every configuration runs
-in a fresh subprocess so its peak RSS is its own; the first step is a warm-up.
+in a fresh subprocess so its peak RSS is its own; the first step is a warm-up and the
+median step is reported (the machine may be shared: a neighbour's burst moves a mean).
 "mini" is FACTS.md's "tiny" shape (10.3M parameters), "small" its "small" shape.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -76,10 +78,12 @@ def child(config: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     step(data[0])
-    start = time.perf_counter()
+    times = []
     for index in range(1, steps + 1):
+        start = time.perf_counter()
         step(data[index])
-    seconds = (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     tokens_per_s = batch * seq_len / seconds
     return {
         **config,
@@ -104,7 +108,7 @@ def run_child(config: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="mini,small", help="Comma-separated size names.")
-    parser.add_argument("--steps", type=int, default=3, help="Timed steps per configuration.")
+    parser.add_argument("--steps", type=int, default=5, help="Timed steps per configuration.")
     parser.add_argument(
         "--threads", type=int, help="torch threads (default: torch's, one per core)."
     )
@@ -121,9 +125,9 @@ def main() -> None:
     peak = matmul_peak()
     configs = []
     for size in args.sizes.split(","):
-        for experts in ("grouped_mm", "eager"):
+        for experts in ("forgeml", "grouped_mm", "eager"):
             configs.append({"size": size, "experts": experts, "seq_len": 512, "steps": args.steps})
-        configs.append({"size": size, "experts": "grouped_mm", "seq_len": 2048, "steps": 1})
+        configs.append({"size": size, "experts": "forgeml", "seq_len": 2048, "steps": 3})
     results = [run_child(config) for config in configs]
     # Other processes can slow the peak measurement; the better of two is nearer the truth.
     peak = max(peak, matmul_peak())

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from forgeml.models import experts
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.models.sizes import (
     BOS_ID,
@@ -63,7 +64,7 @@ def test_sizes_grow_and_describe_themselves() -> None:
 def test_tiny_trains_with_finite_falling_loss() -> None:
     config = build_config("tiny", vocab_size=512)
     model = build_model(config, seed=0)
-    assert model.config._experts_implementation == "grouped_mm"
+    assert model.config._experts_implementation == experts.NAME
     batch = torch.randint(0, 512, (4, 64), generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
