@@ -11,7 +11,8 @@ from Python's docs, every completion exactly `--new-tokens` long (EOS ignored):
   without a JSON-schema guide (the cost of constrained decoding);
 - http: the real server (uvicorn on 127.0.0.1, a separate process) through streaming
   /v1/completions at concurrency 1, 8, 32: output tokens/s, p50/p95 latency and
-  time to first token;
+  time to first token; with the engine in its own process (the default) and, for
+  comparison, as a thread of the server's process (`engine_process: false`);
 - llama.cpp (when llama-cpp-python is installed; `--no-llama-cpp` skips it): the model
   exported to an f16 GGUF, decoded one request at a time by llama-cpp-python itself
   (the baseline), by the llama.cpp engine called directly, and by the same server
@@ -71,8 +72,8 @@ SERVER = """
 import sys, uvicorn
 from forgeml.core.workspace import Workspace
 from forgeml.serve import ServeSettings, create_app
-settings = ServeSettings(torch_threads=int(sys.argv[3]))
-app = create_app(Workspace.open(sys.argv[1]), sys.argv[4:], settings)
+settings = ServeSettings(torch_threads=int(sys.argv[3]), engine_process=sys.argv[4] == "process")
+app = create_app(Workspace.open(sys.argv[1]), sys.argv[5:], settings)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
@@ -293,13 +294,22 @@ def print_llama_cpp_overhead(best: dict[str, dict]) -> None:
 
 
 def start_server(
-    workspace: Workspace, threads: int, models: list[str]
+    workspace: Workspace, threads: int, models: list[str], engine: str = "process"
 ) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(workspace.root), str(port), str(threads), *models]
+        [
+            sys.executable,
+            "-c",
+            SERVER,
+            str(workspace.root),
+            str(port),
+            str(threads),
+            engine,
+            *models,
+        ]
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -358,12 +368,24 @@ def main() -> None:
         gguf = export_gguf(workspace) if args.llama_cpp else None
         served = [MODEL, GGUF_MODEL] if gguf else [MODEL]
         process, url = start_server(workspace, args.threads, served)
+        # The same server with the engine as a thread of its process (engine_process off).
+        threaded, threaded_url = start_server(workspace, args.threads, [MODEL], "thread")
         best: dict[str, dict] = {}
         try:
             for _ in range(args.repeat):  # rounds interleave setups, so load drifts hit all
                 rounds = baselines(model, prompt_ids, args.new_tokens)
                 rounds += asyncio.run(engine_rows(model, tokenizer, prompt_ids, args.new_tokens))
                 rounds += asyncio.run(http_rows(url, key, tokenizer, prompt_ids, args.new_tokens))
+                rounds += asyncio.run(
+                    http_rows(
+                        threaded_url,
+                        key,
+                        tokenizer,
+                        prompt_ids,
+                        args.new_tokens,
+                        label="HTTP server (engine thread)",
+                    )
+                )
                 if gguf is not None:
                     rounds += llama_cpp_rows(
                         gguf, tokenizer, prompt_ids, args.new_tokens, args.threads
@@ -385,8 +407,9 @@ def main() -> None:
                     if kept is None or result["tokens/s"] > kept["tokens/s"]:
                         best[result["setup"]] = result
         finally:
-            process.terminate()
-            process.wait(timeout=60)
+            for server in (process, threaded):
+                server.terminate()
+                server.wait(timeout=60)
         workspace.close()
     rows = list(best.values())
     print_table(rows, rows[0]["tokens/s"])

@@ -19,9 +19,7 @@ def _model(implementation: str) -> torch.nn.Module:
 def test_forward_and_gradients_match_transformers_grouped_mm(monkeypatch):
     calls = []
     original = experts.routed_experts
-    monkeypatch.setattr(
-        experts, "routed_experts", lambda *args: calls.append(1) or original(*args)
-    )
+    monkeypatch.setattr(experts, "routed_experts", lambda *args: calls.append(1) or original(*args))
     ids = torch.randint(0, 512, (3, 40), generator=torch.Generator().manual_seed(0))
     results = {}
     for implementation in (experts.NAME, "grouped_mm"):

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from forgeml.models import experts
 from forgeml.core.errors import ForgeError, InputError
+from forgeml.models import experts
 from forgeml.models.sizes import (
     BOS_ID,
     EOS_ID,

@@ -144,7 +144,10 @@ def expected(lora_workspace, prompts) -> dict[str, list[list[int]]]:
 
 
 def settings(**extra) -> ServeSettings:
-    return ServeSettings(key_cache_seconds=0.0, torch_threads=1, job_workers=0, **extra)
+    # In-process engine: these tests inspect the model the adapters load into.
+    return ServeSettings(
+        key_cache_seconds=0.0, torch_threads=1, job_workers=0, engine_process=False, **extra
+    )
 
 
 def complete(url: str, key: str, model: str, prompt: list[int]) -> list[int]:

@@ -300,7 +300,9 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torc
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     # Our experts forward for our family (a saved config does not record the choice).
-    options = {"experts_implementation": experts.NAME} if _model_type(directory) == "mistral4" else {}
+    options = (
+        {"experts_implementation": experts.NAME} if _model_type(directory) == "mistral4" else {}
+    )
     try:
         return AutoModelForCausalLM.from_pretrained(
             directory, local_files_only=True, dtype=dtype, **options

@@ -78,7 +78,7 @@ def load_served_adapter(
     Blocking (reads the weights; decoding pauses while they go in): call it from a thread
     once the server runs.
     """
-    if not isinstance(base.engine, TransformersEngine):
+    if not getattr(base.engine, "serves_adapters", False):
         raise InputError(
             f"cannot serve {served_id}: LoRA adapters are served by the transformers engine, "
             f"and its base {base.id} runs on {base.engine.name}",

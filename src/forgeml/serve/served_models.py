@@ -33,6 +33,7 @@ from forgeml.models.sizes import load_model
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.deployments import start_deployments, stop_deployments
 from forgeml.serve.engine.base import Engine
+from forgeml.serve.engine.process import ProcessEngine
 from forgeml.serve.engine.transformers import TransformersEngine
 from forgeml.serve.errors import ModelNotServed
 from forgeml.serve.export_files import export_files
@@ -79,7 +80,15 @@ def load_directory(
 ) -> ServedModel:
     """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
-    engine = make_engine(served_id, path, tokenizer, settings, gguf=gguf, log_dir=log_dir)
+    engine = make_engine(
+        served_id,
+        path,
+        tokenizer,
+        settings,
+        gguf=gguf,
+        tokenizer_dir=tokenizer_dir,
+        log_dir=log_dir,
+    )
     return ServedModel(
         id=served_id,
         artifact_id=artifact.id if artifact is not None else None,
@@ -97,6 +106,7 @@ def make_engine(
     settings: ServeSettings,
     *,
     gguf: Path | None = None,
+    tokenizer_dir: Path | None = None,
     log_dir: Path | None = None,
 ) -> Engine:
     """The engine `settings.engine` names; by default llama.cpp for a GGUF, else transformers."""
@@ -135,6 +145,14 @@ def make_engine(
             log_path=(log_dir or Path(tempfile.gettempdir()) / "forgeml") / log_name,
             start_timeout=settings.vllm_start_timeout,
             max_in_flight=settings.max_batch_size + settings.max_waiting,
+        )
+    if settings.engine_process:
+        return ProcessEngine(
+            path,
+            tokenizer_dir,
+            max_batch_size=settings.max_batch_size,
+            max_waiting=settings.max_waiting,
+            threads=settings.threads(),
         )
     return TransformersEngine(
         load_model(path),

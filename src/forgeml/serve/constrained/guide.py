@@ -62,6 +62,7 @@ class OutputGuide:
     def __init__(self, vocabulary: GuideVocabulary, spec: OutputSpec, max_tokens: int) -> None:
         self.vocabulary = vocabulary
         self.spec = spec
+        self.max_tokens = max_tokens  # an engine in another process rebuilds the guide
         self.reasoning_tokens = 0
         self.closing = False  # steering the grammar to its end (sticky)
         self._needed = 0  # estimated tokens to finish the grammar

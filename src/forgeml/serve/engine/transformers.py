@@ -55,6 +55,7 @@ log = logging.getLogger("forgeml.serve.engine")
 
 class TransformersEngine(Engine):
     name = "transformers"
+    serves_adapters = True  # LoRA adapters load into its model (add_adapter)
 
     def __init__(
         self,
@@ -94,16 +95,24 @@ class TransformersEngine(Engine):
         if self._thread is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self.start_worker()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_worker)
+
+    def start_worker(self) -> None:
+        """Start the decoding thread. `start` does this from an event loop; a host with no
+        event loop (process.py's child) calls it directly and overrides `_send`."""
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="forgeml-engine", daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
+    def stop_worker(self) -> None:
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 30)
+            self._thread.join(30)
             self._thread = None
 
     def stats(self) -> EngineStats:
@@ -183,6 +192,13 @@ class TransformersEngine(Engine):
             raise RuntimeError("the engine is not started: await engine.start() first")
         sequence = Sequence(request, self._backend, self.eos_token_ids)
         sequence.outbox = queue = asyncio.Queue()
+        self.enqueue(sequence)
+        return SequenceStream(sequence, queue, self._wakeup)
+
+    def enqueue(self, sequence: Sequence) -> None:
+        """Queue a sequence for the worker; raises if its adapter is not loaded or the
+        queue is full."""
+        request = sequence.request
         with self._wakeup:
             if request.adapter is not None and request.adapter not in self._adapters_open:
                 raise InputError(
@@ -198,7 +214,6 @@ class TransformersEngine(Engine):
                 )
             self._waiting.append(sequence)
             self._wakeup.notify()
-        return SequenceStream(sequence, queue, self._wakeup)
 
     @staticmethod
     def _deliver(outputs: list[tuple[Sequence, GenerationChunk]]) -> None:
