@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from serving_fixtures import MODEL_NAME, ServerThread, register_tiny_model
@@ -35,6 +36,19 @@ def serve_workspace(tmp_path_factory) -> Iterator[Workspace]:
     register_tiny_model(workspace)
     yield workspace
     workspace.close()
+
+
+@pytest.fixture(scope="session")
+def model_dir(serve_workspace: Workspace) -> Path:
+    """The registered tiny chat model's directory."""
+    return serve_workspace.root / serve_workspace.registry.resolve(MODEL_NAME).path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
 
 
 @pytest.fixture(scope="session")

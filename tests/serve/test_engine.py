@@ -10,7 +10,6 @@ import httpx
 import pytest
 import torch
 from serving_fixtures import MODEL_NAME, ServerThread
-from transformers import AutoTokenizer
 
 from forgeml.models import chat_template as ct
 from forgeml.models.sizes import load_model
@@ -20,16 +19,6 @@ from forgeml.serve.engine.base import GenerationRequest, QueueFullError, Samplin
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.transformers import TransformersEngine
 from forgeml.serve.served_models import load_served_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(serve_workspace):
-    return serve_workspace.root / serve_workspace.registry.resolve(MODEL_NAME).path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ import os
 import signal
 
 import pytest
-from serving_fixtures import MODEL_NAME
-from transformers import AutoTokenizer
 
 from forgeml.core.errors import ForgeError
 from forgeml.models.sizes import load_model
@@ -26,16 +24,6 @@ SCHEMA = {
     "properties": {"name": {"type": "string"}, "count": {"type": "integer"}},
     "required": ["name", "count"],
 }
-
-
-@pytest.fixture(scope="module")
-def model_dir(serve_workspace):
-    return serve_workspace.root / serve_workspace.registry.resolve(MODEL_NAME).path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def prompts(tokenizer):

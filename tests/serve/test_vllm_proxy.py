@@ -19,7 +19,6 @@ import llguidance
 import pytest
 import torch
 from serving_fixtures import MODEL_NAME, ServerThread
-from transformers import AutoTokenizer
 
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.models import chat_template as ct
@@ -70,16 +69,6 @@ class Handler(BaseHTTPRequestHandler):
 print("fake vLLM serving", args[1], flush=True)
 HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 """
-
-
-@pytest.fixture(scope="module")
-def model_dir(serve_workspace):
-    return serve_workspace.root / serve_workspace.registry.resolve(MODEL_NAME).path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def proxy(served, model_dir, **options) -> VllmProxyEngine:

@@ -44,7 +44,7 @@ from forgeml.serve.engine.base import (
 )
 from forgeml.serve.engine.sampling import sample
 from forgeml.serve.engine.sequence import Sequence
-from forgeml.serve.engine.stream import SequenceStream
+from forgeml.serve.engine.stream import sequence_stream
 from forgeml.serve.engine.throughput import TokenRate
 
 log = logging.getLogger("forgeml.serve.engine")
@@ -172,7 +172,7 @@ class LlamaCppEngine(Engine):
                 )
             self._waiting.append(sequence)
             self._wakeup.notify()
-        return SequenceStream(sequence, queue, self._wakeup)
+        return sequence_stream(sequence, queue, self._wakeup)
 
     def _send(self, sequence: Sequence, chunk: GenerationChunk) -> None:
         if self._loop is not None and not self._loop.is_closed():

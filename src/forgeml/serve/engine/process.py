@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import signal
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from forgeml.serve.engine.base import (
     GenerationRequest,
     QueueFullError,
 )
+from forgeml.serve.engine.stream import ChunkStream
 from forgeml.serve.engine.throughput import TokenRate
 from forgeml.serve.engine.transformers import TransformersEngine
 
@@ -153,7 +155,7 @@ class ProcessEngine(Engine):
 
     # --- requests ---------------------------------------------------------------------------
 
-    def generate(self, request: GenerationRequest) -> ProcessStream:
+    def generate(self, request: GenerationRequest) -> ChunkStream:
         if self._loop is None or self._process is None:
             raise RuntimeError("the engine is not started: await engine.start() first")
         if self._dead is not None:
@@ -175,7 +177,7 @@ class ProcessEngine(Engine):
         guide = request.guide
         spec = (guide.spec, guide.max_tokens) if guide is not None else None
         self._post(("generate", key, request.prompt_ids, request.sampling, spec, request.adapter))
-        return ProcessStream(self, key, queue)
+        return ChunkStream(queue, lambda: self.abort(key))
 
     def abort(self, key: str) -> None:
         with self._lock:
@@ -289,42 +291,13 @@ class ProcessEngine(Engine):
             )
 
 
-class ProcessStream:
-    """One request's chunks; closing it early aborts the request in the child."""
-
-    def __init__(self, engine: ProcessEngine, key: str, queue: asyncio.Queue) -> None:
-        self._engine, self._key, self._queue = engine, key, queue
-        self._finished = False
-
-    def __aiter__(self) -> ProcessStream:
-        return self
-
-    async def __anext__(self) -> GenerationChunk:
-        if self._finished:
-            raise StopAsyncIteration
-        try:
-            chunk = await self._queue.get()
-        except BaseException:
-            await self.aclose()
-            raise
-        self._finished = chunk.finish_reason is not None
-        return chunk
-
-    async def aclose(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._engine.abort(self._key)
-
-    def __del__(self) -> None:
-        if not self._finished:
-            self._engine.abort(self._key)
-
-
 # --- the child process --------------------------------------------------------------------
 
 
 def child_main(conn: Connection, options: dict[str, Any]) -> None:
     """Entry point of the engine process: load the model, decode until told to stop."""
+    # Ctrl-C reaches the whole process group; the server shuts down and then tells us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import torch
         from transformers import AutoTokenizer

@@ -47,7 +47,7 @@ from forgeml.serve.engine.batch import DecodeBatch, prefill
 from forgeml.serve.engine.lora import LoraAdapters
 from forgeml.serve.engine.sampling import sample
 from forgeml.serve.engine.sequence import Sequence
-from forgeml.serve.engine.stream import SequenceStream
+from forgeml.serve.engine.stream import sequence_stream
 from forgeml.serve.engine.throughput import TokenRate
 
 log = logging.getLogger("forgeml.serve.engine")
@@ -193,7 +193,7 @@ class TransformersEngine(Engine):
         sequence = Sequence(request, self._backend, self.eos_token_ids)
         sequence.outbox = queue = asyncio.Queue()
         self.enqueue(sequence)
-        return SequenceStream(sequence, queue, self._wakeup)
+        return sequence_stream(sequence, queue, self._wakeup)
 
     def enqueue(self, sequence: Sequence) -> None:
         """Queue a sequence for the worker; raises if its adapter is not loaded or the
