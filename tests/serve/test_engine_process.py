@@ -113,3 +113,15 @@ def test_abort_full_queue_and_a_dead_child(model_dir, tokenizer):
             await engine.stop()
 
     asyncio.run(main())
+
+
+def test_a_model_the_child_cannot_load_fails_start_with_the_reason(model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((model_dir / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    engine = ProcessEngine(broken, threads=1)
+    with pytest.raises(ForgeError, match="failed to start: .*broken: cannot load a causal"):
+        asyncio.run(engine.start())
+    assert engine._process is None

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, Mistral4Config, Mistral4ForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -307,7 +308,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torc
         return AutoModelForCausalLM.from_pretrained(
             directory, local_files_only=True, dtype=dtype, **options
         )
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise InputError(
             f"cannot load a causal language model from this directory: {error}",
             path=directory,

@@ -314,6 +314,9 @@ def child_main(conn: Connection, options: dict[str, Any]) -> None:
             max_waiting=options["max_waiting"],
         )
         engine.start_worker()
+    except ForgeError as error:  # ours say which file and what to do
+        conn.send(("error", str(error)))
+        return
     except Exception as error:  # the parent reports it; nothing else can
         conn.send(("error", f"{type(error).__name__}: {error}"))
         return
