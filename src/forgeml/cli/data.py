@@ -73,6 +73,40 @@ def forget(
     emit(ctx, data, lambda: [console.print(f"forgotten: {a.ref}") for a in marked])
 
 
+@app.command("forget-feedback")
+def forget_feedback(
+    ctx: typer.Context,
+    ids: list[int] = typer.Option([], "--id", help="A feedback row id; repeat for several."),
+    completion: str | None = typer.Option(None, "--completion", help="A completion id."),
+    key: str | None = typer.Option(None, "--key", help="Everything sent with this API key name."),
+    containing: str | None = typer.Option(
+        None, "--containing", help="Rows whose conversation contains this text (any case)."
+    ),
+    reason: str = typer.Option(
+        ..., "--reason", help="The deletion request, e.g. a ticket id; audited."
+    ),
+) -> None:
+    """Delete production feedback (and its request log rows) about a person or conversation;
+    mark the datasets and models trained on it as forgotten. Selectors combine."""
+    from forgeml.data.feedback_erasure import forget_feedback as erase
+
+    workspace = options(ctx).open()
+    erasure = erase(
+        workspace, reason, ids=ids, completion_id=completion, key_name=key, containing=containing
+    )
+    data = erasure.as_dict()
+
+    def show() -> None:
+        console.print(
+            f"deleted {data['feedback_deleted']} feedback rows and "
+            f"{data['request_log_deleted']} request log rows"
+        )
+        for ref in data["forgotten"]:
+            console.print(f"forgotten: {ref}")
+
+    emit(ctx, data, show)
+
+
 @app.command("assess")
 def assess(
     ctx: typer.Context,
