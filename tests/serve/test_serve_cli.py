@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,7 @@ def test_serve_command_answers_an_openai_client(serve_workspace):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C sees it
     )
     try:
         deadline = time.monotonic() + 120
@@ -56,9 +58,34 @@ def test_serve_command_answers_an_openai_client(serve_workspace):
             model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
         assert response.choices[0].finish_reason in ("stop", "length")
+        spawned = children(process.pid)  # the engine process, the job worker, ...
+        assert spawned
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the server and its engine process
+        assert process.wait(timeout=60) == 0
+        assert "Traceback" not in process.stderr.read()
+        for pid in spawned:
+            assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process, on Linux (others: none, and the check is skipped)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return [-1]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_unknown_model_ref_fails_before_serving(serve_workspace):

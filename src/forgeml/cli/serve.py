@@ -56,6 +56,12 @@ def serve(
         help="transformers, llama.cpp (GGUF exports; their default) or vllm (set "
         "serving.vllm_command or serving.vllm_url in forgeml.yaml).",
     ),
+    engine_process: bool | None = typer.Option(
+        None,
+        "--engine-process/--engine-thread",
+        help="Run the transformers engine in its own process (default: more tokens/s under "
+        "load) or as a thread of the server (starts faster).",
+    ),
 ) -> None:
     """Serve models over HTTP until interrupted; every route but /health needs an API key."""
     import uvicorn
@@ -71,6 +77,7 @@ def serve(
         "request_log_days": request_log_days,
         "job_workers": job_workers,
         "engine": engine,
+        "engine_process": engine_process,
     }
     configured = workspace.settings.get("serving") or {}
     try:
