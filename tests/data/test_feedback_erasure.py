@@ -95,11 +95,14 @@ def test_forgetting_by_text_deletes_rows_and_marks_what_was_trained_on_them(prod
 
 
 def test_forgetting_a_key_takes_its_feedback_and_its_whole_request_log(production):
+    # A rotated key shares the name: the old one's data goes too (revoked or not).
+    rotated, _ = create_key(production, "crm", "inference")
+    log_request(production, "c-rotated-crm", rotated.id)
     erasure = forget_feedback(production, "offboarding crm", key_name="crm")
-    assert len(erasure.feedback_ids) == 1 and erasure.request_log_rows == 2
+    assert len(erasure.feedback_ids) == 1 and erasure.request_log_rows == 3
     assert {entry.completion_id for entry in list_feedback(production)} >= {"c-order"}
     assert "c-crm" not in {entry.completion_id for entry in list_feedback(production)}
-    assert "c-other-crm" not in request_log(production)
+    assert request_log(production) == ["c-jane", "c-logged", "c-order"]
     assert erasure.forgotten == []  # nothing was built from it yet
 
 

@@ -70,15 +70,15 @@ def forget_feedback(
         )
     if not reason.strip():
         raise InputError("a reason is required: the deletion request, e.g. a ticket id")
-    key_id = _key_id(workspace, key_name) if key_name else None
-    rows = _matching_feedback(workspace, ids, completion_id, key_id, containing)
+    key_ids = _key_ids(workspace, key_name) if key_name else None
+    rows = _matching_feedback(workspace, ids, completion_id, key_ids, containing)
     erasure = FeedbackErasure(feedback_ids=[row.id for row in rows])
     for dataset in _datasets_built_from(workspace, set(erasure.feedback_ids)):
         marked = forget(workspace, dataset, f"{reason} (feedback erased)")
         erasure.forgotten += [artifact.ref for artifact in marked]
     completions = {row.completion_id for row in rows}
     with workspace.registry.session() as session:
-        doomed = _request_log_ids(session, completions, key_id, containing)
+        doomed = _request_log_ids(session, completions, key_ids, containing)
         if erasure.feedback_ids:
             session.execute(delete(Feedback).where(Feedback.id.in_(erasure.feedback_ids)))
         if doomed:
@@ -103,19 +103,20 @@ def forget_feedback(
     return erasure
 
 
-def _key_id(workspace: Workspace, name: str) -> int:
+def _key_ids(workspace: Workspace, name: str) -> set[int]:
+    """Every key of that name, revoked ones included: an app's data outlives its key."""
     with workspace.registry.session() as session:
-        key = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
-    if key is None:
+        ids = set(session.scalars(select(ApiKey.id).where(ApiKey.name == name)))
+    if not ids:
         raise InputError(f"no API key is named {name!r}", hint="list them with `forgeml keys list`")
-    return key.id
+    return ids
 
 
 def _matching_feedback(
     workspace: Workspace,
     ids: list[int] | None,
     completion_id: str | None,
-    key_id: int | None,
+    key_ids: set[int] | None,
     containing: str | None,
 ) -> list[Feedback]:
     query = select(Feedback).order_by(Feedback.id)
@@ -126,8 +127,8 @@ def _matching_feedback(
     with workspace.registry.session() as session:
         rows = list(session.scalars(query))
         session.expunge_all()
-    if key_id is not None:
-        rows = [row for row in rows if (row.request or {}).get("api_key_id") == key_id]
+    if key_ids is not None:
+        rows = [row for row in rows if (row.request or {}).get("api_key_id") in key_ids]
     if containing:
         rows = [
             row
@@ -175,15 +176,15 @@ def _datasets_built_from(workspace: Workspace, feedback_ids: set[int]) -> list[A
 
 
 def _request_log_ids(
-    session, completions: set[str], key_id: int | None, containing: str | None
+    session, completions: set[str], key_ids: set[int] | None, containing: str | None
 ) -> list[int]:
     ids = set()
     if completions:
         ids |= set(
             session.scalars(select(RequestLog.id).where(RequestLog.completion_id.in_(completions)))
         )
-    if key_id is not None:
-        ids |= set(session.scalars(select(RequestLog.id).where(RequestLog.api_key_id == key_id)))
+    if key_ids is not None:
+        ids |= set(session.scalars(select(RequestLog.id).where(RequestLog.api_key_id.in_(key_ids))))
     if containing:  # prompts are there only with --log-prompts
         for row in session.scalars(select(RequestLog)):
             if _contains(containing, row.request, row.response):
