@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from forgeml.core.errors import ForgeError, InputError
+from forgeml.serve.constrained.guide import OutputGuide
+from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.engine.base import (
     Engine,
     EngineStats,
@@ -332,7 +334,9 @@ class _ChildEngine(TransformersEngine):
         self._conn = conn
         self._send_lock = threading.Lock()
         self._sequences: dict[str, Any] = {}  # key -> Sequence, until its last chunk
-        self._vocabulary = None
+        # Built before "ready", as the server builds its own before traffic: not on the
+        # first constrained request, which would stall every message behind it.
+        self._vocabulary = GuideVocabulary(tokenizer)
 
     def _send(self, outputs) -> None:
         if not outputs:
@@ -389,11 +393,6 @@ class _ChildEngine(TransformersEngine):
     def _guide(self, spec):
         if spec is None:
             return None
-        from forgeml.serve.constrained.guide import OutputGuide
-        from forgeml.serve.constrained.vocabulary import GuideVocabulary
-
-        if self._vocabulary is None:
-            self._vocabulary = GuideVocabulary(self.tokenizer)
         output_spec, max_tokens = spec
         return OutputGuide(self._vocabulary, output_spec, max_tokens)
 
