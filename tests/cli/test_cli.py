@@ -125,6 +125,34 @@ def test_user_errors_exit_2_with_message_and_hint_and_no_traceback(tmp_path):
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
+INSTALLED_FORGEML = str(Path(sys.executable).parent / "forgeml")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["artifacts", "list", "--jsn"], "No such option: --jsn"),
+        (["models", "show", "x"], "No such command 'show'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["data", "forget"], "Missing argument"),
+        (["keys", "create"], "Missing option '--name'"),
+        (["artifacts", "list", "--limit", "many"], "Invalid value for '--limit'"),
+    ],
+)
+def test_usage_errors_print_usage_and_exit_2_from_the_installed_script(tmp_path, args, message):
+    # Runs the console script pip installed, so the click/typer versions are the ones a
+    # user's fresh install resolves (typer 0.29 vendors its own click).
+    result = subprocess.run(
+        [INSTALLED_FORGEML, "--workspace", str(tmp_path / "ws"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Usage: forgeml" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_workspace_from_environment_and_json_everywhere(tmp_path):
     env = {**os.environ, "FORGEML_WORKSPACE": str(tmp_path / "envws")}
     result = subprocess.run(

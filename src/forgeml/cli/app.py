@@ -122,6 +122,23 @@ def _on_sigterm(_signum, _frame) -> None:
     raise SystemExit(143)
 
 
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`name` from click and from the copy of click a typer release may vendor.
+
+    typer 0.29 parses with its own `typer._click`, whose exceptions are not click's:
+    catching only click's let every usage error through as a traceback.
+    """
+    found = {getattr(click.exceptions, name)}
+    for source in (typer.BadParameter, typer.Exit, typer.Abort):
+        found.update(cls for cls in source.__mro__ if cls.__name__ == name)
+    return tuple(found)
+
+
+_USAGE_ERRORS = _click_classes("ClickException")
+_EXITS = _click_classes("Exit")
+_ABORTS = _click_classes("Abort")
+
+
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     command = typer.main.get_command(app)
@@ -135,12 +152,12 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             errors.print(Text("hint: ", style="yellow") + Text(exc.hint))
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORTS:
         errors.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
