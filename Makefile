@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forgeml-installed
 GGUF_STAMP := $(VENV)/.gguf-installed
 
-.PHONY: quickstart test lint format bench setup gguf docs clean
+.PHONY: quickstart test lint format bench setup gguf docs lock clean
 
 quickstart: $(STAMP)
 	$(BIN)/forgeml quickstart
@@ -30,13 +30,20 @@ setup: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m forgeml.configuration_reference --write docs/CONFIGURATION.md
 
-# torch first, from its CPU wheel: anything that depends on torch then finds it installed
-# instead of pulling a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Installs come from requirements.lock (every package at the version the tests passed
+# with); pyproject.toml keeps ranges for library users. torch first, from its CPU wheel:
+# anything that depends on torch then finds it installed instead of a multi-GB CUDA build.
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) torch
+	$(PIP) -e '.[dev]'
 	touch $@
+
+# Refresh the lock from this venv after changing dependencies in pyproject.toml and
+# passing `make test`; tests/test_lock.py fails while the two disagree.
+lock: $(STAMP)
+	scripts/lock.sh $(BIN)/python > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 # llama.cpp's GGUF toolchain (export to GGUF, the llama.cpp engine): built once, cached.
 gguf: $(GGUF_STAMP)

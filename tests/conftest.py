@@ -13,6 +13,8 @@ sys.path.insert(0, str(TESTS_DIR))
 
 import netguard  # noqa: E402
 
+pytest_plugins = ["ci_no_skips"]
+
 netguard.install()
 # Subprocesses started by tests get the same guard through sitecustomize.
 os.environ["PYTHONPATH"] = os.pathsep.join(
