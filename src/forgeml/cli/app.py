@@ -23,6 +23,7 @@ from forgeml.cli import (
     keys,
     models,
     models_sizes,
+    monitor,
     quickstart,
     recipes,
     runs,
@@ -114,6 +115,7 @@ app.command(name="quickstart")(quickstart.quickstart)
 app.command(name="export")(export_cli.export)
 app.command(name="serve")(serve_cli.serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(monitor.app, name="monitor")
 models.register(app)
 
 

@@ -1,0 +1,64 @@
+"""`forgeml monitor ...`: what production does to a model, from the registry's request log."""
+
+from __future__ import annotations
+
+import typer
+
+from forgeml.cli.output import console, emit, options, table
+
+app = typer.Typer(
+    help="Watch production: usage per model, key or day from the request log.",
+    no_args_is_help=True,
+)
+
+
+@app.command("usage")
+def usage(
+    ctx: typer.Context,
+    model: str = typer.Argument(
+        None, help="Model as served (NAME, NAME@ALIAS, NAME:N); all models when left out."
+    ),
+    since: str = typer.Option(
+        "7d", "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date."
+    ),
+    until: str = typer.Option(None, "--until", help="Window end (default: now), same forms."),
+    by: str = typer.Option("model", "--by", help="One row per: model, key or day."),
+) -> None:
+    """Requests, outcomes (errors, 429s), tokens, latency and time-to-first-token
+    percentiles, finish reasons, tool-call rate and feedback, per model, key or day."""
+    from forgeml.monitor.usage import parse_window
+    from forgeml.monitor.usage import usage as measure
+
+    workspace = options(ctx).open()
+    report = measure(
+        workspace,
+        model,
+        since=parse_window(since),
+        until=parse_window(until) if until else None,
+        by=by,
+    )
+
+    def render() -> None:
+        if not report["groups"]:
+            console.print(f"no requests logged between {report['since']} and {report['until']}")
+            return
+        rows = []
+        for name, group in report["groups"].items():
+            latency, ttft, feedback = group["latency_ms"], group["ttft_ms"], group["feedback"]
+            rows.append([
+                name, group["requests"],
+                f"{group['error_rate']:.1%} / {group['rate_limited_rate']:.1%}",
+                f"{group['prompt_tokens']} / {group['completion_tokens']}",
+                f"{latency['p50']} / {latency['p99']}",
+                f"{ttft['p50']} / {ttft['p99']}" if ttft["p50"] is not None else "",
+                f"{group['tool_call_rate']:.1%}",
+                f"{feedback['count']}" + (f" ({feedback['mean_rating']})" if feedback["rated"] else ""),
+            ])  # fmt: skip
+        table(
+            f"usage {report['since'][:19]} .. {report['until'][:19]} by {by}",
+            [by, "requests", "errors / 429", "tokens in / out", "latency ms p50 / p99",
+             "ttft ms p50 / p99", "tool calls", "feedback (mean 1-5)"],
+            rows,
+        )  # fmt: skip
+
+    emit(ctx, report, render)
