@@ -7,7 +7,7 @@ import typer
 from forgeml.cli.output import console, emit, options, table
 
 app = typer.Typer(
-    help="Watch production: usage per model, key or day from the request log.",
+    help="Watch production: usage and drift from the request log.",
     no_args_is_help=True,
 )
 
@@ -60,5 +60,53 @@ def usage(
              "ttft ms p50 / p99", "tool calls", "feedback (mean 1-5)"],
             rows,
         )  # fmt: skip
+
+    emit(ctx, report, render)
+
+
+@app.command("drift")
+def drift(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N."),
+    since: str = typer.Option(
+        "1h", "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date."
+    ),
+    until: str = typer.Option(None, "--until", help="Window end (default: now), same forms."),
+    alpha: float = typer.Option(
+        0.01, "--alpha", help="Significance level, split over the signals."
+    ),
+) -> None:
+    """Compare a window of production prompts with the model's training data: each signal
+    (prompt length, turns, chars per token, language), its test, effect size, threshold,
+    and `drift: true|false`. Exit code 0 either way; read `drift` (or --json)."""
+    from forgeml.monitor.drift import drift as measure
+    from forgeml.monitor.usage import parse_window
+
+    workspace = options(ctx).open()
+    report = measure(
+        workspace,
+        model,
+        since=parse_window(since),
+        until=parse_window(until) if until else None,
+        alpha=alpha,
+    )
+
+    def render() -> None:
+        rows = [
+            [
+                s["signal"], f"{s['test']} p={s['p_value']:.2g}", f"{s['effect']} {s['value']}",
+                s["threshold"], "DRIFT" if s["drifted"] else "ok",
+            ]
+            for s in report["signals"]
+        ]  # fmt: skip
+        reference = report["reference"]
+        table(
+            f"{report['model']} ({report['artifact']}): {report['requests']} requests "
+            f"{report['since'][:19]} .. {report['until'][:19]} vs {reference['records']} "
+            f"{reference['kind']} records of its training data",
+            ["signal", "test", "effect", "threshold", "verdict"],
+            rows,
+        )
+        console.print(f"drift: {'true' if report['drift'] else 'false'}")
 
     emit(ctx, report, render)

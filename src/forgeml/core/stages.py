@@ -36,6 +36,7 @@ BUILTIN_STAGE_MODULES: dict[str, str] = {
     "train.": "forgeml.train.stages",
     "eval.": "forgeml.eval.stages",
     "export.": "forgeml.export.stages",
+    "monitor.": "forgeml.monitor.stages",
 }
 
 
@@ -113,7 +114,9 @@ def library_code_sha256(fn: Callable) -> str:
     forgeml_root = Path(__file__).resolve().parents[1]
     parts = [_package_sha256(str(forgeml_root / name)) for name in LIBRARY_PACKAGES]
     module = inspect.getsourcefile(fn)
-    if module and forgeml_root not in Path(module).resolve().parents:
+    if module and not any(
+        forgeml_root / name in Path(module).resolve().parents for name in LIBRARY_PACKAGES
+    ):  # a stage outside those packages (monitor, a user's own) adds its module's code
         parts.append(sha256_file(module))
     return sha256_json(parts)
 

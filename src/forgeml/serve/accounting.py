@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
+from forgeml.monitor.signals import prompt_signals, token_counter
 from forgeml.serve.request_log import RequestRecord
 from forgeml.serve.served_models import ServedModel
 
@@ -25,6 +26,9 @@ class Accounting:
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     closed: bool = False
+    # What drift signals describe (forgeml.monitor.signals); the text itself is not kept.
+    user_text: str = ""
+    turns: int = 1
 
     def token_arrived(self) -> None:
         if self.first_token is None:
@@ -62,6 +66,10 @@ class Accounting:
             finish_reasons=finish_reasons,
             error=error,
         )
+        if status == 200:
+            record.signals = prompt_signals(
+                self.user_text, self.turns, token_counter(self.served.tokenizer)
+            )
         if state.settings.log_prompts:
             record.request, record.response = prompt, outputs
         state.request_log.record(record)

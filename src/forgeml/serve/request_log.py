@@ -53,12 +53,15 @@ class RequestRecord:
     finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
     time: datetime = field(default_factory=utcnow)
+    signals: dict[str, Any] | None = None  # drift signals (monitor.signals), never text
     request: dict[str, Any] | None = None  # only with log_prompts
     response: list[str] | None = None  # only with log_prompts
 
     def to_row(self) -> RequestLogRow:
         """The table has columns for what reports filter on; the rest goes to JSON."""
         request = {"stream": self.stream, "artifact": self.artifact, "api_key": self.api_key}
+        if self.signals is not None:
+            request["signals"] = self.signals
         response: dict[str, Any] = {"finish_reasons": self.finish_reasons, "error": self.error}
         if self.request is not None:
             request.update(self.request)

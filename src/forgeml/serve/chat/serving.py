@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from forgeml.core.errors import ForgeError
 from forgeml.models import chat_template as ct
+from forgeml.monitor.signals import user_text
 from forgeml.serve.accounting import Accounting
 from forgeml.serve.chat import protocol as p
 from forgeml.serve.chat.output_parser import ParsedDelta, StreamingOutputParser
@@ -92,6 +93,8 @@ class _Run:
             body.stream,
             len(prepared.prompt_ids),
             started,
+            user_text=user_text(prepared.messages),
+            turns=len(prepared.messages),
         )
         self.created = int(time.time())
         self.mistral = MISTRAL_USER_AGENT in request.headers.get("user-agent", "").lower()

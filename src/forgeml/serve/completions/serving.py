@@ -50,8 +50,9 @@ class CompletionService:
         spec = _output_spec(body.structured_outputs)
         cid = completion_id("cmpl")
         accounting = Accounting(
-            request, served, "completions", cid, body.stream, sum(map(len, encoded)), started
-        )
+            request, served, "completions", cid, body.stream, sum(map(len, encoded)), started,
+            user_text="\n".join(prompt for prompt in prompts if isinstance(prompt, str)),
+        )  # fmt: skip
         generations = []
         for prompt_index, prompt_ids in enumerate(encoded):
             max_tokens = completion_budget(

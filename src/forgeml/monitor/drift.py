@@ -1,0 +1,160 @@
+"""Has production traffic drifted away from what a model was trained on?
+
+    drift(workspace, "support-bot@prod", since=parse_window("1h"))
+
+Compares the drift signals the server logged for each request in a window
+(forgeml.monitor.signals) with the same signals over the model's training data (its
+`monitor.reference` artifact, made once per model). Each signal gets a two-sample test
+and an effect size:
+
+- numbers: Kolmogorov-Smirnov (scipy) and the population stability index (PSI) over the
+  reference's deciles;
+- labels: a chi-square test of the window's counts against the reference's shares, and
+  the Jensen-Shannon distance (base 2) between the two distributions.
+
+A signal drifts when its difference is both significant (p below `alpha`, divided by the
+number of signals tested: Bonferroni) and large enough to matter (PSI >= 0.2, JS >= 0.1,
+the usual "significant shift" rules of thumb): significance alone flags trivial shifts in
+large windows, effect size alone flags noise in small ones.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+from sqlalchemy import select
+
+from forgeml.core.errors import InputError
+from forgeml.core.schema import RequestLog, utcnow
+from forgeml.monitor.signals import CATEGORICAL
+from forgeml.monitor.usage import served_names
+
+if TYPE_CHECKING:
+    from forgeml.core.workspace import Workspace
+
+MIN_REQUESTS = 30
+DEFAULT_ALPHA = 0.01
+MIN_PSI = 0.2
+MIN_JS = 0.1
+_SMOOTH = 1e-4  # keeps empty bins from making PSI infinite
+
+
+def drift(
+    workspace: Workspace,
+    model: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> dict[str, Any]:
+    """Each signal's test, effect, threshold and verdict, and `drift`: any signal drifted."""
+    from forgeml.core.runs import run_stage
+    from forgeml.monitor.reference import load_reference
+
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}", field="--alpha")
+    until = until or utcnow()
+    since = since or until - timedelta(hours=1)
+    if since >= until:
+        raise InputError("the window is empty: --since must come before --until", field="--since")
+    artifact = workspace.registry.resolve(model, kind="model")
+    made = run_stage(workspace, "monitor.reference", {}, {"model": artifact}, quiet=True)
+    reference = load_reference(workspace.root / made.outputs["reference"].path)
+    window = _window_signals(workspace, model, artifact.ref, since, until)
+    if len(window) < MIN_REQUESTS:
+        raise InputError(
+            f"{model} answered {len(window)} logged requests between {since:%Y-%m-%d %H:%M} "
+            f"and {until:%Y-%m-%d %H:%M} UTC; drift needs at least {MIN_REQUESTS}",
+            hint="Widen the window with --since (15m, 24h, 7d), or check the model name "
+            "with `forgeml monitor usage`.",
+        )
+    compared = reference["compared"]
+    corrected = alpha / len(compared)
+    results = []
+    for name in compared:
+        expected = reference["signals"][name]
+        observed = [row[name] for row in window if name in row]
+        test = _labels if name in CATEGORICAL else _numbers
+        results.append({"signal": name, **test(expected, observed, corrected)})
+    return {
+        "model": model,
+        "artifact": artifact.ref,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "requests": len(window),
+        "reference": {
+            "artifact": made.outputs["reference"].ref,
+            "kind": reference["kind"],
+            "records": reference["records"],
+            "datasets": reference["datasets"],
+        },
+        "alpha": alpha,
+        "signals": results,
+        "drift": any(result["drifted"] for result in results),
+    }
+
+
+def _window_signals(
+    workspace: Workspace, model: str, artifact_ref: str, since: datetime, until: datetime
+) -> list[dict[str, Any]]:
+    query = select(RequestLog.request).where(
+        RequestLog.time >= since,
+        RequestLog.time < until,
+        RequestLog.status == 200,
+        RequestLog.model.in_(served_names(workspace, model)),
+    )
+    with workspace.registry.session() as session:
+        return [
+            request["signals"]
+            for request in session.scalars(query.execution_options(yield_per=5000))
+            if request.get("signals") and request.get("artifact") == artifact_ref
+        ]
+
+
+def _numbers(expected: list[float], observed: list[float], alpha: float) -> dict[str, Any]:
+    reference, window = np.asarray(expected, float), np.asarray(observed, float)
+    result = stats.ks_2samp(reference, window)
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, 11)))
+    psi = 0.0
+    if len(edges) > 1:
+        bins = np.concatenate(([-np.inf], edges[1:-1], [np.inf]))
+        ref_share = np.histogram(reference, bins)[0] / len(reference) + _SMOOTH
+        win_share = np.histogram(window, bins)[0] / len(window) + _SMOOTH
+        psi = float(np.sum((win_share - ref_share) * np.log(win_share / ref_share)))
+    return {
+        "test": "ks",
+        "statistic": round(float(result.statistic), 4),
+        "p_value": float(result.pvalue),
+        "effect": "psi",
+        "value": round(psi, 4),
+        "threshold": MIN_PSI,
+        "drifted": bool(result.pvalue < alpha and psi >= MIN_PSI),
+        "reference_median": float(np.median(reference)),
+        "window_median": float(np.median(window)),
+    }
+
+
+def _labels(expected: list[str], observed: list[str], alpha: float) -> dict[str, Any]:
+    ref_counts, win_counts = Counter(expected), Counter(observed)
+    labels = sorted(set(ref_counts) | set(win_counts))
+    ref_share = np.array([ref_counts[label] for label in labels], float) + _SMOOTH
+    ref_share /= ref_share.sum()
+    win = np.array([win_counts[label] for label in labels], float)
+    p_value = 1.0
+    if len(labels) > 1:
+        p_value = float(stats.chisquare(win, ref_share * win.sum()).pvalue)
+    js = float(jensenshannon(ref_share, win / win.sum(), base=2))
+    return {
+        "test": "chi2",
+        "p_value": p_value,
+        "effect": "jensen_shannon",
+        "value": round(js, 4),
+        "threshold": MIN_JS,
+        "drifted": bool(p_value < alpha and js >= MIN_JS),
+        "reference_top": [label for label, _ in ref_counts.most_common(3)],
+        "window_top": [label for label, _ in win_counts.most_common(3)],
+    }

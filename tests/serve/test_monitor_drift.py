@@ -1,0 +1,117 @@
+"""`forgeml monitor drift`: a model fine-tuned on support conversations, served for real;
+a window of traffic like its training data shows no drift, a window of long German
+legal text does, and the installed CLI says which signals moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving_fixtures import ServerThread
+
+from forgeml.core.runs import run_stage
+from forgeml.core.schema import utcnow
+from forgeml.serve import ServeSettings, create_app
+from forgeml.serve.auth import create_key
+
+FORGEML = str(Path(sys.executable).parent / "forgeml")
+ITEMS = ["order", "parcel", "invoice", "refund", "password", "account", "subscription", "laptop"]
+ASKS = ["My {item} has not arrived yet, can you check?", "I was charged twice for my {item}.",
+        "How do I reset my {item} settings?", "The {item} I received is broken, please help.",
+        "Can I change the address on my {item}?", "Where can I download the {item} receipt?"]  # fmt: skip
+GERMAN = ("Gemäß Paragraph {n} des Vertrages verpflichtet sich die Auftragnehmerin, sämtliche "
+          "Unterlagen binnen einer Frist von vierzehn Tagen vollständig zu übermitteln, wobei "
+          "etwaige Abweichungen schriftlich zu begründen und von beiden Parteien zu zeichnen "
+          "sind. Die Haftung für mittelbare Schäden ist ausgeschlossen. ")  # fmt: skip
+
+
+def support_prompt(rng: random.Random) -> str:
+    return rng.choice(ASKS).format(item=rng.choice(ITEMS)) + f" Ticket {rng.randrange(10**5)}."
+
+
+def monitor(workspace, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FORGEML, "--workspace", str(workspace.root), *args],
+        capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def drift_bot(serve_workspace, tmp_path_factory):
+    rng = random.Random(0)
+    chats = tmp_path_factory.mktemp("drift") / "support.jsonl"
+    with chats.open("w") as out:
+        for _ in range(300):
+            messages = [{"role": "user", "content": support_prompt(rng)},
+                        {"role": "assistant", "content": "Thanks, I have routed your ticket."}]  # fmt: skip
+            out.write(json.dumps({"messages": messages}) + "\n")
+    dataset = run_stage(serve_workspace, "data.ingest", {"paths": [str(chats)]}, quiet=True)
+    run_stage(
+        serve_workspace,
+        "train.sft",
+        {"max_steps": 1, "batch_size": 2, "name": "drift-bot"},
+        {"model": "tiny-chat", "dataset": dataset.outputs["dataset"].ref},
+        quiet=True,
+    )
+    _, key = create_key(serve_workspace, "drift", "inference")
+    settings = ServeSettings(key_cache_seconds=0.0, torch_threads=1)
+    with ServerThread(create_app(serve_workspace, ["drift-bot"], settings)) as url:
+        yield url, key
+
+
+def send(url: str, key: str, prompts: list[str]) -> None:
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as client:
+        for prompt in prompts:
+            body = {"model": "drift-bot", "max_tokens": 1,
+                    "messages": [{"role": "user", "content": prompt}]}  # fmt: skip
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+
+
+@pytest.mark.slow
+def test_drift_flags_the_shifted_window_and_not_the_familiar_one(serve_workspace, drift_bot):
+    url, key = drift_bot
+    rng = random.Random(1)
+    start = utcnow()
+    send(url, key, [support_prompt(rng) for _ in range(40)])
+    middle = utcnow()
+    send(url, key, [GERMAN.format(n=n) * rng.randint(2, 4) for n in range(40)])
+    time.sleep(2.5)  # the request log is written once a second
+    end = utcnow()
+
+    def drift(since, until) -> dict:
+        result = monitor(serve_workspace, "--json", "monitor", "drift", "drift-bot",
+                         "--since", since.isoformat(), "--until", until.isoformat())  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    familiar = drift(start, middle)
+    assert familiar["requests"] == 40 and familiar["reference"]["kind"] == "conversations"
+    assert familiar["drift"] is False, familiar["signals"]
+    shifted = drift(middle, end)
+    moved = {s["signal"] for s in shifted["signals"] if s["drifted"]}
+    assert shifted["drift"] is True and {"user_chars", "language"} <= moved, shifted["signals"]
+
+    table = monitor(serve_workspace, "monitor", "drift", "drift-bot", "--since", middle.isoformat())
+    assert "DRIFT" in table.stdout and "drift: true" in table.stdout
+
+
+def test_drift_says_what_is_missing(serve_workspace, drift_bot):
+    no_lineage = monitor(serve_workspace, "monitor", "drift", "tiny-chat", "--since", "1h")
+    assert no_lineage.returncode == 2, no_lineage.stderr
+    assert "has no training data in its lineage" in no_lineage.stderr
+    too_few = monitor(serve_workspace, "monitor", "drift", "drift-bot", "--since", "2026-01-01",
+                      "--until", "2026-01-02")  # fmt: skip
+    assert too_few.returncode == 2 and "drift needs at least 30" in too_few.stderr
+    unknown = monitor(serve_workspace, "monitor", "drift", "nobody", "--since", "1h")
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr
+    for result in (no_lineage, too_few, unknown):
+        assert "Traceback" not in result.stderr
