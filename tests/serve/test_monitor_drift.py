@@ -103,6 +103,20 @@ def test_drift_flags_the_shifted_window_and_not_the_familiar_one(serve_workspace
     table = monitor(serve_workspace, "monitor", "drift", "drift-bot", "--since", middle.isoformat())
     assert "DRIFT" in table.stdout and "drift: true" in table.stdout
 
+    # The same two windows as the two halves of a report: only the second drifted.
+    html = serve_workspace.root.parent / "drift.html"
+    span = max(middle - start, end - middle)
+    report = monitor(serve_workspace, "monitor", "report", "drift-bot", "--buckets", "2",
+                     "--since", (middle - span).isoformat(), "--until", (middle + span).isoformat(),
+                     "-o", str(html))  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    data = json.loads(html.with_suffix(".json").read_text())
+    assert [bucket["requests"] for bucket in data["buckets"]] == [40, 40]
+    assert [bucket["drift"] for bucket in data["buckets"]] == [False, True]
+    page = html.read_text()
+    assert "<svg" in page and "language" in page and "Buckets that drifted" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
 
 def test_drift_says_what_is_missing(serve_workspace, drift_bot):
     no_lineage = monitor(serve_workspace, "monitor", "drift", "tiny-chat", "--since", "1h")
@@ -113,5 +127,11 @@ def test_drift_says_what_is_missing(serve_workspace, drift_bot):
     assert too_few.returncode == 2 and "drift needs at least 30" in too_few.stderr
     unknown = monitor(serve_workspace, "monitor", "drift", "nobody", "--since", "1h")
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
-    for result in (no_lineage, too_few, unknown):
+    nowhere = monitor(serve_workspace, "monitor", "report", "drift-bot", "--since", "2h",
+                      "-o", "/etc/hostname/drift.html")  # fmt: skip
+    assert nowhere.returncode == 2 and "cannot write the report" in nowhere.stderr
+    empty = monitor(serve_workspace, "monitor", "report", "drift-bot", "--since", "2026-01-01",
+                    "--until", "2026-01-02")  # fmt: skip
+    assert empty.returncode == 2 and "no logged requests with drift signals" in empty.stderr
+    for result in (no_lineage, too_few, unknown, nowhere, empty):
         assert "Traceback" not in result.stderr

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from forgeml.cli.output import console, emit, options, table
+from forgeml.core.errors import InputError
 
 app = typer.Typer(
     help="Watch production: usage and drift from the request log.",
@@ -110,3 +113,51 @@ def drift(
         console.print(f"drift: {'true' if report['drift'] else 'false'}")
 
     emit(ctx, report, render)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N."),
+    since: str = typer.Option(
+        "30d", "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date."
+    ),
+    until: str = typer.Option(None, "--until", help="Window end (default: now), same forms."),
+    buckets: int = typer.Option(24, "--buckets", help="Equal time buckets, each tested for drift."),
+    alpha: float = typer.Option(
+        0.01, "--alpha", help="Significance level, split over the signals."
+    ),
+    output: Path = typer.Option(
+        Path("drift-report.html"), "--output", "-o", help="HTML file; its .json sits beside it."
+    ),
+) -> None:
+    """Write a self-contained HTML drift report (opens from disk, no network): each
+    signal's effect per time bucket against its threshold band, and the buckets that
+    drifted with the signals that moved. The same data goes to a .json beside it."""
+    from forgeml.core.atomic import write_json_atomic, write_text_atomic
+    from forgeml.monitor.report import drift_report, render_html
+    from forgeml.monitor.usage import parse_window
+
+    workspace = options(ctx).open()
+    data = drift_report(
+        workspace,
+        model,
+        since=parse_window(since),
+        until=parse_window(until) if until else None,
+        buckets=buckets,
+        alpha=alpha,
+    )
+    try:
+        write_text_atomic(output, render_html(data))
+        write_json_atomic(output.with_suffix(".json"), data)
+    except OSError as exc:
+        raise InputError(f"cannot write the report: {exc}", path=output) from exc
+    emit(
+        ctx,
+        {**data, "html": str(output), "json": str(output.with_suffix(".json"))},
+        lambda: console.print(
+            f"{'drift' if data['drift'] else 'no drift'}: {data['drifted_buckets']} of "
+            f"{len(data['buckets'])} buckets drifted; wrote {output} and "
+            f"{output.with_suffix('.json')}"
+        ),
+    )

@@ -52,19 +52,11 @@ def drift(
     alpha: float = DEFAULT_ALPHA,
 ) -> dict[str, Any]:
     """Each signal's test, effect, threshold and verdict, and `drift`: any signal drifted."""
-    from forgeml.core.runs import run_stage
-    from forgeml.monitor.reference import load_reference
-
-    if not 0 < alpha < 1:
-        raise InputError(f"alpha must be between 0 and 1, got {alpha}", field="--alpha")
-    until = until or utcnow()
-    since = since or until - timedelta(hours=1)
-    if since >= until:
-        raise InputError("the window is empty: --since must come before --until", field="--since")
-    artifact = workspace.registry.resolve(model, kind="model")
-    made = run_stage(workspace, "monitor.reference", {}, {"model": artifact}, quiet=True)
-    reference = load_reference(workspace.root / made.outputs["reference"].path)
-    window = _window_signals(workspace, model, artifact.ref, since, until)
+    since, until = check_window(since, until, timedelta(hours=1), alpha)
+    artifact, reference = model_reference(workspace, model)
+    window = [
+        signals for _, signals in window_signals(workspace, model, artifact.ref, since, until)
+    ]
     if len(window) < MIN_REQUESTS:
         raise InputError(
             f"{model} answered {len(window)} logged requests between {since:%Y-%m-%d %H:%M} "
@@ -72,45 +64,81 @@ def drift(
             hint="Widen the window with --since (15m, 24h, 7d), or check the model name "
             "with `forgeml monitor usage`.",
         )
-    compared = reference["compared"]
-    corrected = alpha / len(compared)
-    results = []
-    for name in compared:
-        expected = reference["signals"][name]
-        observed = [row[name] for row in window if name in row]
-        test = _labels if name in CATEGORICAL else _numbers
-        results.append({"signal": name, **test(expected, observed, corrected)})
+    results = compare(reference, window, alpha)
     return {
         "model": model,
         "artifact": artifact.ref,
         "since": since.isoformat(),
         "until": until.isoformat(),
         "requests": len(window),
-        "reference": {
-            "artifact": made.outputs["reference"].ref,
-            "kind": reference["kind"],
-            "records": reference["records"],
-            "datasets": reference["datasets"],
-        },
+        "reference": reference["summary"],
         "alpha": alpha,
         "signals": results,
         "drift": any(result["drifted"] for result in results),
     }
 
 
-def _window_signals(
-    workspace: Workspace, model: str, artifact_ref: str, since: datetime, until: datetime
+def check_window(
+    since: datetime | None, until: datetime | None, default: timedelta, alpha: float
+) -> tuple[datetime, datetime]:
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}", field="--alpha")
+    until = until or utcnow()
+    since = since or until - default
+    if since >= until:
+        raise InputError("the window is empty: --since must come before --until", field="--since")
+    return since, until
+
+
+def model_reference(workspace: Workspace, model: str) -> tuple[Any, dict[str, Any]]:
+    """The model's artifact and its drift reference (made by `monitor.reference` once)."""
+    from forgeml.core.runs import run_stage
+    from forgeml.monitor.reference import load_reference
+
+    artifact = workspace.registry.resolve(model, kind="model")
+    made = run_stage(workspace, "monitor.reference", {}, {"model": artifact}, quiet=True)
+    reference = load_reference(workspace.root / made.outputs["reference"].path)
+    reference["summary"] = {
+        "artifact": made.outputs["reference"].ref,
+        "kind": reference["kind"],
+        "records": reference["records"],
+        "datasets": reference["datasets"],
+    }
+    return artifact, reference
+
+
+def compare(
+    reference: dict[str, Any], window: list[dict[str, Any]], alpha: float
 ) -> list[dict[str, Any]]:
-    query = select(RequestLog.request).where(
-        RequestLog.time >= since,
-        RequestLog.time < until,
-        RequestLog.status == 200,
-        RequestLog.model.in_(served_names(workspace, model)),
+    """Test each signal the reference holds against the window's values."""
+    compared = reference["compared"]
+    corrected = alpha / len(compared)
+    results = []
+    for name in compared:
+        observed = [row[name] for row in window if name in row]
+        test = _labels if name in CATEGORICAL else _numbers
+        results.append({"signal": name, **test(reference["signals"][name], observed, corrected)})
+    return results
+
+
+def window_signals(
+    workspace: Workspace, model: str, artifact_ref: str, since: datetime, until: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """(time, signals) of the answered requests of this model version in the window."""
+    query = (
+        select(RequestLog.time, RequestLog.request)
+        .where(
+            RequestLog.time >= since,
+            RequestLog.time < until,
+            RequestLog.status == 200,
+            RequestLog.model.in_(served_names(workspace, model)),
+        )
+        .order_by(RequestLog.time)
     )
     with workspace.registry.session() as session:
         return [
-            request["signals"]
-            for request in session.scalars(query.execution_options(yield_per=5000))
+            (time, request["signals"])
+            for time, request in session.execute(query.execution_options(yield_per=5000))
             if request.get("signals") and request.get("artifact") == artifact_ref
         ]
 
