@@ -97,7 +97,14 @@ class FeedbackService:
             source=found.source,
             api_key_id=caller.key_id,
         )
-        stored = await asyncio.to_thread(add_feedback, self.workspace, entry, api_key=caller.prefix)
+        stored = await asyncio.to_thread(
+            add_feedback,
+            self.workspace,
+            entry,
+            api_key=caller.prefix,
+            api_key_name=caller.name,
+            api_key_id=caller.key_id,
+        )
         return feedback_object(stored)
 
     async def list(

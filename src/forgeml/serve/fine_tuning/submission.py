@@ -34,7 +34,9 @@ def is_mistral_body(body: CreateJobRequest) -> bool:
     return body.training_files is not None
 
 
-def create_job(workspace: Workspace, body: CreateJobRequest) -> FineTuningJob:
+def create_job(
+    workspace: Workspace, body: CreateJobRequest, audit: dict[str, Any] | None = None
+) -> FineTuningJob:
     """Check the body against the registry and queue the job (blocking: call in a thread)."""
     try:
         workspace.registry.resolve(body.model, kind="model")
@@ -48,7 +50,7 @@ def create_job(workspace: Workspace, body: CreateJobRequest) -> FineTuningJob:
         field = "validation_files.0" if is_mistral_body(body) else "validation_file"
         check_file(workspace, job["validation_file"], job["method"], field)
     training_params(job["method"], job["hyperparameters"])
-    return queue.submit(workspace, base_model=body.model, **job)
+    return queue.submit(workspace, base_model=body.model, audit=audit, **job)
 
 
 def openai_job(body: CreateJobRequest) -> dict[str, Any]:
