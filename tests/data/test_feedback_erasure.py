@@ -33,7 +33,7 @@ def give(workspace, completion_id, messages, output, rating, **extra) -> None:
         messages=messages,
         output=output,
         rating=rating,
-        **extra,
+        **({"source": "cache"} | extra),  # as the server records it
     )
     add_feedback(workspace, entry)
 

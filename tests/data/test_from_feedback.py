@@ -49,7 +49,7 @@ def give(workspace, messages, output, rating=None, model=MODEL, **extra) -> Feed
         messages=messages,
         output=output,
         rating=rating,
-        **extra,
+        **({"source": "cache"} | extra),  # as the server records it
     )
     return add_feedback(workspace, entry)
 
@@ -163,3 +163,13 @@ def test_cli(feedback):
     made = json.loads(result.stdout)
     assert set(made["outputs"]) == {"preference", "sft", "prompts"}
     assert made["metrics"]["preference_pairs"] == 2
+
+
+def test_conversations_the_client_sent_are_left_out_unless_asked_for(feedback):
+    give(feedback, SUM, answer("5"), 1, corrected_output="4", source="client")
+    default = run_stage(feedback, "data.from_feedback", {"model": MODEL})
+    assert default.metrics["feedback"] == 4  # the four the server recorded
+    included = run_stage(
+        feedback, "data.from_feedback", {"model": MODEL, "include_client_conversations": True}
+    )
+    assert included.metrics["feedback"] == 5

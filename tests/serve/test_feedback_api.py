@@ -96,20 +96,15 @@ def test_feedback_is_stored_with_the_conversation_it_rates(served, openai_client
     assert forbidden.status_code == 403
 
 
-def test_unknown_completion_is_404_unless_the_conversation_comes_along(served):
+def test_unknown_completion_is_404_even_with_the_conversation(served):
     body = {"completion_id": "chatcmpl-elsewhere", "rating": 1}
     missing = post_feedback(served.url, served.inference_key, body)
     assert missing.status_code == 404
-    error = missing.json()["error"]
-    assert error["code"] == "completion_not_found" and "`messages`" in error["message"]
-
+    assert missing.json()["error"]["code"] == "completion_not_found"
+    # A conversation the client makes up is not production traffic (test_api_hardening.py
+    # shows one sent for a logged completion whose text the server no longer has).
     body |= {"messages": HELLO, "output": "Hi.", "model": "support-bot"}
-    sent = post_feedback(served.url, served.inference_key, body)
-    assert sent.status_code == 200, sent.text
-    assert sent.json()["source"] == "client" and sent.json()["model"] == "support-bot"
-
-    not_a_prompt = body | {"messages": [{"role": "assistant", "content": "hi"}]}
-    assert post_feedback(served.url, served.inference_key, not_a_prompt).status_code == 400
+    assert post_feedback(served.url, served.inference_key, body).status_code == 404
 
 
 def test_another_key_cannot_rate_a_completion(served, openai_client):

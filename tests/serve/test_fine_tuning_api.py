@@ -59,7 +59,11 @@ def server(tmp_path_factory) -> Iterator[FineTuningServer]:
     _, admin_key = create_key(workspace, "ops", "admin")
     _, inference_key = create_key(workspace, "app", "inference")
     settings = ServeSettings(
-        key_cache_seconds=0.0, torch_threads=1, job_workers=1, max_on_demand_models=1
+        key_cache_seconds=0.0,
+        torch_threads=1,
+        job_workers=1,
+        max_on_demand_models=1,
+        on_demand_models=["other-chat"],  # jobs' models are servable without being listed
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")  # the worker subprocess shares 2 cores with us

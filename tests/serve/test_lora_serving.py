@@ -269,7 +269,13 @@ def test_an_adapter_that_does_not_fit_leaves_the_model_as_it_was(lora_workspace,
 def on_demand(lora_workspace):
     """A server started with the base only; one adapter at a time loads on demand."""
     app = create_app(
-        lora_workspace, [BASE], settings(max_on_demand_models=0, max_on_demand_adapters=1)
+        lora_workspace,
+        [BASE],
+        settings(
+            max_on_demand_models=0,
+            max_on_demand_adapters=1,
+            on_demand_models=["lora-a", "lora-b", "orphan-lora"],
+        ),
     )
     with ServerThread(app) as url:
         yield url, app.state.pool

@@ -320,6 +320,12 @@ def from_feedback(
     name: str | None = typer.Option(
         None, "--name", help="Name the datasets NAME-preference, NAME-sft and NAME-prompts."
     ),
+    include_client_conversations: bool = typer.Option(
+        False,
+        "--include-client-conversations",
+        help="Also use feedback whose conversation the client sent rather than the server "
+        "recorded (left out by default: the server cannot vouch the model said it).",
+    ),
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Turn production feedback into preference, SFT and RL prompt datasets."""
@@ -330,6 +336,7 @@ def from_feedback(
         "since": since,
         "reference_only": reference_only,
         "name": name,
+        "include_client_conversations": include_client_conversations,
     }
     result = run_stage(workspace, "data.from_feedback", params, seed=seed)
     report_run(ctx, result)

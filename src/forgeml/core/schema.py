@@ -247,6 +247,12 @@ class FineTuningJob(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker holding it (host:pid:token) and until when; it renews the lease while it
+    # works, so a job whose worker died or hung is taken up again (or failed, see attempts).
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by a worker
+    run_ids: Mapped[list[Any]] = mapped_column(default=list)  # every run the job started
 
 
 class RequestLog(Base):

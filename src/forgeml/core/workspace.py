@@ -46,9 +46,10 @@ class Workspace:
         fresh = not workspace.config_path.exists()
         try:
             for folder in (workspace.artifacts_dir, workspace.runs_dir):
-                folder.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
             raise WorkspaceError(f"cannot create a workspace at {workspace.root}: {exc}") from exc
+        workspace.close_to_others()
         if fresh:
             settings: dict[str, Any] = {"forgeml_workspace": 1}
             if database_url:
@@ -73,7 +74,21 @@ class Workspace:
             )
         workspace.migrate()
         workspace.store.clean_stale_temp()
+        workspace.close_to_others()
         return workspace
+
+    def close_to_others(self) -> None:
+        """Artifacts, runs (checkpoints) and uploads are the team's (owner and group), not
+        every account's on the machine: take other users' access to their folders away
+        (folders made by an older forgeml, or under a lax umask). Best effort: a folder
+        owned by another member of the team is left as it is."""
+        for folder in (self.artifacts_dir, self.runs_dir, self.root / "files"):
+            try:
+                mode = folder.stat().st_mode
+                if mode & 0o007:
+                    folder.chmod(mode & 0o7770)
+            except OSError:
+                continue
 
     def migrate(self) -> None:
         database.upgrade(self.engine, lock_file=self.root / ".migrate.lock")

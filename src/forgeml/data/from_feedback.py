@@ -58,10 +58,18 @@ class FromFeedbackParams(StageParams):
     name: str | None = Field(
         default=None, description="Name the datasets NAME-preference, NAME-sft and NAME-prompts."
     )
+    include_client_conversations: bool = Field(
+        default=False,
+        description="Also use feedback whose conversation the client sent (the server no "
+        "longer had its text, so cannot vouch the model said it); left out by default.",
+    )
 
 
 def _entries(workspace: Workspace, params: FromFeedbackParams) -> list[FeedbackEntry]:
-    return list_feedback(workspace, model=params.model, since=params.since)
+    entries = list_feedback(workspace, model=params.model, since=params.since)
+    if params.include_client_conversations:
+        return entries
+    return [entry for entry in entries if entry.source != "client"]
 
 
 def feedback_source(workspace: Workspace, params: FromFeedbackParams) -> list[dict[str, Any]]:
@@ -85,7 +93,9 @@ def from_feedback(ctx: StageContext, params: FromFeedbackParams):
         raise InputError(
             "no feedback matches" + _filters(params),
             hint="Feedback is given with POST /v1/feedback on a running `forgeml serve`; "
-            "list it with GET /v1/feedback (admin key).",
+            "list it with GET /v1/feedback (admin key). Feedback whose conversation the "
+            "client sent counts only with include_client_conversations "
+            "(--include-client-conversations).",
         )
     built = build_records(entries, params.min_rating, params.reference_only)
     for skipped in built.skipped[:MAX_WARNINGS]:

@@ -2,19 +2,32 @@
 
 A fine-tuning file is checked line by line before it is accepted, so a bad line is
 reported at upload (file:line and what was expected), not an hour into training.
+
+The client's file name is kept as a label only: the bytes are stored as
+`files/<id>/data.jsonl` (fine-tune) or `files/<id>/data` (other purposes), so no name
+can pick the reader that opens them, or a path. A gzip-compressed fine-tuning file
+(known by its first bytes) is decompressed here, as a stream, at most
+`MAX_DECOMPRESSED_BYTES` and lines of at most `MAX_LINE_BYTES`, and stored plain: the
+worker never decompresses anything a client sent. Uploads are readable by the
+workspace's owner and group only.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+import os
 import secrets
+import shutil
 import tempfile
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sqlalchemy import select
 
-from forgeml.core.atomic import write_bytes_atomic
+from forgeml.core.atomic import fsync_dir
 from forgeml.core.errors import InputError, NotFoundError
 from forgeml.core.schema import StoredFile, utcnow
 from forgeml.data.formats import validate_jsonl
@@ -24,48 +37,123 @@ if TYPE_CHECKING:
 
 PURPOSES = ("fine-tune", "batch", "assistants", "evals", "user_data")
 MAX_BYTES = 512 * 1024 * 1024
+MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # a compressed fine-tuning file, once decompressed
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one record of a fine-tuning file
+GZIP_MAGIC = b"\x1f\x8b"
+FILE_MODE, DIRECTORY_MODE = 0o640, 0o750  # nothing for other users of the machine
 
 
-def store_file(workspace: Workspace, filename: str, content: bytes, purpose: str) -> StoredFile:
+def store_file(
+    workspace: Workspace,
+    filename: str,
+    content: bytes,
+    purpose: str,
+    audit: dict[str, Any] | None = None,
+) -> StoredFile:
+    """Validate and store an upload; `audit` adds details to its audit entry (the key)."""
     if purpose not in PURPOSES:
         raise InputError(
             f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}", field="purpose"
         )
+    name = upload_name(filename)
     if len(content) > MAX_BYTES:
-        raise InputError(
-            f"{filename} is {len(content)} bytes; the limit is {MAX_BYTES}", field="file"
-        )
-    details = {}
-    if purpose == "fine-tune":
-        details = _validate_training_file(filename, content)
+        raise InputError(f"{name} is {len(content)} bytes; the limit is {MAX_BYTES}", field="file")
     file_id = "file-" + secrets.token_hex(12)
-    relative = Path("files") / file_id / Path(filename).name
-    write_bytes_atomic(workspace.root / relative, content)
+    directory = _private_directory(workspace, file_id)
+    stored_name = "data.jsonl" if purpose == "fine-tune" else "data"
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".upload.", delete=False) as temp:
+            temp_path = Path(temp.name)
+            if purpose == "fine-tune":
+                size, digest = _write_lines(content, name, temp)
+            else:
+                temp.write(content)
+                size, digest = len(content), hashlib.sha256(content).hexdigest()
+            temp.flush()
+            os.fsync(temp.fileno())
+        details = _validate_training_file(name, temp_path) if purpose == "fine-tune" else {}
+        temp_path.chmod(FILE_MODE)
+        os.replace(temp_path, directory / stored_name)
+        fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # nothing of a refused upload stays
+        raise
+    relative = Path("files") / file_id / stored_name
     with workspace.registry.session() as session:
         stored = StoredFile(
             id=file_id,
-            filename=Path(filename).name,
+            filename=name,
             purpose=purpose,
-            bytes=len(content),
-            sha256=hashlib.sha256(content).hexdigest(),
+            bytes=size,
+            sha256=digest,
             path=relative.as_posix(),
             details=details,
         )
         session.add(stored)
         workspace.registry.audit(
-            session, "file.upload", file_id, filename=filename, purpose=purpose
+            session, "file.upload", file_id, filename=name, purpose=purpose, **(audit or {})
         )
         return stored
 
 
-def _validate_training_file(filename: str, content: bytes) -> dict:
+def upload_name(filename: str | None) -> str:
+    """The client's file name as a label: its last path part, which must say something."""
+    name = Path((filename or "").replace("\\", "/")).name.strip()
+    if name in ("", ".", "..") or len(name) > 255 or not name.isprintable():
+        raise InputError(
+            f"the uploaded file needs a name (got {filename!r})",
+            field="file",
+            hint="Send it as a multipart file with a filename such as train.jsonl.",
+        )
+    return name
+
+
+def _private_directory(workspace: Workspace, file_id: str) -> Path:
+    files_root = workspace.root / "files"
+    files_root.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+    mode = files_root.stat().st_mode
+    if mode & 0o007:  # made by an older forgeml: close it to other users
+        files_root.chmod(mode & 0o770)
+    directory = files_root / file_id
+    directory.mkdir(mode=DIRECTORY_MODE)
+    return directory
+
+
+def _write_lines(content: bytes, name: str, out: BinaryIO) -> tuple[int, str]:
+    """Copy a fine-tuning file to `out` line by line, decompressing gzip, within the caps;
+    returns the size and sha256 of what was written."""
+    compressed = content[:2] == GZIP_MAGIC
+    stream: BinaryIO = (
+        gzip.GzipFile(fileobj=io.BytesIO(content)) if compressed else io.BytesIO(content)
+    )  # type: ignore[assignment]
+    digest, size, number = hashlib.sha256(), 0, 0
+    try:
+        while line := stream.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise InputError(
+                    f"{name}:{number}: the line is longer than {MAX_LINE_BYTES} bytes",
+                    field="file",
+                    hint="Split long records, or shorten them to fit the model's context.",
+                )
+            size += len(line)
+            if size > MAX_DECOMPRESSED_BYTES:
+                raise InputError(
+                    f"{name} decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes",
+                    field="file",
+                    hint="Upload fine-tuning data in smaller files.",
+                )
+            digest.update(line)
+            out.write(line)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"{name} is not a readable gzip file: {error}", field="file") from None
+    return size, digest.hexdigest()
+
+
+def _validate_training_file(name: str, path: Path) -> dict:
     """Every line must be a chat, preference or prompt record; one format per file."""
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / Path(filename).name
-        path.write_bytes(content)
-        report = validate_jsonl(path)
+    report = validate_jsonl(path)
     if not report.ok:
-        name = Path(filename).name
         shown = "; ".join(
             f"{name}:{error.line}: " + (f"{error.field}: " if error.field else "") + error.message
             for error in report.errors[:5]
@@ -101,12 +189,14 @@ def file_content(workspace: Workspace, file_id: str) -> bytes:
     return (workspace.root / get_file(workspace, file_id).path).read_bytes()
 
 
-def delete_file(workspace: Workspace, file_id: str) -> StoredFile:
+def delete_file(
+    workspace: Workspace, file_id: str, audit: dict[str, Any] | None = None
+) -> StoredFile:
     """Remove the bytes; keep the row (marked deleted) so lineage still names the file."""
     stored = get_file(workspace, file_id)
     (workspace.root / stored.path).unlink(missing_ok=True)
     with workspace.registry.session() as session:
         row = session.get(StoredFile, file_id)
         row.deleted_at = utcnow()
-        workspace.registry.audit(session, "file.delete", file_id)
+        workspace.registry.audit(session, "file.delete", file_id, **(audit or {}))
         return row

@@ -5,18 +5,30 @@ waits as `queued`, is claimed by exactly one worker, and becomes ordinary stage 
 `data.ingest` of the uploaded training file, then the method's training stage. Because
 the state lives in the database, a job survives a restart of the server or the worker;
 a job whose worker died is claimed again and its run resumes from its checkpoints.
+
+Leases: a worker claims a job for `LEASE_SECONDS` and renews the lease while it works
+(lease.py). A job whose lease ran out, or whose worker on this host is gone, is taken
+up again by the next worker; after `MAX_ATTEMPTS` claims it is `failed` with the reason
+instead, so a job that kills its worker cannot crash-loop it. `cancel` always ends a
+job: at once when no live worker holds it, else by the worker within
+`CANCEL_GRACE_SECONDS` (its runs are asked to stop; the lease thread ends the job if a
+run does not notice).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from forgeml.core.errors import ConflictError, InputError, NotFoundError
-from forgeml.core.runs import TERMINAL, mark_dead_runs, request_cancel
+from forgeml.core.runs import TERMINAL, mark_dead_runs
 from forgeml.core.schema import FineTuningJob, Run, RunEvent, StoredFile, utcnow
+from forgeml.core.store import _pid_alive
 
 if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
@@ -24,6 +36,9 @@ if TYPE_CHECKING:
 METHODS = ("supervised", "dpo", "reinforcement")
 # Job statuses are forgeml run statuses plus `created` (Mistral's auto_start=false).
 JOB_TERMINAL = ("succeeded", "failed", "cancelled")
+LEASE_SECONDS = 60.0  # a worker renews its lease every LEASE_SECONDS / 4
+MAX_ATTEMPTS = 3  # claims before a job whose worker keeps dying is failed
+CANCEL_GRACE_SECONDS = 30.0  # a running job's worker ends it within this after cancel
 
 
 def submit(
@@ -40,11 +55,13 @@ def submit(
     integrations: list[Any] | None = None,
     api: str = "openai",
     metadata: dict[str, str] | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> FineTuningJob:
     """Validate the request against the registry and queue it (or hold it as `created`).
 
     `api` is the dialect the job was created in (openai | mistral): the server answers
-    about the job in that shape. `metadata` is the caller's, echoed back.
+    about the job in that shape. `metadata` is the caller's, echoed back. `audit` adds
+    details to the audit entry (the API key that asked).
     """
     if method not in METHODS:
         raise InputError(
@@ -77,7 +94,9 @@ def submit(
             status="queued" if auto_start else "created",
         )
         session.add(job)
-        workspace.registry.audit(session, "job.create", job.id, method=method, base=base_model)
+        workspace.registry.audit(
+            session, "job.create", job.id, method=method, base=base_model, **(audit or {})
+        )
         return job
 
 
@@ -101,7 +120,7 @@ def list_jobs(
         return list(session.scalars(query.limit(limit)))
 
 
-def start(workspace: Workspace, job_id: str) -> FineTuningJob:
+def start(workspace: Workspace, job_id: str, audit: dict[str, Any] | None = None) -> FineTuningJob:
     """Queue a job held as `created` (Mistral's `auto_start: false`)."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
@@ -110,11 +129,12 @@ def start(workspace: Workspace, job_id: str) -> FineTuningJob:
         if job.status != "created":
             raise ConflictError(f"job {job_id} is {job.status}; only a created job can be started")
         job.status = "queued"
-        workspace.registry.audit(session, "job.start", job_id)
+        workspace.registry.audit(session, "job.start", job_id, **(audit or {}))
         return job
 
 
-def cancel(workspace: Workspace, job_id: str) -> FineTuningJob:
+def cancel(workspace: Workspace, job_id: str, audit: dict[str, Any] | None = None) -> FineTuningJob:
+    """End a job: at once unless a live worker holds it, which then ends it (see module)."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
         if job is None:
@@ -122,41 +142,103 @@ def cancel(workspace: Workspace, job_id: str) -> FineTuningJob:
         if job.status in JOB_TERMINAL:
             raise ConflictError(f"job {job_id} already {job.status}")
         job.cancel_requested = True
-        if job.status in ("queued", "created"):
-            job.status, job.finished_at = "cancelled", utcnow()
-        run_id = job.run_id
-        workspace.registry.audit(session, "job.cancel", job_id)
-    if run_id:
-        try:
-            request_cancel(workspace, run_id)
-        except ConflictError:
-            pass  # the run finished in the meantime; the worker records the outcome
+        if job.status != "running" or not lease_is_live(job):
+            _end(job, "cancelled")
+        _cancel_runs(session, job)
+        workspace.registry.audit(session, "job.cancel", job_id, **(audit or {}))
     return get_job(workspace, job_id)
 
 
-def claim_next(workspace: Workspace) -> FineTuningJob | None:
+def _cancel_runs(session, job: FineTuningJob) -> None:
+    """Ask every unfinished run of the job to stop (a run checks between steps)."""
+    for run_id in {*(job.run_ids or []), *([job.run_id] if job.run_id else [])}:
+        run = session.get(Run, run_id)
+        if run is not None and run.status not in TERMINAL:
+            run.cancel_requested = True
+            if run.status == "queued":
+                run.status, run.finished_at = "cancelled", utcnow()
+
+
+def _end(job: FineTuningJob, status: str, error: str | None = None) -> None:
+    job.status, job.finished_at = status, utcnow()
+    job.error = error if error is not None else job.error
+    job.lease_owner = job.lease_expires_at = None
+
+
+def worker_id() -> str:
+    """This worker's lease owner: host, pid (to see it die on this host) and a token."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[:128]
+
+
+def lease_is_live(job: FineTuningJob) -> bool:
+    """A worker holds the job: its lease has not run out, and its process lives if local."""
+    if not job.lease_owner or job.lease_expires_at is None:
+        return False
+    expires = job.lease_expires_at
+    if expires.tzinfo is None:  # SQLite gives datetimes back without their (UTC) zone
+        expires = expires.replace(tzinfo=utcnow().tzinfo)
+    if expires <= utcnow():
+        return False
+    host, _, rest = job.lease_owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))
+    return True  # another machine's worker: trust its lease until it runs out
+
+
+def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob | None:
     """Take the oldest queued job, or one whose worker died; exactly one worker gets it.
 
     The status change happens in one write transaction (SQLite: BEGIN IMMEDIATE; other
-    databases: SELECT ... FOR UPDATE SKIP LOCKED), so two workers never share a job.
+    databases: SELECT ... FOR UPDATE SKIP LOCKED), so two workers never share a job. A
+    job taken up `MAX_ATTEMPTS` times already is failed instead, and one whose cancel
+    came while no worker held it is cancelled.
     """
+    owner = owner or worker_id()
     mark_dead_runs(workspace)
-    with workspace.registry.session() as session:
-        orphaned = (
-            select(FineTuningJob)
-            .join(Run, Run.id == FineTuningJob.run_id)
-            .where(FineTuningJob.status == "running", Run.status == "interrupted")
-        )
-        queued = select(FineTuningJob).where(FineTuningJob.status == "queued")
-        for query in (orphaned, queued):
-            query = query.order_by(FineTuningJob.created_at).limit(1)
+    while True:
+        with workspace.registry.session() as session:
+            query = (
+                select(FineTuningJob)
+                .where(or_(FineTuningJob.status == "queued", FineTuningJob.status == "running"))
+                .order_by(FineTuningJob.created_at)
+            )
             if session.bind.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            job = session.scalars(query).first()
-            if job is not None:
-                job.status, job.started_at = "running", job.started_at or utcnow()
-                return job
-    return None
+            job = next(
+                (j for j in session.scalars(query) if j.status == "queued" or not lease_is_live(j)),
+                None,
+            )
+            if job is None:
+                return None
+            if job.cancel_requested:
+                _end(job, "cancelled")
+                workspace.registry.audit(session, "job.cancelled", job.id)
+                continue
+            if job.attempts >= MAX_ATTEMPTS:
+                error = (
+                    f"its worker stopped {job.attempts} times before the job finished "
+                    "(killed, out of memory, or the machine went away); see "
+                    "serving/job-workers.log in the workspace"
+                )
+                _end(job, "failed", error)
+                workspace.registry.audit(session, "job.failed", job.id, error=error)
+                continue
+            job.status, job.started_at = "running", job.started_at or utcnow()
+            job.attempts += 1
+            job.lease_owner = owner
+            job.lease_expires_at = utcnow() + timedelta(seconds=LEASE_SECONDS)
+            return job
+
+
+def renew_lease(workspace: Workspace, job_id: str, owner: str) -> FineTuningJob | None:
+    """Extend the lease; None when the job is no longer this worker's (ended, retaken)."""
+    with workspace.registry.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        if job is None or job.status != "running" or job.lease_owner != owner:
+            return None
+        job.lease_expires_at = utcnow() + timedelta(seconds=LEASE_SECONDS)
+        return job
 
 
 def finish(
@@ -164,31 +246,42 @@ def finish(
     job_id: str,
     status: str,
     *,
+    owner: str | None = None,
     model: str | None = None,
     error: str | None = None,
-) -> None:
+) -> bool:
+    """Record the outcome, unless the job ended meanwhile or another worker holds it."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
-        job.status, job.finished_at = status, utcnow()
-        job.fine_tuned_model, job.error = model, error
+        if job.status in JOB_TERMINAL or (owner is not None and job.lease_owner != owner):
+            return False
+        _end(job, status, error)
+        job.fine_tuned_model = model
         workspace.registry.audit(session, f"job.{status}", job_id, model=model)
+        return True
 
 
-def requeue(workspace: Workspace, job_id: str) -> None:
-    """Put a job whose worker is stopping back in the queue (its run resumes later)."""
+def requeue(workspace: Workspace, job_id: str, owner: str | None = None) -> None:
+    """Put a job whose worker is stopping back in the queue (its run resumes later); a
+    stop asked for is not a failed attempt."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
-        if job.status == "running":
-            job.status = "cancelled" if job.cancel_requested else "queued"
+        if job.status == "running" and (owner is None or job.lease_owner == owner):
             if job.cancel_requested:
-                job.finished_at = utcnow()
+                _end(job, "cancelled")
+            else:
+                job.status, job.lease_owner, job.lease_expires_at = "queued", None, None
+                job.attempts = max(0, job.attempts - 1)
             workspace.registry.audit(session, "job.requeue", job_id, status=job.status)
 
 
 def attach_run(workspace: Workspace, job_id: str, run_id: str) -> None:
+    """Link a run the job started (every one, so cancel reaches each)."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
         job.run_id = run_id
+        if run_id not in (job.run_ids or []):
+            job.run_ids = [*(job.run_ids or []), run_id]
         run = session.get(Run, run_id)
         if job.cancel_requested and run is not None and run.status not in TERMINAL:
             run.cancel_requested = True  # cancelled between two runs: stop this one too

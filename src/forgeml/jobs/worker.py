@@ -19,7 +19,8 @@ from forgeml.core.errors import ForgeError, RunCancelled
 from forgeml.core.runs import run_stage
 from forgeml.core.schema import FineTuningJob, StoredFile
 from forgeml.core.stages import get_stage
-from forgeml.jobs import queue
+from forgeml.jobs import policy, queue
+from forgeml.jobs.lease import LeaseKeeper
 
 if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
@@ -53,14 +54,16 @@ def model_name(job: FineTuningJob) -> str:
 
 
 def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], list[str]]:
-    """Translate API hyperparameters to the stage's parameters; report what it ignores."""
+    """Translate API hyperparameters to the stage's parameters; report what it ignores.
+
+    The model's name is always the job's (policy.py): a `name` here is ignored."""
     fields = get_stage(stage_name).params.model_fields
-    params: dict[str, Any] = {"name": model_name(job)} if "name" in fields else {}
+    params: dict[str, Any] = {}
     ignored = []
     hyperparameters = job.spec.get("hyperparameters") or {}
     for key, value in hyperparameters.items():
         target = HYPERPARAMETER_NAMES.get(key, key)
-        if value in (None, "auto"):
+        if value in (None, "auto") or target == "name":
             continue
         if key == "learning_rate_multiplier" and "learning_rate" in fields:
             # OpenAI scales the method's own default rate; an explicit rate wins.
@@ -70,6 +73,8 @@ def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], l
             params[target] = value
         else:
             ignored.append(key)
+    if "name" in fields:
+        params["name"] = model_name(job)
     return params, ignored
 
 
@@ -80,6 +85,7 @@ def _file_paths(workspace: Workspace, file_ids: list[str]) -> list[str]:
 
 def run_job(workspace: Workspace, job: FineTuningJob) -> str:
     """Execute one claimed job; returns the fine-tuned model's name."""
+    policy.check_job_spec(job.spec)  # again: the job may predate the API's checks
     seed = int(job.spec["seed"])
     files = job.spec["training_files"]
     if len({float(f.get("weight", 1.0)) for f in files}) > 1:
@@ -114,6 +120,7 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
             },
             seed=seed,
             quiet=True,
+            on_start=lambda run_id: queue.attach_run(workspace, job.id, run_id),
         )
         inputs["validation"] = validation.outputs["dataset"]
     if queue.get_job(workspace, job.id).cancel_requested:  # cancelled while ingesting
@@ -131,36 +138,38 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
         quiet=True,
         on_start=lambda run_id: queue.attach_run(workspace, job.id, run_id),
     )
-    return params.get("name") or model_name(job)
+    return model_name(job)
 
 
-def work_once(workspace: Workspace) -> FineTuningJob | None:
+def work_once(workspace: Workspace, owner: str | None = None) -> FineTuningJob | None:
     """Claim and run one job; returns it (finished), or None if nothing was queued."""
-    job = queue.claim_next(workspace)
+    owner = owner or queue.worker_id()
+    job = queue.claim_next(workspace, owner)
     if job is None:
         return None
-    try:
-        name = run_job(workspace, job)
-    except (KeyboardInterrupt, SystemExit):  # the server is stopping its worker
-        queue.requeue(workspace, job.id)
-        raise
-    except RunCancelled:
-        queue.finish(workspace, job.id, "cancelled")
-    except ForgeError as exc:
-        queue.finish(workspace, job.id, "failed", error=exc.message)
-    except Exception as exc:  # a bug: record it on the job, keep the worker alive
-        log.exception("job %s failed", job.id)
-        queue.finish(workspace, job.id, "failed", error=f"internal error: {exc!r}")
-    else:
-        queue.finish(workspace, job.id, "succeeded", model=name)
+    with LeaseKeeper(workspace, job.id, owner):
+        try:
+            name = run_job(workspace, job)
+        except (KeyboardInterrupt, SystemExit):  # the server is stopping its worker
+            queue.requeue(workspace, job.id, owner)
+            raise
+        except RunCancelled:
+            queue.finish(workspace, job.id, "cancelled", owner=owner)
+        except ForgeError as exc:
+            queue.finish(workspace, job.id, "failed", owner=owner, error=exc.message)
+        except Exception as exc:  # a bug: record it on the job, keep the worker alive
+            log.exception("job %s failed", job.id)
+            queue.finish(workspace, job.id, "failed", owner=owner, error=f"internal error: {exc!r}")
+        else:
+            queue.finish(workspace, job.id, "succeeded", owner=owner, model=name)
     return queue.get_job(workspace, job.id)
 
 
 def work(workspace: Workspace, *, once: bool = False, poll_seconds: float = 2.0) -> int:
     """Run jobs until none is left (`once`) or forever; returns how many ran."""
-    done = 0
+    done, owner = 0, queue.worker_id()
     while True:
-        if work_once(workspace) is not None:
+        if work_once(workspace, owner) is not None:
             done += 1
             continue
         if once:

@@ -30,13 +30,15 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
 from forgeml.models.sizes import load_model
+from forgeml.serve.auth import Caller
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.deployments import start_deployments, stop_deployments
 from forgeml.serve.engine.base import Engine
 from forgeml.serve.engine.process import ProcessEngine
 from forgeml.serve.engine.transformers import TransformersEngine
-from forgeml.serve.errors import ModelNotServed
+from forgeml.serve.errors import APIError, ModelNotServed
 from forgeml.serve.export_files import export_files
+from forgeml.serve.on_demand import may_load
 from forgeml.serve.served_adapters import adapter_base, load_served_adapter
 from forgeml.serve.settings import ServeSettings
 
@@ -220,8 +222,10 @@ class ModelPool:
 
     A request naming a registry model the pool does not hold (a fine-tuned model, the
     moment its job succeeds) loads it in a thread, one load at a time, so the event
-    loop keeps serving; beyond `settings.max_on_demand_models` the least recently used
-    on-demand model is unloaded, preferring an idle one. Started models stay loaded.
+    loop keeps serving, if the caller may have it loaded (on_demand.py); beyond
+    `settings.max_on_demand_models` the least recently used idle on-demand model is
+    unloaded. A model with requests in flight is never unloaded: when every one is
+    busy, the load is refused with a 503 to retry. Started models stay loaded.
 
     A registry adapter loads into its base's engine (the base loaded on demand first if
     need be). Adapters have their own cap, `settings.max_on_demand_adapters`: one costs
@@ -266,14 +270,17 @@ class ModelPool:
         await asyncio.to_thread(stop_deployments, self.workspace, self._deployments.values())
         self._deployments.clear()
 
-    async def get(self, name: str) -> ServedModel:
-        """The model `name` refers to, loaded if need be; NotFoundError (404) if none."""
+    async def get(self, name: str, caller: Caller | None = None) -> ServedModel:
+        """The model `name` refers to, loaded if need be; NotFoundError (404) if none.
+        `caller` is the API key asking (on_demand.py: who may have a model loaded)."""
         served = self._by_id.get(name) or self._on_demand.get(name)
         if served is None:
             artifact = await self._artifact(name)
             served = self._holding(artifact)
             if served is None and artifact is not None and self._cap(artifact.kind):
-                served = await self._load(name, artifact)
+                allowed = self.settings.on_demand_models
+                if await asyncio.to_thread(may_load, self.workspace, allowed, artifact, caller):
+                    served = await self._load(name, artifact)
         if served is None:
             held = ", ".join(s.id for s in self.models)
             raise ModelNotServed(f"the model {name!r} is not served here (serving: {held})")
@@ -326,6 +333,7 @@ class ModelPool:
                 )
             if base is None:
                 base = await self._load_locked(base_artifact.ref, base_artifact)
+        self._check_room(artifact.kind, name)
         log.info("loading %s (%s) on demand", name, artifact.ref)
         served, deployment = await asyncio.to_thread(self._load_blocking, name, artifact, base)
         await served.engine.start()
@@ -355,10 +363,26 @@ class ModelPool:
                 others = [s for s in held if s.id not in keep]
                 if len(held) <= cap or not others:
                     break
-                idle = [
-                    s for s in others if not (s.engine.stats().running or s.engine.stats().waiting)
-                ]
-                await self._unload((idle or others)[0])
+                idle = [s for s in others if _idle(s)]
+                if not idle:
+                    break  # over the cap until one is idle: never cut requests off
+                await self._unload(idle[0])
+
+    def _check_room(self, kind: str, name: str) -> None:
+        """Refuse a load that would need a busy model unloaded (503: retry shortly)."""
+        cap = self._cap(kind)
+        held = [
+            s for s in self._on_demand.values() if (s.parent is not None) == (kind == "adapter")
+        ]
+        if len(held) >= cap and not any(_idle(s) for s in held):
+            raise APIError(
+                503,
+                f"cannot load {name!r} now: the {len(held)} {kind}s loaded on demand "
+                f"(max_on_demand_{kind}s) all have requests in flight; retry shortly",
+                "server_error",
+                code="model_capacity",
+                headers={"Retry-After": "5"},
+            )
 
     async def _unload(self, victim: ServedModel) -> None:
         for adapter in [s for s in self._on_demand.values() if s.parent is victim]:
@@ -370,3 +394,8 @@ class ModelPool:
         deployment = self._deployments.pop(victim.id, None)
         if deployment is not None:
             await asyncio.to_thread(stop_deployments, self.workspace, [deployment])
+
+
+def _idle(served: ServedModel) -> bool:
+    stats = served.engine.stats()
+    return not (stats.running or stats.waiting)

@@ -62,8 +62,14 @@ class ServeSettings(BaseModel):
         2,
         ge=0,
         description="Registry models (e.g. fine-tuned ones) loaded when a request names them, "
-        "beyond those the server was started with; the least recently used is unloaded "
-        "past this many. 0: serve only the models named at start.",
+        "beyond those the server was started with; the least recently used idle one is "
+        "unloaded past this many (a busy one never). 0: serve only the models named at start.",
+    )
+    on_demand_models: list[str] = Field(
+        default_factory=list,
+        description="Registry models any key may have loaded on demand (names cover every "
+        "version). Admin keys may name any model, and fine-tuning jobs' models are "
+        "servable to every key; other models stay unknown (404) to inference keys.",
     )
     max_on_demand_adapters: int = Field(
         8,

@@ -51,7 +51,9 @@ class ChatService:
 
     async def create(self, body: p.ChatCompletionRequest, request: Request) -> Any:
         started = time.perf_counter()
-        served: ServedModel = await self.state.pool.get(body.model)
+        served: ServedModel = await self.state.pool.get(
+            body.model, getattr(request.state, "caller", None)
+        )
         request.state.model = served.id
         prepared = await asyncio.to_thread(prepare, body, served, self.state.settings)
         choices = await asyncio.to_thread(

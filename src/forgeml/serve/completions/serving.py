@@ -42,7 +42,9 @@ class CompletionService:
 
     async def create(self, body: CompletionRequest, request: Request) -> Any:
         started = time.perf_counter()
-        served: ServedModel = await self.state.pool.get(body.model)
+        served: ServedModel = await self.state.pool.get(
+            body.model, getattr(request.state, "caller", None)
+        )
         request.state.model = served.id
         _refuse_unsupported(body)
         prompts = _prompts(body.prompt)

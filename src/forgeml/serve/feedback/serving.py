@@ -2,9 +2,13 @@
 
 The conversation comes from, in order: the in-memory cache of recent completions
 (recent_completions.py), the request log when prompts were logged, or the request body
-(for a completion this server no longer remembers). A completion is only found for the
-API key that made it (or an admin key), so a leaked completion id does not reveal or
-let others rate a conversation. The feedback row keeps the conversation even when
+(for a completion this server no longer remembers the text of). Feedback is only taken
+for a completion the request log (or the cache) holds, made by the caller's key (or
+rated by an admin key), so a leaked or made-up completion id neither reveals a
+conversation nor lets anyone hand in one of their own as production traffic. A
+conversation the client sent is stored with `source: client` and left out of
+`data from-feedback` unless asked for (`--include-client-conversations`): the server
+cannot vouch that the model said it. The feedback row keeps the conversation even when
 `log_prompts` is off: rating an answer is handing it in for training.
 """
 
@@ -56,7 +60,16 @@ class FeedbackService:
                 "feedback needs a rating, a corrected_output, a preferred_output or a comment",
                 field="rating",
             )
-        found = await self._remembered(body.completion_id, caller)
+        found, made_by_caller = await self._remembered(body.completion_id, caller)
+        if not made_by_caller:
+            raise APIError(
+                404,
+                f"no completion {body.completion_id!r} made by this key is in this server's "
+                "request log: feedback is taken for chat completions the server made, by the "
+                "key that asked for them (or an admin key), within the request log's retention.",
+                param="completion_id",
+                code="completion_not_found",
+            )
         if found is not None:
             if body.choice_index >= len(found.outputs):
                 raise InputError(
@@ -84,7 +97,14 @@ class FeedbackService:
             source=found.source,
             api_key_id=caller.key_id,
         )
-        stored = await asyncio.to_thread(add_feedback, self.workspace, entry, api_key=caller.prefix)
+        stored = await asyncio.to_thread(
+            add_feedback,
+            self.workspace,
+            entry,
+            api_key=caller.prefix,
+            api_key_name=caller.name,
+            api_key_id=caller.key_id,
+        )
         return feedback_object(stored)
 
     async def list(
@@ -107,7 +127,10 @@ class FeedbackService:
 
     # --- where the conversation comes from -------------------------------------------------
 
-    async def _remembered(self, completion_id: str, caller: Caller) -> Conversation | None:
+    async def _remembered(
+        self, completion_id: str, caller: Caller
+    ) -> tuple[Conversation | None, bool]:
+        """(the conversation if the server has its text, whether the caller may rate it)."""
         recent = self.state.recent_completions.get(completion_id)
         if recent is not None:
             found = Conversation(
@@ -119,11 +142,14 @@ class FeedbackService:
                 recent.api_key_id,
                 "cache",
             )
+            key_id: int | None = recent.api_key_id
         else:
-            found = await asyncio.to_thread(_logged, self.workspace, completion_id)
-        if found is None or not (caller.allows("admin") or found.api_key_id == caller.key_id):
-            return None
-        return found
+            known, key_id, found = await asyncio.to_thread(_logged, self.workspace, completion_id)
+            if not known:
+                return None, False
+        if not (caller.allows("admin") or key_id == caller.key_id):
+            return None, False
+        return found, True
 
     def _sent(self, body: p.FeedbackRequest) -> tuple[Conversation, dict[str, Any]]:
         """The conversation as the client sent it, checked like training data."""
@@ -131,10 +157,11 @@ class FeedbackService:
             seconds = int(self.state.settings.feedback_cache_seconds)
             raise APIError(
                 404,
-                f"no completion {body.completion_id!r} is known to this server for this key: "
-                f"completions are remembered for {seconds} seconds by the server that made "
-                "them. Send the conversation along with the feedback: `messages` (and "
-                "`tools`) as in the chat request, `output` as the model's answer, and `model`.",
+                f"the text of completion {body.completion_id!r} is no longer known to this "
+                f"server: completions are remembered for {seconds} seconds by the server that "
+                "made them (longer in the request log with log_prompts on). Send the "
+                "conversation along with the feedback: `messages` (and `tools`) as in the chat "
+                "request, `output` as the model's answer, and `model`.",
                 param="completion_id",
                 code="completion_not_found",
             )
@@ -165,17 +192,21 @@ class FeedbackService:
         return conversation, message_dict(message)
 
 
-def _logged(workspace: Workspace, completion_id: str) -> Conversation | None:
-    """A chat completion whose text the request log kept (`log_prompts` was on)."""
+def _logged(
+    workspace: Workspace, completion_id: str
+) -> tuple[bool, int | None, Conversation | None]:
+    """(in the request log, the key that made it, the conversation if its text was kept)."""
     with workspace.registry.session() as session:
         row = session.scalars(
             select(RequestLog).where(
                 RequestLog.completion_id == completion_id, RequestLog.route == "chat.completions"
             )
         ).first()
-    if row is None or "messages" not in row.request or "outputs" not in row.response:
-        return None
-    return Conversation(
+    if row is None:
+        return False, None, None
+    if "messages" not in row.request or "outputs" not in row.response:
+        return True, row.api_key_id, None
+    conversation = Conversation(
         row.model,
         row.request.get("artifact", ""),
         row.request["messages"],
@@ -184,6 +215,7 @@ def _logged(workspace: Workspace, completion_id: str) -> Conversation | None:
         row.api_key_id,
         "request_log",
     )
+    return True, row.api_key_id, conversation
 
 
 def assistant_message(text: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 
 from forgeml.core.errors import InputError
 from forgeml.jobs import files
+from forgeml.serve.audit import api_key_details
 from forgeml.serve.auth import require
 from forgeml.serve.files.protocol import FileDeleted, FileList, FileObject
 
@@ -34,7 +35,7 @@ async def upload_file(
     content = await file.read()
     workspace = request.app.state.pool.workspace
     stored = await asyncio.to_thread(
-        files.store_file, workspace, file.filename or "upload.jsonl", content, purpose
+        files.store_file, workspace, file.filename or "", content, purpose, api_key_details(request)
     )
     return FileObject.of(stored)
 
@@ -90,5 +91,7 @@ async def file_content(file_id: str, request: Request) -> FileResponse:
 @router.delete("/v1/files/{file_id}")
 async def delete_file(file_id: str, request: Request) -> FileDeleted:
     workspace = request.app.state.pool.workspace
-    deleted = await asyncio.to_thread(files.delete_file, workspace, file_id)
+    deleted = await asyncio.to_thread(
+        files.delete_file, workspace, file_id, api_key_details(request)
+    )
     return FileDeleted(id=deleted.id)

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from forgeml.core.schema import FineTuningJob
 from forgeml.core.workspace import Workspace
 from forgeml.jobs import queue
+from forgeml.serve.audit import api_key_details
 from forgeml.serve.auth import require
 from forgeml.serve.fine_tuning import protocol as p
 from forgeml.serve.fine_tuning import serving
@@ -38,7 +39,7 @@ async def _answer(request: Request, job: FineTuningJob, mistral: bool | None = N
 
 @router.post(JOBS)
 async def create(body: p.CreateJobRequest, request: Request) -> Any:
-    job = await asyncio.to_thread(create_job, _workspace(request), body)
+    job = await asyncio.to_thread(create_job, _workspace(request), body, api_key_details(request))
     if job.status == "queued":
         request.app.state.job_workers.ensure_started()
     return await _answer(request, job, mistral=is_mistral_body(body))
@@ -84,13 +85,17 @@ async def get(job_id: str, request: Request) -> Any:
 
 @router.post(JOBS + "/{job_id}/cancel")
 async def cancel(job_id: str, request: Request) -> Any:
-    job = await asyncio.to_thread(queue.cancel, _workspace(request), job_id)
+    job = await asyncio.to_thread(
+        queue.cancel, _workspace(request), job_id, api_key_details(request)
+    )
     return await _answer(request, job)
 
 
 @router.post(JOBS + "/{job_id}/start")
 async def start(job_id: str, request: Request) -> Any:
-    job = await asyncio.to_thread(queue.start, _workspace(request), job_id)
+    job = await asyncio.to_thread(
+        queue.start, _workspace(request), job_id, api_key_details(request)
+    )
     request.app.state.job_workers.ensure_started()
     return await _answer(request, job)
 

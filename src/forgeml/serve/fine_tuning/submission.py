@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from forgeml.core.errors import ForgeError, InputError, NotFoundError
 from forgeml.core.schema import FineTuningJob
 from forgeml.core.workspace import Workspace
-from forgeml.jobs import files, queue
+from forgeml.jobs import files, policy, queue
 from forgeml.jobs.worker import HYPERPARAMETER_NAMES
 from forgeml.serve.errors import ModelNotServed
 from forgeml.serve.fine_tuning.protocol import CreateJobRequest
 from forgeml.train.finetune_params import FinetuneParams, PreferenceParams, RLParams, SFTParams
-from forgeml.train.rewards import RewardSpec
 
 PARAMS_FOR_METHOD: dict[str, type[FinetuneParams]] = {
     "supervised": SFTParams,
@@ -35,7 +34,9 @@ def is_mistral_body(body: CreateJobRequest) -> bool:
     return body.training_files is not None
 
 
-def create_job(workspace: Workspace, body: CreateJobRequest) -> FineTuningJob:
+def create_job(
+    workspace: Workspace, body: CreateJobRequest, audit: dict[str, Any] | None = None
+) -> FineTuningJob:
     """Check the body against the registry and queue the job (blocking: call in a thread)."""
     try:
         workspace.registry.resolve(body.model, kind="model")
@@ -49,7 +50,7 @@ def create_job(workspace: Workspace, body: CreateJobRequest) -> FineTuningJob:
         field = "validation_files.0" if is_mistral_body(body) else "validation_file"
         check_file(workspace, job["validation_file"], job["method"], field)
     training_params(job["method"], job["hyperparameters"])
-    return queue.submit(workspace, base_model=body.model, **job)
+    return queue.submit(workspace, base_model=body.model, audit=audit, **job)
 
 
 def openai_job(body: CreateJobRequest) -> dict[str, Any]:
@@ -57,17 +58,16 @@ def openai_job(body: CreateJobRequest) -> dict[str, Any]:
         raise InputError("training_file is required", field="training_file")
     method = body.method.type if body.method else "supervised"
     config = getattr(body.method, method) if body.method else None
+    policy.check_hyperparameters(body.hyperparameters or {})
+    if config is not None:
+        policy.check_hyperparameters(config.hyperparameters, f"method.{method}.hyperparameters")
     hyperparameters = {**(body.hyperparameters or {}), **(config.hyperparameters if config else {})}
     if method == "reinforcement":
         if config is None or config.grader is None:
             raise InputError(
                 "reinforcement fine-tuning needs a grader", field="method.reinforcement.grader"
             )
-        try:  # forgeml rewards take OpenAI's grader shapes (string_check, text_similarity)
-            TypeAdapter(RewardSpec).validate_python(config.grader)
-        except ValidationError as error:
-            raise InputError(_first_problem(error), field="method.reinforcement.grader") from error
-        hyperparameters["rewards"] = [config.grader]
+        hyperparameters["rewards"] = [policy.check_grader(config.grader)]
     return {
         "method": method,
         "training_files": [{"file_id": body.training_file}],
@@ -91,6 +91,7 @@ def mistral_job(body: CreateJobRequest) -> dict[str, Any]:
         )
     if len(body.validation_files or []) > 1:
         raise InputError("one validation file is supported", field="validation_files")
+    policy.check_hyperparameters(body.hyperparameters or {})
     return {
         "method": "supervised",
         "training_files": [entry.model_dump() for entry in body.training_files],

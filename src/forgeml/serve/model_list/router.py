@@ -29,6 +29,6 @@ async def list_models(request: Request) -> ModelList:
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    served = await request.app.state.pool.get(model_id)
+    served = await request.app.state.pool.get(model_id, getattr(request.state, "caller", None))
     request.state.model = served.id
     return card(served)
