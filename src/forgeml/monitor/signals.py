@@ -9,7 +9,8 @@ model's training data, and `monitor drift` compares the two.
 - `chars_per_token`: how well the model's own tokenizer compresses the user's text. Text
   from the domain it was trained on compresses well; another domain, language or
   alphabet, garbage or base64 compresses worse. Measured on the first 4,000 characters.
-- `language`: the language of the user's text (py3langid), `und` when too short to tell
+- `language`: the language of the user's first 1,000 characters (py3langid), `und` when
+  too short to tell
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from forgeml.data.language import detect_language
 NUMERIC = ("user_chars", "turns", "chars_per_token")
 CATEGORICAL = ("language",)
 SAMPLE_CHARS = 4000  # chars_per_token reads this much: bounded cost for any prompt
+LANGUAGE_CHARS = 1000  # decides the language as well as more does, at a quarter the cost
 MIN_LANGUAGE_CHARS = 20  # below this a language guess is noise
 
 
@@ -44,7 +46,7 @@ def prompt_signals(text: str, turns: int, count_tokens: Callable[[str], int]) ->
     tokens = count_tokens(sample) if sample else 0
     language = "und"
     if len(sample.strip()) >= MIN_LANGUAGE_CHARS:
-        language = detect_language(sample)[0]
+        language = detect_language(sample, max_chars=LANGUAGE_CHARS)[0]
     return {
         "user_chars": len(text),
         "turns": turns,
