@@ -27,7 +27,9 @@ def test_forget_marks_the_dataset_and_its_descendants_only(workspace):
     workspace.registry.resolve("m2", purpose="be served")
     assert clean_model.forgotten_at is None
     # Data is erased, the model (no --purge-models) stays on disk, the clean data stays.
-    assert not (workspace.root / private.path).exists() and not (workspace.root / both.path).exists()
+    assert (
+        not (workspace.root / private.path).exists() and not (workspace.root / both.path).exists()
+    )
     assert (workspace.root / model.path).exists() and (workspace.root / public.path).exists()
     (entry,) = workspace.registry.audit_entries(action="data.forget")
     assert entry.details["reason"] == "GDPR request #42" and len(entry.details["affected"]) == 3
