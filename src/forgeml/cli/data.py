@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from forgeml.cli.output import console, emit, options, report_run, table
+from forgeml.cli.output import console, emit, options, report_run, short_time, table
 from forgeml.core.errors import InputError
 from forgeml.core.runs import run_stage
 from forgeml.data.formats import validate_jsonl
@@ -85,9 +85,9 @@ def forget(
         for key, label in (("erased", "erased"), ("kept_unusable", "kept on disk, blocked")):
             for item in data[key]:
                 console.print(f"{would}{label}: {item}")
-        blocked = [b for b in data["blocked"] if b not in data["kept_unusable"]]
-        for item in blocked:
-            console.print(f"{would}blocked: {item}")
+        shown = set(data["erased"]) | set(data["kept_unusable"])
+        for item in [b for b in data["blocked"] if b not in shown]:
+            console.print(f"already erased, blocked: {item}")
         console.print(
             f"{len(data['blocked'])} artifacts {would}blocked, {data['erased_bytes']:,} bytes "
             f"{would}erased" + (" (dry run: nothing changed)" if dry_run else "")
@@ -114,8 +114,11 @@ def list_tombstones(ctx: typer.Context, limit: int = typer.Option(200, help="New
         }
         for t in rows
     ]
-    columns = ["ref", "kind", "size_bytes", "reason", "erased_at", "erased_by"]
-    emit(ctx, data, lambda: table(None, columns, [[d[c] for c in columns] for d in data]))
+    columns = ["ref", "kind", "bytes", "reason", "erased", "by"]
+    rows = [
+        [t.ref, t.kind, t.size_bytes, t.reason, short_time(t.erased_at), t.erased_by] for t in rows
+    ]
+    emit(ctx, data, lambda: table(None, columns, rows))
 
 
 @app.command("forget-feedback")

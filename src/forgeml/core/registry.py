@@ -228,7 +228,7 @@ class Registry:
             ).first()
             if version is None:
                 raise NotFoundError(f"{name}:{version_number} does not exist")
-            _refuse_forgotten(session.get(Artifact, version.artifact_id), f"be {name}@{alias}")
+            _refuse_forgotten(session.get(Artifact, version.artifact_id), f"become {name}@{alias}")
             row = session.scalars(
                 select(Alias).where(Alias.name == name, Alias.alias == alias)
             ).first()
