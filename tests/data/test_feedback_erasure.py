@@ -1,5 +1,5 @@
 """Erasing production feedback: rows deleted, request log rows too, what was trained on
-them marked forgotten, audited without the text searched for."""
+them erased or blocked, audited without the text searched for."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from forgeml.cli.app import app
 from forgeml.core.errors import ConflictError, InputError
 from forgeml.core.feedback import FeedbackEntry, add_feedback, list_feedback
-from forgeml.core.forget import ensure_usable
 from forgeml.core.runs import run_stage
 from forgeml.core.schema import AuditEntry, RequestLog
 from forgeml.data.feedback_erasure import forget_feedback
@@ -86,7 +85,8 @@ def test_forgetting_by_text_deletes_rows_and_marks_what_was_trained_on_them(prod
     # Jane's correction made a preference pair: that dataset is forgotten, the others not.
     assert preference.ref in erasure.forgotten
     with pytest.raises(ConflictError, match="GDPR-1"):
-        ensure_usable(workspace.registry.resolve(preference.ref), "serve")
+        workspace.registry.resolve(preference.ref, purpose="be served")
+    assert not (workspace.root / preference.path).exists()  # her pair's bytes are erased
     assert built.outputs["prompts"].ref in erasure.forgotten  # her prompt is an RL prompt
     with workspace.registry.session() as session:
         audit = session.query(AuditEntry).filter_by(action="feedback.forget").one()

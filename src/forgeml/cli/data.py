@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from forgeml.cli.output import console, emit, options, report_run, table
+from forgeml.cli.output import console, emit, options, report_run, short_time, table
 from forgeml.core.errors import InputError
 from forgeml.core.runs import run_stage
 from forgeml.data.formats import validate_jsonl
@@ -61,16 +61,64 @@ def forget(
     reason: str = typer.Option(
         ..., "--reason", help="The deletion request, e.g. a ticket id; audited."
     ),
+    purge_models: bool = typer.Option(
+        False, "--purge-models", help="Also erase the weights of models made from it."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List what would be erased and blocked; change nothing."
+    ),
 ) -> None:
-    """Mark a dataset and everything derived from it as forgotten: they can no longer be
-    served or promoted until retrained without it."""
+    """Erase a dataset and the data derived from it (tombstones remain), and block every
+    use of what was made from it: serve, promote, export, eval, training, fine-tuning,
+    reproduce. Models stay on disk, unusable, unless --purge-models."""
     from forgeml.core.forget import forget as forget_artifact
 
+    if not reason.strip():
+        raise InputError("a reason is required: the deletion request, e.g. a ticket id")
     workspace = options(ctx).open()
     artifact = workspace.registry.resolve(ref)
-    marked = forget_artifact(workspace, artifact, reason)
-    data = {"forgotten": artifact.ref, "affected": [a.ref for a in marked], "reason": reason}
-    emit(ctx, data, lambda: [console.print(f"forgotten: {a.ref}") for a in marked])
+    plan = forget_artifact(workspace, artifact, reason, purge_models=purge_models, dry_run=dry_run)
+    data = plan.as_dict(dry_run)
+
+    def show() -> None:
+        would = "would be " if dry_run else ""
+        for key, label in (("erased", "erased"), ("kept_unusable", "kept on disk, blocked")):
+            for item in data[key]:
+                console.print(f"{would}{label}: {item}")
+        shown = set(data["erased"]) | set(data["kept_unusable"])
+        for item in [b for b in data["blocked"] if b not in shown]:
+            console.print(f"already erased, blocked: {item}")
+        console.print(
+            f"{len(data['blocked'])} artifacts {would}blocked, {data['erased_bytes']:,} bytes "
+            f"{would}erased" + (" (dry run: nothing changed)" if dry_run else "")
+        )
+
+    emit(ctx, data, show)
+
+
+@app.command("tombstones")
+def list_tombstones(ctx: typer.Context, limit: int = typer.Option(200, help="Newest N.")) -> None:
+    """What data deletion erased: kind, sha256, size, reason, when and who (no content)."""
+    from forgeml.core.forget import tombstones
+
+    rows = tombstones(options(ctx).open(), limit)
+    data = [
+        {
+            "ref": t.ref,
+            "kind": t.kind,
+            "sha256": t.sha256,
+            "size_bytes": t.size_bytes,
+            "reason": t.reason,
+            "erased_at": t.erased_at.isoformat(),
+            "erased_by": t.erased_by,
+        }
+        for t in rows
+    ]
+    columns = ["ref", "kind", "bytes", "reason", "erased", "by"]
+    rows = [
+        [t.ref, t.kind, t.size_bytes, t.reason, short_time(t.erased_at), t.erased_by] for t in rows
+    ]
+    emit(ctx, data, lambda: table(None, columns, rows))
 
 
 @app.command("forget-feedback")

@@ -45,7 +45,7 @@ def _suites(paths: list[Path]) -> list[str]:
 def _perplexity_inputs(workspace, ref: str | None) -> dict[str, Any]:
     if not ref:
         return {}
-    artifact = workspace.registry.resolve(ref)
+    artifact = workspace.registry.resolve(ref, purpose="be evaluated on")
     if artifact.kind not in ("dataset", "mixture"):
         raise InputError(
             f"--perplexity-on needs a dataset or a mixture, got {artifact.ref} (a {artifact.kind})"

@@ -41,14 +41,14 @@ def export(
     from forgeml.export.model import RECORD, find_adapter_base  # imports torch: not at start-up
 
     workspace = options(ctx).open()
-    source = workspace.registry.resolve(ref)
+    source = workspace.registry.resolve(ref, purpose="be exported")
     if source.kind not in ("model", "adapter"):
         raise InputError(f"{ref!r} is a {source.kind}; export takes a model or an adapter")
     inputs = {source.kind: source}
     if source.kind == "adapter":
         # Resolved here so the run records a lineage edge to the base, not only the adapter.
         inputs["base"] = (
-            workspace.registry.resolve(base, kind="model")
+            workspace.registry.resolve(base, kind="model", purpose="be exported")
             if base
             else find_adapter_base(workspace, source)
         )

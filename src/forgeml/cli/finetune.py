@@ -144,8 +144,9 @@ def _preview(ctx: typer.Context, model: str, data: str, index: int, params: dict
     from forgeml.train.sft import preview
 
     workspace = options(ctx).open()
-    model_dir = workspace.root / workspace.registry.resolve(model, kind="model").path
-    data_dir = workspace.root / workspace.registry.resolve(data, kind="dataset").path
+    registry = workspace.registry
+    model_dir = workspace.root / registry.resolve(model, kind="model", purpose="be fine-tuned").path
+    data_dir = workspace.root / registry.resolve(data, kind="dataset", purpose="be trained on").path
     settings = {key: params[key] for key in ("seq_len",) if key in params}
     shown = preview(model_dir, data_dir, index, **settings)
     payload = {

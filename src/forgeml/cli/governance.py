@@ -121,7 +121,7 @@ def reproduce(
 ) -> None:
     """Re-execute REF's recorded lineage in a scratch workspace and check every hash."""
     workspace = options(ctx).open()
-    artifact = workspace.registry.resolve(ref)
+    artifact = workspace.registry.resolve(ref, purpose="be reproduced")
     report = reproduce_artifact(workspace, artifact, scratch, quiet=True)
     data = report.to_dict()
 

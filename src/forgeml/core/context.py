@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from forgeml.core.errors import RunCancelled
-from forgeml.core.schema import Artifact, Run, RunEvent, utcnow
+from forgeml.core.registry import forgotten_error
+from forgeml.core.schema import Artifact, Run, RunEvent, Tombstone, utcnow
 from forgeml.core.store import StoredArtifact
 
 if TYPE_CHECKING:
@@ -72,7 +73,12 @@ class StageContext:
 
     def commit(self, writer: ArtifactWriter) -> Artifact:
         stored = self.workspace.store.commit(writer.path, writer.kind, self.run_id, writer.meta)
-        return record_artifact(self.workspace, stored, self.run_id)
+        artifact = record_artifact(self.workspace, stored, self.run_id)
+        if artifact.forgotten_at is not None:  # the very bytes a deletion request erased
+            if _erased(self.workspace, artifact):
+                self.workspace.store.erase(stored.path)
+            raise forgotten_error(artifact.ref, artifact.forgotten_reason or "", "be made again")
+        return artifact
 
     def name(self, artifact: Artifact, name: str | None) -> None:
         """Give an output a human name: `name` resolves to its newest version."""
@@ -128,6 +134,14 @@ class StageContext:
     def raise_if_cancelled(self) -> None:
         if self.cancelled():
             raise RunCancelled(f"run {self.run_id} was cancelled")
+
+
+def _erased(workspace: Workspace, artifact: Artifact) -> bool:
+    query = select(Tombstone.id).where(
+        Tombstone.kind == artifact.kind, Tombstone.sha256 == artifact.sha256
+    )
+    with workspace.registry.session() as session:
+        return session.scalars(query.limit(1)).first() is not None
 
 
 def record_artifact(workspace: Workspace, stored: StoredArtifact, run_id: str | None) -> Artifact:

@@ -10,14 +10,14 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forgeml.core.errors import InputError, NotFoundError
+from forgeml.core.errors import ConflictError, InputError, NotFoundError
 from forgeml.core.schema import Alias, Artifact, AuditEntry, Version, utcnow
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -86,11 +86,15 @@ class Registry:
                 raise NotFoundError(f"no artifact with id {artifact_id}")
             return artifact
 
-    def resolve(self, ref: str, kind: str | None = None) -> Artifact:
+    def resolve(self, ref: str, kind: str | None = None, *, purpose: str | None = None) -> Artifact:
         """Find an artifact by any of the ways a user names one.
 
         - `dataset/3fa2b1c0` or `3fa2b1c0` (a sha256 prefix of at least 6 hex digits)
         - `support-docs` (latest version of a name), `support-docs:2`, `my-model@prod`
+
+        Every command that *uses* an artifact (serve, promote, export, train on, ...) passes
+        `purpose`, and a forgotten artifact is refused here (`ForgottenError`, naming the
+        deletion request). Only looking at one (lineage, `artifacts show`) leaves it out.
         """
         ref = ref.strip()
         with self.session() as session:
@@ -100,7 +104,29 @@ class Registry:
                 f"{ref!r} is a {artifact.kind}, but a {kind} is needed here",
                 hint=f"List {kind}s with `forgeml artifacts list --kind {kind}`.",
             )
+        if purpose:
+            _refuse_forgotten(artifact, purpose)
         return artifact
+
+    def ensure_usable(self, artifacts: Artifact | Iterable[Artifact], purpose: str) -> None:
+        """Refuse forgotten artifacts, reading their rows afresh: an `Artifact` held in
+        memory (a recipe's earlier step, a server's cache) may predate the deletion."""
+        items = [artifacts] if isinstance(artifacts, Artifact) else list(artifacts)
+        forgotten = self.forgotten_among(a.id for a in items)
+        for artifact in items:
+            if artifact.id in forgotten:
+                raise forgotten_error(artifact.ref, forgotten[artifact.id], purpose)
+
+    def forgotten_among(self, artifact_ids: Iterable[int]) -> dict[int, str]:
+        """{artifact id: deletion reason} for those of `artifact_ids` that are forgotten."""
+        ids = sorted({i for i in artifact_ids if i is not None})
+        if not ids:
+            return {}
+        query = select(Artifact.id, Artifact.forgotten_reason).where(
+            Artifact.id.in_(ids), Artifact.forgotten_at.is_not(None)
+        )
+        with self.session() as session:
+            return {row.id: row.forgotten_reason or "" for row in session.execute(query)}
 
     def _resolve(self, session: Session, ref: str, kind: str | None) -> Artifact:
         if "@" in ref:
@@ -202,6 +228,7 @@ class Registry:
             ).first()
             if version is None:
                 raise NotFoundError(f"{name}:{version_number} does not exist")
+            _refuse_forgotten(session.get(Artifact, version.artifact_id), f"become {name}@{alias}")
             row = session.scalars(
                 select(Alias).where(Alias.name == name, Alias.alias == alias)
             ).first()
@@ -228,6 +255,23 @@ class Registry:
                 hint=f"Set it with `forgeml models alias {name} VERSION {alias}`.",
             )
         return session.get(Version, row.version_id)
+
+
+class ForgottenError(ConflictError):
+    """The artifact was, or derives from, data a deletion request removed."""
+
+
+def forgotten_error(ref: str, reason: str, purpose: str) -> ForgottenError:
+    return ForgottenError(
+        f"{ref} cannot {purpose}: it was forgotten by the deletion request {reason!r}",
+        hint="Retrain without the forgotten data, then use the new model "
+        "(`forgeml lineage REF` shows what it was made from).",
+    )
+
+
+def _refuse_forgotten(artifact: Artifact, purpose: str) -> None:
+    if artifact.forgotten_at is not None:
+        raise forgotten_error(artifact.ref, artifact.forgotten_reason or "", purpose)
 
 
 def check_name(name: str) -> str:

@@ -97,6 +97,7 @@ def reproduce(
 ) -> ReproduceReport:
     from forgeml.core.workspace import Workspace
 
+    workspace.registry.ensure_usable(artifact, "be reproduced")  # it would re-make the data
     scratch_dir = Path(scratch_dir or tempfile.mkdtemp(prefix="forgeml-reproduce-"))
     scratch = Workspace.init(scratch_dir, database_url=f"sqlite:///{scratch_dir / 'registry.db'}")
     reproduced: dict[tuple[str, str], Artifact] = {}

@@ -117,7 +117,15 @@ def resolve_inputs(workspace: Workspace, stage: Stage, given: dict[str, Any]) ->
                     f"got {artifact.ref} (a {artifact.kind})"
                 )
         resolved[name] = artifacts if spec.many else artifacts[0]
+    # The one gate for every stage (training, eval, data, export, jobs, recipes): no
+    # input may derive from forgotten data. Rows are read afresh, as an Artifact passed
+    # in (a recipe's earlier step) may predate a deletion.
+    workspace.registry.ensure_usable(_flat(resolved), f"be an input of {stage.name}")
     return resolved
+
+
+def _flat(inputs: dict[str, Any]) -> list[Artifact]:
+    return [a for value in inputs.values() for a in (value if isinstance(value, list) else [value])]
 
 
 def _input_hashes(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +221,7 @@ def run_stage(
         outputs = stage.fn(ctx, validated) or {}
         _check_outputs(stage, outputs)
         _record_outputs(workspace, run.id, outputs)
+        _refuse_if_forgotten_meanwhile(workspace, resolved, outputs)
     except RunCancelled as exc:
         _set_status(workspace, run.id, "cancelled", str(exc))
         raise
@@ -229,6 +238,22 @@ def run_stage(
     with workspace.registry.session() as session:
         metrics = dict(session.get(Run, run.id).metrics or {})
     return RunResult(run.id, key, stage.name, "succeeded", False, outputs, metrics)
+
+
+def _refuse_if_forgotten_meanwhile(
+    workspace: Workspace, inputs: dict[str, Any], outputs: dict[str, Artifact]
+) -> None:
+    """An input forgotten while the stage ran: its outputs are forgotten too."""
+    forgotten = workspace.registry.forgotten_among(a.id for a in _flat(inputs))
+    if not forgotten:
+        return
+    reason = next(iter(forgotten.values()))
+    with workspace.registry.session() as session:
+        for artifact in outputs.values():
+            row = session.get(Artifact, artifact.id)
+            if row.forgotten_at is None:
+                row.forgotten_at, row.forgotten_reason = utcnow(), reason
+    workspace.registry.ensure_usable(_flat(inputs), "be an input of this run")
 
 
 def _claim(workspace, stage, params, inputs, sources, key, seed, recipe, step) -> Run:

@@ -65,6 +65,21 @@ class Artifact(Base):
         return f"{self.kind}/{self.sha256[:12]}"
 
 
+class Tombstone(Base):
+    """What is left of bytes erased by a data-deletion request: never the content itself."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # an artifact kind, or "file" (an upload)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    ref: Mapped[str] = mapped_column(String(255))  # dataset/3fa2b1c0a9d4, file-...
+    reason: Mapped[str] = mapped_column(Text)
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    erased_by: Mapped[str] = mapped_column(String(255))
+
+
 class Run(Base):
     """One execution of a stage; one row per run key, retried attempts included."""
 

@@ -124,6 +124,21 @@ class ArtifactStore:
             problems.append("tree hash differs from the artifact's address")
         return problems
 
+    def erase(self, path: Path) -> bool:
+        """Delete a directory (an artifact, a run's scratch, an upload) for good.
+
+        It is first renamed into the temp area, so a crash mid-delete leaves no
+        half-erased artifact at its address; `clean_stale_temp` finishes the job.
+        """
+        if not path.exists():
+            return False
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        doomed = self.tmp_root / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.rename(path, doomed)
+        fsync_dir(path.parent)
+        shutil.rmtree(doomed)
+        return True
+
     def clean_stale_temp(self) -> int:
         """Remove temp dirs left by writers on this host that are no longer alive."""
         if not self.tmp_root.exists():

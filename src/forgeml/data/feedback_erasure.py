@@ -8,15 +8,16 @@ data lives in registry rows instead, so it needs its own path:
 
 1. select the feedback rows (by id, completion id, API key name, or text they contain);
 2. find the datasets `data.from_feedback` built from any of them (each record names its
-   `feedback_ids`) and mark them, and every model trained on them, as forgotten;
+   `feedback_ids`) and forget them: erased, and every model trained on them blocked;
 3. delete those feedback rows and the request log rows of the same completions (with
    `--key`, every request log row of that key; with `--containing`, also logged prompts
    that contain the text);
 4. audit it, with counts and the reason but never the text searched for.
 
-Rows are deleted, not marked: the point is that the text is gone. Artifacts are marked
-(their files stay content-addressed), so `serve` and `promote` refuse them until a model
-is retrained without the data (see core/forget.py).
+Rows are deleted, not marked: the point is that the text is gone. The datasets built from
+them are erased as `forgeml data forget` erases (tombstones remain), and the models made
+from them are refused wherever they would be used until retrained without the data
+(see core/forget.py).
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def forget_feedback(
     rows = _matching_feedback(workspace, ids, completion_id, key_ids, containing)
     erasure = FeedbackErasure(feedback_ids=[row.id for row in rows])
     for dataset in _datasets_built_from(workspace, set(erasure.feedback_ids)):
-        marked = forget(workspace, dataset, f"{reason} (feedback erased)")
-        erasure.forgotten += [artifact.ref for artifact in marked]
+        plan = forget(workspace, dataset, f"{reason} (feedback erased)")
+        erasure.forgotten += [artifact.ref for artifact in plan.marked]
     completions = {row.completion_id for row in rows}
     with workspace.registry.session() as session:
         doomed = _request_log_ids(session, completions, key_ids, containing)

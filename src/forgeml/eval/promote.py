@@ -60,7 +60,7 @@ class Promotion:
 
 def resolve_version(workspace: Workspace, ref: str) -> tuple[str, int, Artifact]:
     """(name, version number, artifact) for NAME, NAME:N, NAME@ALIAS or KIND/SHA."""
-    artifact = workspace.registry.resolve(ref, kind="model")
+    artifact = workspace.registry.resolve(ref, kind="model", purpose="be promoted")
     name = ref.split("@", 1)[0].split(":", 1)[0]
     with workspace.registry.session() as session:
         versions = list(

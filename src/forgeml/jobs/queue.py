@@ -67,7 +67,7 @@ def submit(
         raise InputError(
             f"method.type must be one of {', '.join(METHODS)}, got {method!r}", field="method"
         )
-    base = workspace.registry.resolve(base_model, kind="model")
+    base = workspace.registry.resolve(base_model, kind="model", purpose="be fine-tuned")
     with workspace.registry.session() as session:
         for entry in training_files + ([{"file_id": validation_file}] if validation_file else []):
             stored = session.get(StoredFile, entry["file_id"])

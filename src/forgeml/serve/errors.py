@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgeml.core.errors import ForgeError, InputError, NotFoundError
+from forgeml.core.registry import ForgottenError
 from forgeml.serve.engine.base import QueueFullError
 
 log = logging.getLogger("forgeml.serve")
@@ -71,6 +72,8 @@ def from_forge_error(error: ForgeError) -> APIError:
         return APIError(
             404, message, "invalid_request_error", param="model", code="model_not_found"
         )
+    if isinstance(error, ForgottenError):  # it exists, but a deletion request blocks it
+        return APIError(409, message, "invalid_request_error", code="model_forgotten")
     if isinstance(error, NotFoundError):
         return APIError(404, message, "invalid_request_error", code="not_found")
     if isinstance(error, InputError):

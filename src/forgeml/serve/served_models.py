@@ -27,6 +27,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from forgeml.core.errors import ForgeError, InputError
+from forgeml.core.registry import ForgottenError
 from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
 from forgeml.models.sizes import load_model
@@ -38,6 +39,7 @@ from forgeml.serve.engine.process import ProcessEngine
 from forgeml.serve.engine.transformers import TransformersEngine
 from forgeml.serve.errors import APIError, ModelNotServed
 from forgeml.serve.export_files import export_files
+from forgeml.serve.forgotten_models import withdraw_forgotten
 from forgeml.serve.on_demand import may_load
 from forgeml.serve.served_adapters import adapter_base, load_served_adapter
 from forgeml.serve.settings import ServeSettings
@@ -166,7 +168,7 @@ def make_engine(
 
 def load_served_model(workspace: Workspace, ref: str, settings: ServeSettings) -> ServedModel:
     """Resolve a registry reference to a model artifact (or an export of one) and load it."""
-    artifact = workspace.registry.resolve(ref)
+    artifact = workspace.registry.resolve(ref, purpose="be served")
     log_dir = workspace.root / "serving"
     if artifact.kind == "export":
         files = export_files(workspace, artifact)
@@ -196,7 +198,7 @@ def load_served_models(
     for model in models:
         if isinstance(model, ServedModel):
             entries.append(model)
-        elif (artifact := workspace.registry.resolve(model)).kind == "adapter":
+        elif (artifact := workspace.registry.resolve(model, purpose="be served")).kind == "adapter":
             entries.append((model, artifact))  # loaded after every model: its base may follow
         else:
             entries.append(load_served_model(workspace, model, settings))
@@ -254,6 +256,7 @@ class ModelPool:
         self._deployments: dict[str, int] = {}  # on-demand model id -> deployments row
         self._resolved: dict[str, tuple[float, Artifact | None]] = {}
         self._loading = asyncio.Lock()
+        self._forgotten_watch: asyncio.Task | None = None
 
     @property
     def models(self) -> list[ServedModel]:
@@ -263,8 +266,11 @@ class ModelPool:
     async def start(self) -> None:
         for served in self.started:
             await served.engine.start()
+        self._forgotten_watch = asyncio.create_task(withdraw_forgotten(self))
 
     async def stop(self) -> None:
+        if self._forgotten_watch is not None:
+            self._forgotten_watch.cancel()
         for served in self.models:
             await served.engine.stop()
         await asyncio.to_thread(stop_deployments, self.workspace, self._deployments.values())
@@ -305,7 +311,9 @@ class ModelPool:
     def _resolve(self, name: str) -> Artifact | None:
         for kind in ("model", "adapter"):
             try:
-                return self.workspace.registry.resolve(name, kind=kind)
+                return self.workspace.registry.resolve(name, kind=kind, purpose="be served")
+            except ForgottenError:
+                raise  # 409 naming the deletion request, not "not served here"
             except ForgeError:
                 continue
         return None
@@ -345,6 +353,7 @@ class ModelPool:
     def _load_blocking(
         self, name: str, artifact: Artifact, base: ServedModel | None
     ) -> tuple[ServedModel, int]:
+        self.workspace.registry.ensure_usable(artifact, "be served")  # forgotten since resolved?
         if base is not None:
             served = load_served_adapter(self.workspace, name, artifact, base)
         else:
@@ -353,6 +362,24 @@ class ModelPool:
         served.vocabulary  # noqa: B018  (build constrained-decoding tables before traffic)
         (deployment,) = start_deployments(self.workspace, [served], self.settings, on_demand=True)
         return served, deployment
+
+    async def withdraw(self, served: ServedModel) -> None:
+        """Stop serving a model a deletion request forgot, and the adapters on it."""
+        async with self._loading:
+            self._resolved.clear()  # a cached name must resolve (and be refused) afresh
+            await self._withdraw_locked(served)
+
+    async def _withdraw_locked(self, served: ServedModel) -> None:
+        if served not in self.models:
+            return
+        for adapter in [s for s in self.models if s.parent is served]:
+            await self._withdraw_locked(adapter)
+        if served.id in self._on_demand:
+            await self._unload(served)
+            return
+        self.started.remove(served)
+        del self._by_id[served.id]
+        await served.engine.stop()  # requests still running on it end with `abort`
 
     async def _evict(self, keep: set[str]) -> None:
         # Models first: unloading one takes its adapters along, which may make room.

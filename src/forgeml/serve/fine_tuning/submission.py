@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from forgeml.core.errors import ForgeError, InputError, NotFoundError
+from forgeml.core.registry import ForgottenError
 from forgeml.core.schema import FineTuningJob
 from forgeml.core.workspace import Workspace
 from forgeml.jobs import files, policy, queue
@@ -39,7 +40,9 @@ def create_job(
 ) -> FineTuningJob:
     """Check the body against the registry and queue the job (blocking: call in a thread)."""
     try:
-        workspace.registry.resolve(body.model, kind="model")
+        workspace.registry.resolve(body.model, kind="model", purpose="be fine-tuned")
+    except ForgottenError:
+        raise  # 409, naming the deletion request: the model exists but may not be used
     except ForgeError as error:
         raise ModelNotServed(f"no model {body.model!r} to fine-tune: {error.message}") from error
     job = mistral_job(body) if is_mistral_body(body) else openai_job(body)
