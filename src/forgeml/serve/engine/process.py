@@ -17,8 +17,12 @@ One message per decode step carries every row's new chunk. Constrained decoding 
 the child: a request's `OutputGuide` is rebuilt there from its `OutputSpec`, over the
 child's own vocabulary tables, and the reasoning-token count the chat layer reports
 comes back with the last chunk. LoRA adapters load into the child's model
-(`add_adapter` waits for it). If the child dies, every open request ends with an error
-and new ones are refused with a hint to restart the server.
+(`add_adapter` waits for it).
+
+A message the child cannot handle fails that one request, never the child. If the
+child dies anyway (killed, out of memory), every open request ends with an error the
+server answers 503, new requests get 503 with Retry-After while a new child starts
+(with the same adapters), and `health()` says "restarting" until it is ready.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.engine.base import (
     Engine,
     EngineStats,
+    EngineUnavailable,
     GenerationChunk,
     GenerationRequest,
     QueueFullError,
@@ -53,7 +58,8 @@ from forgeml.serve.engine.transformers import TransformersEngine
 
 log = logging.getLogger("forgeml.serve.engine")
 
-DEAD_HINT = "the model's engine process exited (see the server log); restart the server"
+DOWN_HINT = "the engine process is restarting (see the server log); retry in a few seconds"
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between failed restarts, then the last
 
 
 @dataclass
@@ -99,11 +105,14 @@ class ProcessEngine(Engine):
         self._lock = threading.Lock()  # _open, _adapters_open, _jobs
         self._open: dict[str, _Open] = {}
         self._adapters_open: set[str] = set()
+        self._adapter_dirs: dict[str, str] = {}  # loaded again into a restarted child
         self._jobs: dict[int, Future[None]] = {}
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
-        self._dead: str | None = None
+        self._state = "stopped"  # starting, ready, restarting, stopped
+        self._down: str = "the engine is not started"  # why it is not ready
+        self._restarter: asyncio.Task[None] | None = None
         self._stopping = False
         self._rate = TokenRate()
 
@@ -113,23 +122,59 @@ class ProcessEngine(Engine):
         if self._process is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._state, self._stopping = "starting", False
+        await self._spawn()
+        self._state = "ready"
+
+    async def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         parent, child = context.Pipe()
-        self._process = context.Process(
+        process = context.Process(
             target=child_main, args=(child, self._options), name="forgeml-engine", daemon=True
         )
-        self._process.start()
+        process.start()
         child.close()
-        self._conn = parent
+        self._process, self._conn = process, parent
         ready = await asyncio.to_thread(self._await_ready)
         if ready[0] != "ready":
-            await asyncio.to_thread(self._process.join, 10)
+            await asyncio.to_thread(process.join, 10)
             self._process = None
             raise ForgeError(f"the engine process failed to start: {ready[1]}")
         self._reader = threading.Thread(
             target=self._read, name="forgeml-engine-reader", daemon=True
         )
         self._reader.start()
+
+    async def _restart(self) -> None:
+        """Start a new child after one died, with the adapters the old one held."""
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._spawn()
+            except ForgeError as error:
+                delay = RESTART_DELAYS[min(attempt, len(RESTART_DELAYS) - 1)]
+                log.error("%s; trying again in %.0f s", error, delay)
+                self._down = str(error)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.to_thread(self._reload_adapters)
+            if not self._stopping:
+                self._state = "ready"
+                log.warning("the engine process for %s restarted", self.model_dir.name)
+            return
+
+    def _reload_adapters(self) -> None:
+        with self._lock:
+            adapters = dict(self._adapter_dirs)
+        for name, directory in adapters.items():
+            try:
+                self._job("add_adapter", name, directory, check=False)
+            except Exception as error:  # requests naming it get "not loaded" (400)
+                log.error("adapter %s did not load into the new engine process: %s", name, error)
+                with self._lock:
+                    self._adapters_open.discard(name)
+                    self._adapter_dirs.pop(name, None)
 
     def _await_ready(self) -> tuple[str, Any]:
         assert self._conn is not None
@@ -142,10 +187,18 @@ class ProcessEngine(Engine):
             return ("error", f"it exited with code {self._process.exitcode}")
 
     async def stop(self) -> None:
+        self._stopping = True
+        restarter, self._restarter = self._restarter, None
+        if restarter is not None and not restarter.done():
+            restarter.cancel()
+            try:
+                await restarter
+            except (asyncio.CancelledError, ForgeError):
+                pass
         process = self._process
+        self._state, self._down = "stopped", "the engine process stopped"
         if process is None:
             return
-        self._stopping = True
         self._post(("stop",))
         await asyncio.to_thread(process.join, 30)
         if process.is_alive():
@@ -160,8 +213,8 @@ class ProcessEngine(Engine):
     def generate(self, request: GenerationRequest) -> ChunkStream:
         if self._loop is None or self._process is None:
             raise RuntimeError("the engine is not started: await engine.start() first")
-        if self._dead is not None:
-            raise ForgeError(f"cannot generate: {self._dead}", hint=DEAD_HINT)
+        if self._state != "ready":
+            raise EngineUnavailable(f"cannot generate: {self._down}", hint=DOWN_HINT)
         key = str(next(self._ids))
         queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
         with self._lock:
@@ -190,6 +243,9 @@ class ProcessEngine(Engine):
     def stats(self) -> EngineStats:
         return self._stats(lambda adapter: True)
 
+    def health(self) -> str:
+        return self._state
+
     def adapter_stats(self, adapter: str) -> EngineStats:
         return self._stats(lambda name: name == adapter)
 
@@ -209,15 +265,18 @@ class ProcessEngine(Engine):
         self._job("add_adapter", name, str(directory))
         with self._lock:
             self._adapters_open.add(name)
+            self._adapter_dirs[name] = str(directory)
 
     def remove_adapter(self, name: str) -> None:
         with self._lock:
             self._adapters_open.discard(name)
+            self._adapter_dirs.pop(name, None)
         self._job("remove_adapter", name)
 
-    def _job(self, kind: str, *args: str) -> None:
-        if self._dead is not None:
-            raise ForgeError(f"cannot {kind.replace('_', ' ')}: {self._dead}", hint=DEAD_HINT)
+    def _job(self, kind: str, *args: str, check: bool = True) -> None:
+        if check and self._state != "ready":
+            what = kind.replace("_", " ")
+            raise EngineUnavailable(f"cannot {what}: {self._down}", hint=DOWN_HINT)
         number = next(self._ids)
         future: Future[None] = Future()
         with self._lock:
@@ -271,26 +330,42 @@ class ProcessEngine(Engine):
         self._rate.record(adapters)
 
     def _died(self) -> None:
+        """The reader thread saw the pipe close: fail what was open, start a new child."""
         process = self._process
         code = process.exitcode if process is not None else None
         if process is not None and code is None:
             process.join(5)
             code = process.exitcode
-        if self._stopping:
-            self._dead = "the engine process stopped"
+        stopping = self._stopping
+        if stopping:
+            reason = "the engine process stopped"
         else:
-            self._dead = f"the engine process exited (code {code})"
-            log.error("%s", self._dead)
+            reason = f"the engine process exited (code {code})"
+            log.error("%s; starting a new one", reason)
+            self._state = "restarting"
+        self._down = reason
         with self._lock:
             jobs, self._jobs = self._jobs, {}
-            entries = list(self._open.items())
+            entries, self._open = list(self._open.values()), {}
         for future in jobs.values():
-            future.set_exception(ForgeError(self._dead, hint=DEAD_HINT))
-        failed = GenerationChunk(text="", finish_reason="error", error=self._dead)
-        if entries and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(
-                self._deliver, [(key, failed, None) for key, _ in entries]
-            )
+            future.set_exception(EngineUnavailable(reason, hint=DOWN_HINT))
+        failed = GenerationChunk(text="", finish_reason="error", error=reason, unavailable=True)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if entries:
+            loop.call_soon_threadsafe(_fail, [entry.queue for entry in entries], failed)
+        if not stopping:
+            loop.call_soon_threadsafe(self._schedule_restart)
+
+    def _schedule_restart(self) -> None:
+        if not self._stopping and (self._restarter is None or self._restarter.done()):
+            self._restarter = asyncio.get_running_loop().create_task(self._restart())
+
+
+def _fail(queues: list[asyncio.Queue[GenerationChunk]], chunk: GenerationChunk) -> None:
+    for queue in queues:
+        queue.put_nowait(chunk)
 
 
 # --- the child process --------------------------------------------------------------------
@@ -360,35 +435,47 @@ class _ChildEngine(TransformersEngine):
 
     def serve(self) -> None:
         """Read the parent's messages until it says stop or goes away."""
-        from forgeml.serve.engine.sequence import Sequence
-
         while True:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 break
-            kind = message[0]
-            if kind == "stop":
+            if message[0] == "stop":
                 break
-            if kind == "generate":
-                _, key, prompt_ids, sampling, spec, adapter = message
-                request = GenerationRequest(key, prompt_ids, sampling, self._guide(spec), adapter)
-                sequence = Sequence(request, self._backend, self.eos_token_ids)
-                self._sequences[key] = sequence
-                try:
-                    self.enqueue(sequence)
-                except ForgeError as error:  # the parent checked; a race ends the request
+            try:
+                self._handle(message)
+            except Exception as error:  # one bad message fails its request, not the engine
+                log.exception("the engine process could not handle a %r message", message[0])
+                if message[0] == "generate":
+                    key = message[1]
                     self._sequences.pop(key, None)
-                    self._send([(sequence, sequence.fail("error", error.message))])
-            elif kind == "abort":
-                sequence = self._sequences.get(message[1])
-                if sequence is not None:
-                    sequence.abort()
-                    with self._wakeup:
-                        self._wakeup.notify()
-            elif kind == "job":
-                threading.Thread(target=self._run_job, args=message[1:], daemon=True).start()
+                    failure = f"the engine refused this request: {type(error).__name__}: {error}"
+                    chunk = GenerationChunk(text="", finish_reason="error", error=failure)
+                    self._reply(("chunks", [(key, chunk, None)]))
         self.stop_worker()
+
+    def _handle(self, message: tuple) -> None:
+        from forgeml.serve.engine.sequence import Sequence
+
+        kind = message[0]
+        if kind == "generate":
+            _, key, prompt_ids, sampling, spec, adapter = message
+            request = GenerationRequest(key, prompt_ids, sampling, self._guide(spec), adapter)
+            sequence = Sequence(request, self._backend, self.eos_token_ids)
+            self._sequences[key] = sequence
+            try:
+                self.enqueue(sequence)
+            except ForgeError as error:  # the parent checked; a race ends the request
+                self._sequences.pop(key, None)
+                self._send([(sequence, sequence.fail("error", error.message))])
+        elif kind == "abort":
+            sequence = self._sequences.get(message[1])
+            if sequence is not None:
+                sequence.abort()
+                with self._wakeup:
+                    self._wakeup.notify()
+        elif kind == "job":
+            threading.Thread(target=self._run_job, args=message[1:], daemon=True).start()
 
     def _guide(self, spec):
         if spec is None:
