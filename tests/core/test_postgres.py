@@ -48,8 +48,13 @@ def test_runs_reuse_and_lineage_on_postgres(pg_workspace):
 
 
 def test_audit_log_is_append_only_on_postgres(pg_workspace):
-    with pytest.raises(DatabaseError, match="append-only"), pg_workspace.engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_log"))
+    for statement in (
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "UPDATE audit_log SET actor = 'x'",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), pg_workspace.engine.begin() as conn:
+            conn.execute(text(statement))
     assert pg_workspace.registry.audit_entries()[0].action == "workspace.init"
 
 

@@ -41,7 +41,8 @@ def assert_error(response, status, param=None, code=None):
 
 
 def test_health_needs_no_key_and_everything_else_does(served):
-    assert httpx.get(served.url + "/health").json() == {"status": "ok"}
+    health = {"status": "ok", "engines": {"ready": 1}, "registry": "ok"}
+    assert httpx.get(served.url + "/health").json() == health
     for method, path in [
         ("GET", "/v1/models"),
         ("GET", f"/v1/models/{MODEL}"),

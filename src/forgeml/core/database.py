@@ -1,9 +1,15 @@
 """Opening the registry database and bringing its schema up to date.
 
-SQLite (the default) runs in WAL mode with every transaction started as
+SQLite (the default) runs in WAL mode with every write transaction started as
 `BEGIN IMMEDIATE`: a writer takes the write lock up front and waits (busy_timeout)
 instead of failing half-way with "database is locked" when another process writes.
+Read transactions (`Registry.reading()`, marked with the READ_ONLY execution option)
+start with a plain, deferred `BEGIN`: in WAL mode a reader never waits for the write
+lock, so checking an API key does not queue behind the request log's flush.
 Any other SQLAlchemy URL (Postgres for a team) works unchanged.
+
+Statement parameters are never put into error messages (`hide_parameters`): a failed
+insert into the request log must not print the prompt it carried into the server log.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from forgeml.core.errors import WorkspaceError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 60_000
+READ_ONLY = "forgeml_read_only"  # execution option of Registry.reading()'s connections
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -40,17 +47,20 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_registry_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             # NullPool: a connection per session, so forked workers never share one.
-            engine = create_engine(url, poolclass=NullPool)
+            engine = create_engine(url, poolclass=NullPool, hide_parameters=True)
             _configure_sqlite(engine)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     except (ArgumentError, ModuleNotFoundError) as exc:
         raise WorkspaceError(
             f"cannot use database URL {_redact(url)!r}: {exc}",

@@ -1,7 +1,9 @@
 """The registry: one SQL database holding artifacts, runs, lineage, versions and audit.
 
 `Registry.session()` gives a short transaction; every write in forgeml goes through
-one and records who did it in the append-only audit log.
+one and records who did it in the append-only audit log. `Registry.reading()` gives
+one that only reads: on SQLite it never takes (or waits for) the write lock, and it
+refuses to flush a change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from forgeml.core.database import READ_ONLY
 from forgeml.core.errors import ConflictError, InputError, NotFoundError
 from forgeml.core.schema import Alias, Artifact, AuditEntry, Version, utcnow
 
@@ -37,6 +40,8 @@ def current_actor() -> str:
 
 @event.listens_for(Session, "before_flush")
 def _refuse_audit_rewrites(session: Session, _context, _instances) -> None:
+    if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
+        raise RuntimeError("a registry.reading() session cannot write: use registry.session()")
     for entry in list(session.dirty) + list(session.deleted):
         if isinstance(entry, AuditEntry):
             raise PermissionError("the audit log is append-only")
@@ -46,10 +51,21 @@ class Registry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            engine.execution_options(**{READ_ONLY: True}),
+            expire_on_commit=False,
+            info={READ_ONLY: True},
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads (a deferred BEGIN on SQLite: no write lock)."""
+        with self._readers.begin() as session:
             yield session
 
     # --- audit ---------------------------------------------------------------------------
@@ -67,7 +83,7 @@ class Registry:
             query = query.where(AuditEntry.action.like(f"{action}%"))
         if target:
             query = query.where(AuditEntry.target.like(f"%{target}%"))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(query))[::-1]
 
     # --- artifacts -----------------------------------------------------------------------
@@ -76,11 +92,11 @@ class Registry:
         query = select(Artifact).order_by(Artifact.id.desc()).limit(limit)
         if kind:
             query = query.where(Artifact.kind == kind)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(query))[::-1]
 
     def artifact_by_id(self, artifact_id: int) -> Artifact:
-        with self.session() as session:
+        with self.reading() as session:
             artifact = session.get(Artifact, artifact_id)
             if artifact is None:
                 raise NotFoundError(f"no artifact with id {artifact_id}")
@@ -97,7 +113,7 @@ class Registry:
         deletion request). Only looking at one (lineage, `artifacts show`) leaves it out.
         """
         ref = ref.strip()
-        with self.session() as session:
+        with self.reading() as session:
             artifact = self._resolve(session, ref, kind)
         if kind and artifact.kind != kind:
             raise InputError(
@@ -202,7 +218,7 @@ class Registry:
             query = query.where(Version.name == name)
         if kind:
             query = query.where(Artifact.kind == kind)
-        with self.session() as session:
+        with self.reading() as session:
             aliases: dict[int, list[str]] = {}
             for alias in session.scalars(select(Alias)):
                 aliases.setdefault(alias.version_id, []).append(alias.alias)

@@ -13,7 +13,10 @@ Routes (all but /health need `Authorization: Bearer fml-...`):
     *    /v1/files[/...]        files/       admin (training data may hold personal data)
     *    /v1/fine_tuning/jobs   fine_tuning/ admin (spends compute, adds registry models)
     GET  /metrics               metrics.py   admin
-    GET  /health                             none
+    GET  /health[/ready]        health.py    none
+
+Every other request passes guard.py first: its key, its key's rate and concurrency
+limits and its body's size are checked before the body is read (docs/SECURITY.md).
 
 While it runs, each model it serves has a `deployments` row in the registry (status
 running, then stopped), so the registry knows what was in production when. Every
@@ -41,7 +44,11 @@ from forgeml.serve.deployments import start_deployments, stop_deployments
 from forgeml.serve.feedback.router import router as feedback_router
 from forgeml.serve.files.router import router as files_router
 from forgeml.serve.fine_tuning.router import router as fine_tuning_router
+from forgeml.serve.guard import GuardMiddleware
+from forgeml.serve.health import RegistryProbe
+from forgeml.serve.health import router as health_router
 from forgeml.serve.job_workers import JobWorkers
+from forgeml.serve.limits import KeyLimits
 from forgeml.serve.metrics import CONTENT_TYPE, RequestMetricsMiddleware, ServerMetrics
 from forgeml.serve.model_list.router import router as models_router
 from forgeml.serve.recent_completions import RecentCompletions
@@ -97,23 +104,23 @@ def create_app(
     app.state.job_workers = workers
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.keys = KeyChecker(workspace, settings.key_cache_seconds)
+    app.state.keys = KeyChecker(workspace, settings.key_cache_seconds, settings.key_cache_size)
+    app.state.registry_probe = RegistryProbe(workspace)
     app.state.workspace = workspace
     app.state.recent_completions = RecentCompletions(
         settings.feedback_cache_size, settings.feedback_cache_seconds
     )
     errors.install(app)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    limits = KeyLimits(settings.key_requests_per_minute, settings.key_max_concurrent)
+    app.add_middleware(GuardMiddleware, keys=app.state.keys, limits=limits, settings=settings)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts refusals
+    app.include_router(health_router)
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(models_router)
     app.include_router(feedback_router)
     app.include_router(files_router)
     app.include_router(fine_tuning_router)
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/metrics", dependencies=[Depends(require("admin"))])
     async def prometheus_metrics(request: Request) -> Response:

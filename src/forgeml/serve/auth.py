@@ -8,27 +8,36 @@ training data may hold personal data, and a job spends compute and adds models t
 registry, so an application's inference key can do neither).
 
 On the request path a key costs a dictionary lookup: verified keys are cached for a
-few seconds (so a revocation takes effect within `cache_seconds`), and `last_used_at`
-is written at most once a minute per key, off the event loop.
+few seconds (so a revocation takes effect within `cache_seconds`) in a cache of at most
+`cache_size` keys, least recently used dropped first. A key that fails is never cached:
+random wrong keys cannot fill memory, and each costs one indexed read, which runs in a
+deferred SQLite transaction that never waits on a writer. `last_used_at` is written at
+most once a minute per key, off the event loop. The check runs in guard.py's middleware,
+before the request body is read; `require` then checks the route's scope.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import Request
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from forgeml.core.errors import InputError, NotFoundError
 from forgeml.core.registry import check_name
 from forgeml.core.schema import ApiKey, utcnow
 from forgeml.core.workspace import Workspace
 from forgeml.serve.errors import APIError
+
+log = logging.getLogger("forgeml.serve")
 
 KEY_PREFIX = "fml-"
 SHOWN_PREFIX_LENGTH = 12  # "fml-" + 8 characters
@@ -68,7 +77,7 @@ def list_keys(workspace: Workspace, include_revoked: bool = False) -> list[ApiKe
     query = select(ApiKey).order_by(ApiKey.id)
     if not include_revoked:
         query = query.where(ApiKey.revoked_at.is_(None))
-    with workspace.registry.session() as session:
+    with workspace.registry.reading() as session:
         return list(session.scalars(query))
 
 
@@ -111,10 +120,13 @@ class Caller:
 
 
 class KeyChecker:
-    def __init__(self, workspace: Workspace, cache_seconds: float = 10.0) -> None:
+    def __init__(
+        self, workspace: Workspace, cache_seconds: float = 10.0, cache_size: int = 10_000
+    ) -> None:
         self.workspace = workspace
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[float, Caller]] = OrderedDict()  # oldest use first
         self._used: dict[int, datetime] = {}
         self._written: dict[int, float] = {}
 
@@ -131,19 +143,41 @@ class KeyChecker:
         digest = hash_key(secret.strip())
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is None or now - cached[0] > self.cache_seconds:
-            caller = await asyncio.to_thread(self._lookup, digest)
-            self._cache[digest] = cached = (now, caller)
-        caller = cached[1]
-        if caller is None:
-            raise APIError(
-                401, "invalid or revoked API key", "authentication_error", code="invalid_api_key"
-            )
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            self._cache.move_to_end(digest)
+            caller = cached[1]
+        else:
+            caller = await self._verify(digest)
+            if caller is None:
+                self._cache.pop(digest, None)  # revoked since it was cached
+                raise APIError(
+                    401,
+                    "invalid or revoked API key",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )
+            self._cache[digest] = (now, caller)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         self._touch(caller, now)
         return caller
 
+    async def _verify(self, digest: str) -> Caller | None:
+        try:
+            return await asyncio.to_thread(self._lookup, digest)
+        except SQLAlchemyError as error:  # no statement parameters in the log (database.py)
+            log.error("cannot check an API key: the registry failed: %s", error)
+            raise APIError(
+                503,
+                "cannot check the API key: the registry is unavailable; retry shortly",
+                "server_error",
+                code="registry_unavailable",
+                headers={"Retry-After": "5"},
+            ) from error
+
     def _lookup(self, digest: str) -> Caller | None:
-        with self.workspace.registry.session() as session:
+        with self.workspace.registry.reading() as session:
             row = session.scalars(
                 select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
             ).first()
@@ -163,24 +197,36 @@ class KeyChecker:
         used, self._used = self._used, {}
         if not used:
             return
-        with self.workspace.registry.session() as session:
-            for key_id, when in used.items():
-                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+        try:
+            with self.workspace.registry.session() as session:
+                for key_id, when in used.items():
+                    session.execute(
+                        update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when)
+                    )
+        except SQLAlchemyError as error:  # a later flush writes them
+            log.warning("could not record when API keys were last used: %s", error)
+            self._used = {**used, **self._used}
+
+
+def scope_error(caller: Caller, scope: str) -> APIError:
+    return APIError(
+        403,
+        f"this API key has scope {caller.scope!r}; this route needs {scope!r}",
+        "permission_error",
+        code="insufficient_scope",
+    )
 
 
 def require(scope: str):
     """A FastAPI dependency: the caller, if its key has `scope`; 401/403 otherwise."""
 
     async def dependency(request: Request) -> Caller:
-        checker: KeyChecker = request.app.state.keys
-        caller = await checker.authenticate(request.headers.get("authorization"))
+        caller: Caller | None = getattr(request.state, "caller", None)  # guard.py's check
+        if caller is None:
+            checker: KeyChecker = request.app.state.keys
+            caller = await checker.authenticate(request.headers.get("authorization"))
         if not caller.allows(scope):
-            raise APIError(
-                403,
-                f"this API key has scope {caller.scope!r}; this route needs {scope!r}",
-                "permission_error",
-                code="insufficient_scope",
-            )
+            raise scope_error(caller, scope)
         request.state.caller = caller
         return caller
 

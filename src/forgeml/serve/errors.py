@@ -4,8 +4,11 @@
 
     400  a well-formed request we cannot serve (bad value, context too long, bad schema)
     401  no or unknown API key          403  the key lacks the scope
-    404  unknown model or route         422  the body does not match the API's schema
-    429  the engine's queue is full     500  a bug (logged with its traceback)
+    404  unknown model or route         413  the body is larger than the server takes
+    422  the body does not match the API's schema
+    429  the engine's queue is full, or the key's rate or concurrency limit (Retry-After)
+    500  a bug (logged with its traceback)
+    503  the engine is restarting, or the registry is unreachable (Retry-After)
 
 A 422 also carries FastAPI's `detail` list, which the Mistral SDK reads for that status.
 """
@@ -22,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgeml.core.errors import ForgeError, InputError, NotFoundError
 from forgeml.core.registry import ForgottenError
-from forgeml.serve.engine.base import QueueFullError
+from forgeml.serve.engine.base import EngineUnavailable, QueueFullError
 
 log = logging.getLogger("forgeml.serve")
 
@@ -68,6 +71,10 @@ def from_forge_error(error: ForgeError) -> APIError:
         return APIError(
             429, message, "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
         )
+    if isinstance(error, EngineUnavailable):
+        return APIError(
+            503, message, "server_error", code="engine_unavailable", headers={"Retry-After": "5"}
+        )
     if isinstance(error, ModelNotServed):
         return APIError(
             404, message, "invalid_request_error", param="model", code="model_not_found"
@@ -80,6 +87,16 @@ def from_forge_error(error: ForgeError) -> APIError:
         detail = error.detail + (f" ({error.hint})" if error.hint else "")
         return APIError(400, detail, "invalid_request_error", param=error.field)
     return APIError(400, message)
+
+
+def generation_failed(error: str | None, unavailable: bool = False) -> APIError:
+    """A generation that ended in error: 503 if its engine went down (retry), else 500."""
+    message = f"generation failed: {error or 'generation was aborted'}"
+    if unavailable:
+        return APIError(
+            503, message, "server_error", code="engine_unavailable", headers={"Retry-After": "5"}
+        )
+    return APIError(500, message, "server_error")
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -117,6 +134,7 @@ async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONR
         error.status_code,
         str(error.detail),
         kinds.get(error.status_code, "invalid_request_error"),
+        code=getattr(error, "code", None),  # guard.BodyTooLarge names one
         headers=getattr(error, "headers", None),
     ).response()
 

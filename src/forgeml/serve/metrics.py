@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -106,8 +107,26 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
-            route = scope.get("route")
+            route = scope.get("route") or _route_of(scope)  # guard.py refusals never route
             path = getattr(route, "path", None) or "unmatched"
             model = scope.get("state", {}).get("model", "")
             self.metrics.requests.labels(path, str(status), model).inc()
             self.metrics.latency.labels(path, model).observe(time.perf_counter() - start)
+
+
+def _route_of(scope: Scope):
+    """The route a request was for, found by its path (a template: labels stay bounded)."""
+    app = scope.get("app")
+    return _matching(getattr(getattr(app, "router", None), "routes", ()), scope)
+
+
+def _matching(routes, scope: Scope):
+    for route in routes:
+        included = getattr(route, "original_router", None)  # newer FastAPI's include_router
+        if included is not None:
+            found = _matching(included.routes, scope)
+            if found is not None:
+                return found
+        elif getattr(route, "path", None) and route.matches(scope)[0] is Match.FULL:
+            return route
+    return None

@@ -39,6 +39,37 @@ class ServeSettings(BaseModel):
     key_cache_seconds: float = Field(
         10.0, ge=0, description="How long a verified key is trusted before re-checking."
     )
+    key_cache_size: int = Field(
+        10_000, ge=1, description="Verified keys kept in that cache (least recently used go)."
+    )
+    key_requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Requests one API key may start per minute (a burst of this many, then "
+        "refilled evenly) before 429 with Retry-After; None: no rate limit.",
+    )
+    key_max_concurrent: int | None = Field(
+        64,
+        ge=1,
+        description="Requests one API key may have open at once (a stream counts until its "
+        "last byte) before 429 with Retry-After; None: no cap.",
+    )
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body on every route but /v1/files (413 beyond; counted "
+        "while reading, so a chunked body without Content-Length is capped too).",
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body on /v1/files (a multipart upload), 413 beyond.",
+    )
+    max_completion_choices: int = Field(
+        64,
+        ge=1,
+        description="Choices one /v1/completions request may ask for (prompts x n); 400 beyond.",
+    )
     torch_threads: int | None = Field(
         None,
         ge=1,

@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# A seed (plus its choice's index) seeds a torch.Generator, which takes 64 bits.
+MAX_SEED = 2**63 - 1
+
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
@@ -99,8 +102,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=16)
-    seed: int | None = None
-    random_seed: int | None = None  # Mistral's name for seed
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    random_seed: int | None = Field(None, ge=0, le=MAX_SEED)  # Mistral's name for seed
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None

@@ -27,7 +27,7 @@ from forgeml.serve.chat.output_parser import ParsedDelta, StreamingOutputParser
 from forgeml.serve.chat.prompt import PreparedChat, prepare
 from forgeml.serve.constrained.guide import OutputGuide
 from forgeml.serve.engine.base import GenerationChunk, GenerationRequest
-from forgeml.serve.errors import APIError
+from forgeml.serve.errors import APIError, generation_failed
 from forgeml.serve.recent_completions import RecentCompletion
 from forgeml.serve.served_models import ServedModel
 from forgeml.serve.streaming import DONE, HOLE, EventTemplate, completion_id, merge, sse
@@ -42,6 +42,7 @@ class ChoiceState:
     tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
+    unavailable: bool = False  # its engine went down: a 503
     parser: StreamingOutputParser = field(default_factory=StreamingOutputParser)
 
 
@@ -125,6 +126,7 @@ class _Run:
         choice.tokens = chunk.completion_tokens
         if chunk.finish_reason is not None:
             choice.finish_reason, choice.error = chunk.finish_reason, chunk.error
+            choice.unavailable = chunk.unavailable
         return choice
 
     # --- whole responses ---------------------------------------------------------------------
@@ -136,8 +138,9 @@ class _Run:
                 self._take(index, chunk)
             failed = next((c for c in self.choices if c.finish_reason in ("error", "abort")), None)
             if failed is not None:
-                status, error = 500, failed.error or "generation was aborted"
-                raise APIError(500, f"generation failed: {error}", "server_error")
+                failure = generation_failed(failed.error, failed.unavailable)
+                status, error = failure.status, failed.error or "generation was aborted"
+                raise failure
             response = p.ChatCompletionResponse(
                 id=self.id,
                 created=self.created,
@@ -191,8 +194,9 @@ class _Run:
                 for event in self._deltas(index, choice.parser.finish()):
                     yield event
                 if chunk.finish_reason in ("error", "abort"):
-                    status, error = 500, chunk.error or "generation was aborted"
-                    yield sse(APIError(500, f"generation failed: {error}", "server_error").body())
+                    failure = generation_failed(chunk.error, chunk.unavailable)
+                    status, error = failure.status, chunk.error or "generation was aborted"
+                    yield sse(failure.body())
                     break
                 done = p.ChunkChoice(
                     index=index,

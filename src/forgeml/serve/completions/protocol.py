@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgeml.serve.chat.protocol import StreamOptions, Usage
+from forgeml.serve.chat.protocol import MAX_SEED, StreamOptions, Usage
 
 
 class StructuredOutputs(BaseModel):
@@ -29,7 +29,7 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
     echo: bool = False

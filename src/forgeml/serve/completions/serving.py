@@ -5,10 +5,15 @@ token ids is used as it is. Choices are numbered prompt by prompt
 (`index = prompt_index * n + j`), as OpenAI does. vLLM's `structured_outputs` (a JSON
 schema or a Lark grammar) constrains the completion, and `return_token_ids` returns
 the ids, so a forgeml server can stand behind the vLLM engine's proxy as vLLM does.
+
+A request asks for prompts x n completions: at most `max_completion_choices`, and no
+more than the engine has room for now (429 before any work). Tokenizing the prompts
+and building their guides runs in a thread, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -30,8 +35,13 @@ from forgeml.serve.completions.protocol import (
 )
 from forgeml.serve.constrained.guide import OutputGuide, OutputSpec
 from forgeml.serve.constrained.json_schema import json_grammar
-from forgeml.serve.engine.base import GenerationChunk, GenerationRequest, SamplingParams
-from forgeml.serve.errors import APIError
+from forgeml.serve.engine.base import (
+    GenerationChunk,
+    GenerationRequest,
+    QueueFullError,
+    SamplingParams,
+)
+from forgeml.serve.errors import generation_failed
 from forgeml.serve.served_models import ServedModel
 from forgeml.serve.streaming import DONE, HOLE, EventTemplate, completion_id, merge, sse
 
@@ -48,13 +58,32 @@ class CompletionService:
         request.state.model = served.id
         _refuse_unsupported(body)
         prompts = _prompts(body.prompt)
-        encoded = [self._encode(served, prompt) for prompt in prompts]
-        spec = _output_spec(body.structured_outputs)
+        _check_room(served, len(prompts), body.n, self.state.settings)
         cid = completion_id("cmpl")
+        generations = await asyncio.to_thread(self._generations, body, served, prompts, cid)
+        prompt_tokens = sum(len(g.prompt_ids) for g in generations[:: body.n])
         accounting = Accounting(
-            request, served, "completions", cid, body.stream, sum(map(len, encoded)), started,
+            request, served, "completions", cid, body.stream, prompt_tokens, started,
             user_text="\n".join(prompt for prompt in prompts if isinstance(prompt, str)),
         )  # fmt: skip
+        streams = []
+        try:
+            streams = [served.engine.generate(generation) for generation in generations]
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()
+            raise
+        run = _Run(body, served, cid, accounting, [g.prompt_ids for g in generations], prompts)
+        if body.stream:
+            return StreamingResponse(run.stream(streams), media_type="text/event-stream")
+        return await run.collect(streams)
+
+    def _generations(
+        self, body: CompletionRequest, served: ServedModel, prompts: list, cid: str
+    ) -> list[GenerationRequest]:
+        """Tokenize, budget and guide every choice (in a thread: this is the costly part)."""
+        encoded = [self._encode(served, prompt) for prompt in prompts]
+        spec = _output_spec(body.structured_outputs)
         generations = []
         for prompt_index, prompt_ids in enumerate(encoded):
             max_tokens = completion_budget(
@@ -74,17 +103,7 @@ class CompletionService:
                 generations.append(
                     GenerationRequest(f"{cid}-{index}", prompt_ids, sampling, guide=guide)
                 )
-        streams = []
-        try:
-            streams = [served.engine.generate(generation) for generation in generations]
-        except BaseException:
-            for stream in streams:
-                await stream.aclose()
-            raise
-        run = _Run(body, served, cid, accounting, [g.prompt_ids for g in generations], prompts)
-        if body.stream:
-            return StreamingResponse(run.stream(streams), media_type="text/event-stream")
-        return await run.collect(streams)
+        return generations
 
     def _encode(self, served: ServedModel, prompt: str | list[int]) -> list[int]:
         tokenizer = served.tokenizer
@@ -121,6 +140,7 @@ class _Run:
         self.tokens = [0] * count
         self.finish: list[str | None] = [None] * count
         self.errors: list[str | None] = [None] * count
+        self.unavailable = False  # an engine went down under a choice: a 503
         self.prompts = prompts
         self.created = int(time.time())
         self._text_events: dict[int, EventTemplate] = {}  # per choice index
@@ -140,6 +160,7 @@ class _Run:
         self.token_ids[index] += chunk.token_ids
         if chunk.finish_reason is not None:
             self.finish[index], self.errors[index] = chunk.finish_reason, chunk.error
+            self.unavailable = self.unavailable or chunk.unavailable
 
     def _usage(self) -> Usage:
         completion = sum(self.tokens)
@@ -161,8 +182,9 @@ class _Run:
                 self._take(index, chunk)
             error = self._failure()
             if error is not None:
-                status = 500
-                raise APIError(500, f"generation failed: {error}", "server_error")
+                failure = generation_failed(error, self.unavailable)
+                status = failure.status
+                raise failure
             choices = [
                 CompletionChoice(index=i, text=text, finish_reason=self.finish[i])
                 for i, text in enumerate(self.texts)
@@ -190,8 +212,9 @@ class _Run:
             async for index, chunk in merge(streams):
                 self._take(index, chunk)
                 if chunk.finish_reason in ("error", "abort"):
-                    status, error = 500, chunk.error or "generation was aborted"
-                    yield sse(APIError(500, f"generation failed: {error}", "server_error").body())
+                    failure = generation_failed(chunk.error, chunk.unavailable)
+                    status, error = failure.status, chunk.error or "generation was aborted"
+                    yield sse(failure.body())
                     break
                 ids = self.body.return_token_ids and chunk.token_ids  # half a character too
                 if chunk.text and chunk.finish_reason is None and not self.body.return_token_ids:
@@ -250,6 +273,28 @@ def _dump(choice: CompletionChoice) -> dict[str, Any]:
         if payload[key] is None:
             del payload[key]
     return payload
+
+
+def _check_room(served: ServedModel, prompts: int, n: int, settings: Any) -> None:
+    """Refuse more choices than a request may ask for (400), or than the engine has room
+    for now (429), before any prompt is tokenized."""
+    choices = prompts * n
+    capacity = settings.max_batch_size + settings.max_waiting
+    most = min(settings.max_completion_choices, capacity)
+    if choices > most:
+        raise InputError(
+            f"{prompts} prompt(s) x n={n} ask for {choices} completions; this server takes "
+            f"at most {most} in one request",
+            field="prompt" if prompts > 1 else "n",
+            hint="send fewer prompts per request, or a lower n",
+        )
+    stats = served.engine.stats()
+    room = capacity - stats.waiting - stats.running
+    if choices > room:
+        raise QueueFullError(
+            f"the server is busy: {choices} completions asked for, room for {max(room, 0)}",
+            hint="retry after a short wait",
+        )
 
 
 def _prompts(prompt: str | list) -> list[str | list[int]]:

@@ -33,6 +33,10 @@ class QueueFullError(ForgeError):
     """The engine's waiting queue is full; the server answers 429."""
 
 
+class EngineUnavailable(ForgeError):
+    """The engine is down (its process died and is restarting); the server answers 503."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick each next token. `temperature == 0` is greedy decoding."""
@@ -83,6 +87,7 @@ class GenerationChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # generated so far, this chunk included
     error: str | None = None
+    unavailable: bool = False  # an "error" because the engine went down (503, not 500)
 
 
 @dataclass
@@ -117,3 +122,7 @@ class Engine(ABC):
 
     @abstractmethod
     def stats(self) -> EngineStats: ...
+
+    def health(self) -> str:
+        """ "ready", or why not: "starting", "restarting", "failed", "stopped"."""
+        return "ready"

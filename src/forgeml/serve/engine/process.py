@@ -13,12 +13,16 @@ keeps only the HTTP work (benchmarks/serve.py).
     reader thread <──── ("chunks", [...]) ─────  worker thread, once per decode step
       -> loop.call_soon_threadsafe -> each request's asyncio queue
 
-One message per decode step carries every row's new chunk. Constrained decoding runs in
-the child: a request's `OutputGuide` is rebuilt there from its `OutputSpec`, over the
-child's own vocabulary tables, and the reasoning-token count the chat layer reports
-comes back with the last chunk. LoRA adapters load into the child's model
-(`add_adapter` waits for it). If the child dies, every open request ends with an error
-and new ones are refused with a hint to restart the server.
+The child's side is process_child.py. One message per decode step carries every row's
+new chunk. Constrained decoding runs in the child: a request's `OutputGuide` is rebuilt
+there from its `OutputSpec`, over the child's own vocabulary tables, and the
+reasoning-token count the chat layer reports comes back with the last chunk. LoRA adapters load into the child's model
+(`add_adapter` waits for it).
+
+A message the child cannot handle fails that one request, never the child. If the
+child dies anyway (killed, out of memory), every open request ends with an error the
+server answers 503, new requests get 503 with Retry-After while a new child starts
+(with the same adapters), and `health()` says "restarting" until it is ready.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import itertools
 import json
 import logging
 import multiprocessing
-import signal
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -38,22 +41,22 @@ from pathlib import Path
 from typing import Any
 
 from forgeml.core.errors import ForgeError, InputError
-from forgeml.serve.constrained.guide import OutputGuide
-from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.engine.base import (
     Engine,
     EngineStats,
+    EngineUnavailable,
     GenerationChunk,
     GenerationRequest,
     QueueFullError,
 )
+from forgeml.serve.engine.process_child import child_main
 from forgeml.serve.engine.stream import ChunkStream
 from forgeml.serve.engine.throughput import TokenRate
-from forgeml.serve.engine.transformers import TransformersEngine
 
 log = logging.getLogger("forgeml.serve.engine")
 
-DEAD_HINT = "the model's engine process exited (see the server log); restart the server"
+DOWN_HINT = "the engine process is restarting (see the server log); retry in a few seconds"
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between failed restarts, then the last
 
 
 @dataclass
@@ -99,11 +102,14 @@ class ProcessEngine(Engine):
         self._lock = threading.Lock()  # _open, _adapters_open, _jobs
         self._open: dict[str, _Open] = {}
         self._adapters_open: set[str] = set()
+        self._adapter_dirs: dict[str, str] = {}  # loaded again into a restarted child
         self._jobs: dict[int, Future[None]] = {}
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
-        self._dead: str | None = None
+        self._state = "stopped"  # starting, ready, restarting, stopped
+        self._down: str = "the engine is not started"  # why it is not ready
+        self._restarter: asyncio.Task[None] | None = None
         self._stopping = False
         self._rate = TokenRate()
 
@@ -113,23 +119,59 @@ class ProcessEngine(Engine):
         if self._process is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._state, self._stopping = "starting", False
+        await self._spawn()
+        self._state = "ready"
+
+    async def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         parent, child = context.Pipe()
-        self._process = context.Process(
+        process = context.Process(
             target=child_main, args=(child, self._options), name="forgeml-engine", daemon=True
         )
-        self._process.start()
+        process.start()
         child.close()
-        self._conn = parent
+        self._process, self._conn = process, parent
         ready = await asyncio.to_thread(self._await_ready)
         if ready[0] != "ready":
-            await asyncio.to_thread(self._process.join, 10)
+            await asyncio.to_thread(process.join, 10)
             self._process = None
             raise ForgeError(f"the engine process failed to start: {ready[1]}")
         self._reader = threading.Thread(
             target=self._read, name="forgeml-engine-reader", daemon=True
         )
         self._reader.start()
+
+    async def _restart(self) -> None:
+        """Start a new child after one died, with the adapters the old one held."""
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._spawn()
+            except ForgeError as error:
+                delay = RESTART_DELAYS[min(attempt, len(RESTART_DELAYS) - 1)]
+                log.error("%s; trying again in %.0f s", error, delay)
+                self._down = str(error)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.to_thread(self._reload_adapters)
+            if not self._stopping:
+                self._state = "ready"
+                log.warning("the engine process for %s restarted", self.model_dir.name)
+            return
+
+    def _reload_adapters(self) -> None:
+        with self._lock:
+            adapters = dict(self._adapter_dirs)
+        for name, directory in adapters.items():
+            try:
+                self._job("add_adapter", name, directory, check=False)
+            except Exception as error:  # requests naming it get "not loaded" (400)
+                log.error("adapter %s did not load into the new engine process: %s", name, error)
+                with self._lock:
+                    self._adapters_open.discard(name)
+                    self._adapter_dirs.pop(name, None)
 
     def _await_ready(self) -> tuple[str, Any]:
         assert self._conn is not None
@@ -142,10 +184,18 @@ class ProcessEngine(Engine):
             return ("error", f"it exited with code {self._process.exitcode}")
 
     async def stop(self) -> None:
+        self._stopping = True
+        restarter, self._restarter = self._restarter, None
+        if restarter is not None and not restarter.done():
+            restarter.cancel()
+            try:
+                await restarter
+            except (asyncio.CancelledError, ForgeError):
+                pass
         process = self._process
+        self._state, self._down = "stopped", "the engine process stopped"
         if process is None:
             return
-        self._stopping = True
         self._post(("stop",))
         await asyncio.to_thread(process.join, 30)
         if process.is_alive():
@@ -160,8 +210,8 @@ class ProcessEngine(Engine):
     def generate(self, request: GenerationRequest) -> ChunkStream:
         if self._loop is None or self._process is None:
             raise RuntimeError("the engine is not started: await engine.start() first")
-        if self._dead is not None:
-            raise ForgeError(f"cannot generate: {self._dead}", hint=DEAD_HINT)
+        if self._state != "ready":
+            raise EngineUnavailable(f"cannot generate: {self._down}", hint=DOWN_HINT)
         key = str(next(self._ids))
         queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
         with self._lock:
@@ -190,6 +240,9 @@ class ProcessEngine(Engine):
     def stats(self) -> EngineStats:
         return self._stats(lambda adapter: True)
 
+    def health(self) -> str:
+        return self._state
+
     def adapter_stats(self, adapter: str) -> EngineStats:
         return self._stats(lambda name: name == adapter)
 
@@ -209,15 +262,18 @@ class ProcessEngine(Engine):
         self._job("add_adapter", name, str(directory))
         with self._lock:
             self._adapters_open.add(name)
+            self._adapter_dirs[name] = str(directory)
 
     def remove_adapter(self, name: str) -> None:
         with self._lock:
             self._adapters_open.discard(name)
+            self._adapter_dirs.pop(name, None)
         self._job("remove_adapter", name)
 
-    def _job(self, kind: str, *args: str) -> None:
-        if self._dead is not None:
-            raise ForgeError(f"cannot {kind.replace('_', ' ')}: {self._dead}", hint=DEAD_HINT)
+    def _job(self, kind: str, *args: str, check: bool = True) -> None:
+        if check and self._state != "ready":
+            what = kind.replace("_", " ")
+            raise EngineUnavailable(f"cannot {what}: {self._down}", hint=DOWN_HINT)
         number = next(self._ids)
         future: Future[None] = Future()
         with self._lock:
@@ -271,149 +327,39 @@ class ProcessEngine(Engine):
         self._rate.record(adapters)
 
     def _died(self) -> None:
+        """The reader thread saw the pipe close: fail what was open, start a new child."""
         process = self._process
         code = process.exitcode if process is not None else None
         if process is not None and code is None:
             process.join(5)
             code = process.exitcode
-        if self._stopping:
-            self._dead = "the engine process stopped"
+        stopping = self._stopping
+        if stopping:
+            reason = "the engine process stopped"
         else:
-            self._dead = f"the engine process exited (code {code})"
-            log.error("%s", self._dead)
+            reason = f"the engine process exited (code {code})"
+            log.error("%s; starting a new one", reason)
+            self._state = "restarting"
+        self._down = reason
         with self._lock:
             jobs, self._jobs = self._jobs, {}
-            entries = list(self._open.items())
+            entries, self._open = list(self._open.values()), {}
         for future in jobs.values():
-            future.set_exception(ForgeError(self._dead, hint=DEAD_HINT))
-        failed = GenerationChunk(text="", finish_reason="error", error=self._dead)
-        if entries and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(
-                self._deliver, [(key, failed, None) for key, _ in entries]
-            )
-
-
-# --- the child process --------------------------------------------------------------------
-
-
-def child_main(conn: Connection, options: dict[str, Any]) -> None:
-    """Entry point of the engine process: load the model, decode until told to stop."""
-    # Ctrl-C reaches the whole process group; the server shuts down and then tells us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import torch
-        from transformers import AutoTokenizer
-
-        from forgeml.models.sizes import load_model
-
-        torch.set_num_threads(options["threads"])
-        tokenizer = AutoTokenizer.from_pretrained(options["tokenizer_dir"], local_files_only=True)
-        engine = _ChildEngine(
-            conn,
-            load_model(options["model_dir"]),
-            tokenizer,
-            max_batch_size=options["max_batch_size"],
-            max_waiting=options["max_waiting"],
-        )
-        engine.start_worker()
-    except ForgeError as error:  # ours say which file and what to do
-        conn.send(("error", str(error)))
-        return
-    except Exception as error:  # the parent reports it; nothing else can
-        conn.send(("error", f"{type(error).__name__}: {error}"))
-        return
-    conn.send(("ready", engine.max_context))
-    engine.serve()
-
-
-class _ChildEngine(TransformersEngine):
-    """The engine inside the child: chunks go down the pipe, one message per step."""
-
-    def __init__(self, conn: Connection, model, tokenizer, **options) -> None:
-        super().__init__(model, tokenizer, **options)
-        self._conn = conn
-        self._send_lock = threading.Lock()
-        self._sequences: dict[str, Any] = {}  # key -> Sequence, until its last chunk
-        # Built before "ready", as the server builds its own before traffic: not on the
-        # first constrained request, which would stall every message behind it.
-        self._vocabulary = GuideVocabulary(tokenizer)
-
-    def _send(self, outputs) -> None:
-        if not outputs:
+            future.set_exception(EngineUnavailable(reason, hint=DOWN_HINT))
+        failed = GenerationChunk(text="", finish_reason="error", error=reason, unavailable=True)
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
-        chunks = []
-        for sequence, chunk in outputs:
-            key = sequence.request.request_id
-            reasoning = None
-            if chunk.finish_reason is not None:
-                self._sequences.pop(key, None)
-                reasoning = getattr(sequence.guide, "reasoning_tokens", None)
-            chunks.append((key, chunk, reasoning))
-        self._reply(("chunks", chunks))
+        if entries:
+            loop.call_soon_threadsafe(_fail, [entry.queue for entry in entries], failed)
+        if not stopping:
+            loop.call_soon_threadsafe(self._schedule_restart)
 
-    def _reply(self, message: tuple) -> None:
-        try:
-            with self._send_lock:
-                self._conn.send(message)
-        except (OSError, ValueError):  # the parent is gone; serve() ends on its EOF
-            pass
-
-    def serve(self) -> None:
-        """Read the parent's messages until it says stop or goes away."""
-        from forgeml.serve.engine.sequence import Sequence
-
-        while True:
-            try:
-                message = self._conn.recv()
-            except (EOFError, OSError):
-                break
-            kind = message[0]
-            if kind == "stop":
-                break
-            if kind == "generate":
-                _, key, prompt_ids, sampling, spec, adapter = message
-                request = GenerationRequest(key, prompt_ids, sampling, self._guide(spec), adapter)
-                sequence = Sequence(request, self._backend, self.eos_token_ids)
-                self._sequences[key] = sequence
-                try:
-                    self.enqueue(sequence)
-                except ForgeError as error:  # the parent checked; a race ends the request
-                    self._sequences.pop(key, None)
-                    self._send([(sequence, sequence.fail("error", error.message))])
-            elif kind == "abort":
-                sequence = self._sequences.get(message[1])
-                if sequence is not None:
-                    sequence.abort()
-                    with self._wakeup:
-                        self._wakeup.notify()
-            elif kind == "job":
-                threading.Thread(target=self._run_job, args=message[1:], daemon=True).start()
-        self.stop_worker()
-
-    def _guide(self, spec):
-        if spec is None:
-            return None
-        output_spec, max_tokens = spec
-        return OutputGuide(self._vocabulary, output_spec, max_tokens)
-
-    def _run_job(self, number: int, kind: str, args: tuple[str, ...]) -> None:
-        try:
-            if kind == "add_adapter":
-                self.add_adapter(args[0], Path(args[1]))
-            else:
-                self.remove_adapter(args[0])
-        except Exception as error:  # sent back, raised in the parent's caller
-            self._reply(("job", number, _portable(error)))
-        else:
-            self._reply(("job", number, None))
+    def _schedule_restart(self) -> None:
+        if not self._stopping and (self._restarter is None or self._restarter.done()):
+            self._restarter = asyncio.get_running_loop().create_task(self._restart())
 
 
-def _portable(error: Exception) -> Exception:
-    """The error itself when it pickles (ours do), else a ForgeError with its message."""
-    import pickle
-
-    try:
-        pickle.dumps(error)
-        return error
-    except Exception:
-        return ForgeError(f"{type(error).__name__}: {error}")
+def _fail(queues: list[asyncio.Queue[GenerationChunk]], chunk: GenerationChunk) -> None:
+    for queue in queues:
+        queue.put_nowait(chunk)
