@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serving_fixtures import MODEL_NAME, ServerThread, register_tiny_model
@@ -24,6 +25,7 @@ class Served:
     workspace: Workspace
     inference_key: str
     admin_key: str
+    app: Any = None  # the FastAPI app, for its OpenAPI schema (the server hides /openapi.json)
 
     @property
     def base_url(self) -> str:
@@ -58,7 +60,7 @@ def served(serve_workspace: Workspace) -> Iterator[Served]:
     settings = ServeSettings(max_batch_size=32, key_cache_seconds=0.0, torch_threads=1)
     app = create_app(serve_workspace, [MODEL_NAME], settings)
     with ServerThread(app) as url:
-        yield Served(url, serve_workspace, inference_key, admin_key)
+        yield Served(url, serve_workspace, inference_key, admin_key, app)
 
 
 @pytest.fixture

@@ -5,12 +5,9 @@ never a 500 (a bug) or a dropped connection."""
 from __future__ import annotations
 
 import httpx
-import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from serving_fixtures import MODEL_NAME  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving_fixtures import MODEL_NAME
 
 ANSWERS = {200, 400, 404, 413, 422, 429}
 ROUTES = ["/v1/chat/completions", "/v1/completions", "/v1/feedback"]
