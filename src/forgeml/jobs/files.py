@@ -20,7 +20,9 @@ import io
 import os
 import secrets
 import shutil
+import socket
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -40,6 +42,7 @@ MAX_BYTES = 512 * 1024 * 1024
 MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # a compressed fine-tuning file, once decompressed
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one record of a fine-tuning file
 GZIP_MAGIC = b"\x1f\x8b"
+INCOMING = ".incoming-"  # files/.incoming-HOST-PID-FILE_ID/: an upload being written
 FILE_MODE, DIRECTORY_MODE = 0o640, 0o750  # nothing for other users of the machine
 
 
@@ -59,10 +62,15 @@ def store_file(
     if len(content) > MAX_BYTES:
         raise InputError(f"{name} is {len(content)} bytes; the limit is {MAX_BYTES}", field="file")
     file_id = "file-" + secrets.token_hex(12)
-    directory = _private_directory(workspace, file_id)
+    # Written in an incoming folder named after this process, moved into place whole: a
+    # server killed mid-upload leaves only an incoming folder, which the next start removes.
+    incoming = _private_directory(
+        workspace, f"{INCOMING}{socket.gethostname()}-{os.getpid()}-{file_id}"
+    )
+    directory = incoming.parent / file_id
     stored_name = "data.jsonl" if purpose == "fine-tune" else "data"
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".upload.", delete=False) as temp:
+        with tempfile.NamedTemporaryFile(dir=incoming, prefix=".upload.", delete=False) as temp:
             temp_path = Path(temp.name)
             if purpose == "fine-tune":
                 size, digest = _write_lines(content, name, temp)
@@ -73,12 +81,26 @@ def store_file(
             os.fsync(temp.fileno())
         details = _validate_training_file(name, temp_path) if purpose == "fine-tune" else {}
         temp_path.chmod(FILE_MODE)
-        os.replace(temp_path, directory / stored_name)
-        fsync_dir(directory)
+        os.replace(temp_path, incoming / stored_name)
+        os.replace(incoming, directory)
+        fsync_dir(directory.parent)
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # nothing of a refused upload stays
+        shutil.rmtree(incoming, ignore_errors=True)  # nothing of a refused upload stays
         raise
     relative = Path("files") / file_id / stored_name
+    try:
+        return _record_upload(
+            workspace, file_id, name, purpose, size, digest, relative, details, audit
+        )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _record_upload(
+    workspace: Workspace, file_id: str, name: str, purpose: str, size: int, digest: str,
+    relative: Path, details: dict, audit: dict[str, Any] | None,
+) -> StoredFile:  # fmt: skip
     with workspace.registry.session() as session:
         stored = StoredFile(
             id=file_id,
@@ -94,6 +116,41 @@ def store_file(
             session, "file.upload", file_id, filename=name, purpose=purpose, **(audit or {})
         )
         return stored
+
+
+def clean_interrupted_uploads(workspace: Workspace, min_age_seconds: float = 3600.0) -> int:
+    """Remove what uploads cut short left: incoming folders of processes on this host that
+    are gone, and folders no file row names (killed between the move and the row) once
+    they are older than `min_age_seconds` (a live upload on another host may be between
+    the two). Called when a server or a job worker starts."""
+    files_root = workspace.root / "files"
+    if not files_root.is_dir():
+        return 0
+    with workspace.registry.reading() as session:
+        known = set(session.scalars(select(StoredFile.id)))
+    host, removed, now = socket.gethostname(), 0, time.time()
+    for path in files_root.iterdir():
+        if path.name.startswith(INCOMING):
+            writer_host, _, rest = (
+                path.name[len(INCOMING) :].rpartition("-file-")[0].rpartition("-")
+            )
+            gone = writer_host == host and rest.isdigit() and not _pid_alive(int(rest))
+        else:
+            gone = path.name not in known and now - path.stat().st_mtime > min_age_seconds
+        if gone and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def upload_name(filename: str | None) -> str:

@@ -62,3 +62,8 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     return count
+
+
+def warm_up() -> None:
+    """Load the language model now (~1 s) rather than on the first request's signals."""
+    detect_language("warm up the language identifier")

@@ -36,6 +36,8 @@ from fastapi import Depends, FastAPI, Request, Response
 
 from forgeml import __version__
 from forgeml.core.workspace import Workspace
+from forgeml.jobs.files import clean_interrupted_uploads
+from forgeml.monitor.signals import warm_up as warm_up_signals
 from forgeml.serve import errors
 from forgeml.serve.auth import KeyChecker, require
 from forgeml.serve.chat.router import router as chat_router
@@ -78,6 +80,8 @@ def create_app(
             workspace, settings.request_log_days
         )
         torch.set_num_threads(settings.threads())  # process-wide: the server owns the process
+        await asyncio.to_thread(clean_interrupted_uploads, workspace)  # a kill -9 mid-upload
+        await asyncio.to_thread(warm_up_signals)  # loads the language model off the first request
         await pool.start()
         for model in pool.models:  # build constrained-decoding tables before traffic
             await asyncio.to_thread(lambda model=model: model.vocabulary)
