@@ -9,7 +9,9 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -135,3 +137,43 @@ def test_drift_says_what_is_missing(serve_workspace, drift_bot):
     assert empty.returncode == 2 and "no logged requests with drift signals" in empty.stderr
     for result in (no_lineage, too_few, unknown, nowhere, empty):
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_served_model_that_starts_drifting_raises_an_alert(serve_workspace, drift_bot):
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    _, key = drift_bot
+    _, admin = create_key(serve_workspace, "drift-ops", "admin")
+    settings = ServeSettings(
+        key_cache_seconds=0.0, torch_threads=1, drift_check_seconds=1, drift_window_minutes=10,
+        drift_webhook_url=f"http://127.0.0.1:{hook.server_port}/alerts",
+    )  # fmt: skip
+    try:
+        with ServerThread(create_app(serve_workspace, ["drift-bot"], settings)) as url:
+            send(url, key, [GERMAN.format(n=n) * 3 for n in range(40)])
+            deadline = time.monotonic() + 60
+            while not received:
+                assert time.monotonic() < deadline, "no drift alert reached the webhook"
+                time.sleep(0.2)
+            metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {admin}"}).text
+    finally:
+        hook.shutdown()
+    alert = received[0]
+    assert alert["model"] == "drift-bot" and "language" in alert["signals"], alert
+    assert 'forgeml_drift_alert{model="drift-bot"} 1.0' in metrics
+    assert 'forgeml_drift_effect{model="drift-bot",signal="language"}' in metrics
+    audit = monitor(serve_workspace, "--json", "audit", "--action", "monitor.drift_alert")
+    entries = json.loads(audit.stdout)
+    assert entries and entries[-1]["target"] == "drift-bot"

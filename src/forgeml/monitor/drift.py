@@ -93,9 +93,12 @@ def check_window(
 def model_reference(workspace: Workspace, model: str) -> tuple[Any, dict[str, Any]]:
     """The model's artifact and its drift reference (made by `monitor.reference` once)."""
     from forgeml.core.runs import run_stage
-    from forgeml.monitor.reference import load_reference
+    from forgeml.monitor.reference import load_reference, require_training_data
 
-    artifact = workspace.registry.resolve(model, kind="model")
+    artifact = workspace.registry.resolve(
+        model, kind="model", purpose="be compared with its training data"
+    )
+    require_training_data(workspace, artifact)  # before a run is recorded for nothing
     made = run_stage(workspace, "monitor.reference", {}, {"model": artifact}, quiet=True)
     reference = load_reference(workspace.root / made.outputs["reference"].path)
     reference["summary"] = {

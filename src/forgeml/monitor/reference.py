@@ -54,6 +54,19 @@ def training_data(workspace: Any, model: Any) -> list[dict[str, Any]]:
     return found
 
 
+def require_training_data(workspace: Any, model: Any) -> list[dict[str, Any]]:
+    """`training_data`, or an InputError saying there is nothing to compare with."""
+    sources = training_data(workspace, model)
+    if not sources:
+        raise InputError(
+            f"{model.ref} has no training data in its lineage, so there is nothing to compare "
+            "production traffic with",
+            hint="Drift is measured against the data a model was trained or fine-tuned on "
+            "in this workspace; a model imported from a directory has none.",
+        )
+    return sources
+
+
 def _records(path: Path, kind: str, budget: int):
     folder = path / "train" if kind == "mixture" else path
     stride = max(1, read_summary(folder).get("documents", 0) // budget)
@@ -88,14 +101,7 @@ def reference(ctx: StageContext, params: ReferenceParams):
     from transformers import AutoTokenizer
 
     model = ctx.inputs["model"]
-    sources = training_data(ctx.workspace, model)
-    if not sources:
-        raise InputError(
-            f"{model.ref} has no training data in its lineage, so there is nothing to compare "
-            "production traffic with",
-            hint="Drift is measured against the data a model was trained or fine-tuned on "
-            "in this workspace; a model imported from a directory has none.",
-        )
+    sources = require_training_data(ctx.workspace, model)
     count = token_counter(
         AutoTokenizer.from_pretrained(ctx.input_path("model"), local_files_only=True)
     )
@@ -103,7 +109,7 @@ def reference(ctx: StageContext, params: ReferenceParams):
     texts: list[dict[str, Any]] = []
     used = []
     for source in sources:
-        artifact = ctx.workspace.registry.resolve(source["ref"])
+        artifact = ctx.workspace.registry.resolve(source["ref"], purpose="build a drift reference")
         before = len(conversations) + len(texts)
         for record in _records(ctx.artifact_path(artifact), source["kind"], params.max_records):
             prompt = _prompt_of(record)

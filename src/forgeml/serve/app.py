@@ -43,6 +43,7 @@ from forgeml.serve.auth import KeyChecker, require
 from forgeml.serve.chat.router import router as chat_router
 from forgeml.serve.completions.router import router as completions_router
 from forgeml.serve.deployments import start_deployments, stop_deployments
+from forgeml.serve.drift_watch import DriftWatch
 from forgeml.serve.feedback.router import router as feedback_router
 from forgeml.serve.files.router import router as files_router
 from forgeml.serve.fine_tuning.router import router as fine_tuning_router
@@ -73,6 +74,7 @@ def create_app(
     pool = ModelPool(workspace, served, settings)
     workers = JobWorkers(workspace, settings.job_workers)
     metrics = ServerMetrics()
+    drift_watch = DriftWatch(workspace, pool, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,9 +89,11 @@ def create_app(
             await asyncio.to_thread(lambda model=model: model.vocabulary)
         deployments = await asyncio.to_thread(start_deployments, workspace, pool.started, settings)
         await workers.start()
+        await drift_watch.start()
         try:
             yield
         finally:
+            await drift_watch.stop()
             await workers.stop()  # first: a running job goes back to the queue
             await pool.stop()
             await asyncio.to_thread(app.state.keys.flush)

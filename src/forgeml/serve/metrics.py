@@ -68,6 +68,18 @@ class ServerMetrics:
         self.running = Gauge(
             "forgeml_running_sequences", "Sequences in the decoding batch.", ["model"], registry=r
         )
+        self.drift_effect = Gauge(
+            "forgeml_drift_effect",
+            "Effect size (PSI or Jensen-Shannon) of each drift signal in the last check.",
+            ["model", "signal"],
+            registry=r,
+        )
+        self.drift_alert = Gauge(
+            "forgeml_drift_alert",
+            "1 while a model's recent traffic has drifted.",
+            ["model"],
+            registry=r,
+        )
 
     def completion(self, model: str, ttft: float | None, prompt_tokens: int, tokens: int) -> None:
         if ttft is not None:

@@ -24,6 +24,23 @@ class ServeSettings(BaseModel):
     log_prompts: bool = Field(
         False, description="Store prompts and outputs in the request log (personal data!)."
     )
+    drift_check_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How often each served model's recent traffic is tested for drift "
+        "(`forgeml monitor drift`); 0 turns the check off.",
+    )
+    drift_window_minutes: int = Field(
+        60,
+        ge=1,
+        le=60 * 24 * 31,
+        description="The traffic each drift check tests: the last N minutes.",
+    )
+    drift_webhook_url: str | None = Field(
+        None,
+        description="Posted a JSON alert when a model starts drifting (optional; nothing is "
+        "sent anywhere unless this is set).",
+    )
     request_log_days: int = Field(
         30, ge=1, description="Days request log rows are kept in the registry before deletion."
     )
