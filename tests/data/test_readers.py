@@ -446,3 +446,20 @@ def test_explicit_hidden_file_is_read_and_missing_path_raises(tmp_path: Path) ->
     assert document.text == "asked for by name"
     with pytest.raises(InputError, match="no such file or directory"):
         read(tmp_path / "nope")
+
+
+def test_documents_name_their_file_from_what_was_named_not_where_it_lies(tmp_path: Path) -> None:
+    for folder in (tmp_path / "a", tmp_path / "somewhere" / "much" / "deeper"):
+        (folder / "docs" / "faq").mkdir(parents=True)
+        (folder / "docs" / "faq" / "billing.md").write_text("# Billing\n\nPay monthly.")
+        (folder / "tickets.jsonl").write_text('{"text": "My order is late."}\n')
+    records = [
+        [d.to_record() for d in read(folder / "docs", folder / "tickets.jsonl")[0]]
+        for folder in (tmp_path / "a", tmp_path / "somewhere" / "much" / "deeper")
+    ]
+    assert [r["source"] for r in records[0]] == ["docs/faq/billing.md", "tickets.jsonl"]
+    assert records[0] == records[1]  # the same bytes wherever the files lie
+    # Where a file lies stays in what the caller records for lineage.
+    (source,) = list_sources([tmp_path / "a" / "docs"])
+    assert source.path == tmp_path / "a" / "docs" / "faq" / "billing.md"
+    assert source.name == "docs/faq/billing.md"

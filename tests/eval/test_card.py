@@ -20,7 +20,8 @@ def test_card_from_the_registry(world, tmp_path):
     world.workspace.config_path.write_text(
         yaml.safe_dump({**settings, "gates": {"max": {"perplexity": 1e9}}})
     )
-    world.workspace.registry.set_alias("helpdesk", "prod", 1, "first release")
+    promoted = cli(world, "models", "promote", "helpdesk:1", "--alias", "prod")
+    assert promoted.exit_code == 0, promoted.output
 
     out = tmp_path / "card.md"
     written = cli(world, "models", "card", "helpdesk:1", "-o", str(out))
@@ -37,7 +38,7 @@ def test_card_from_the_registry(world, tmp_path):
     # Training: the run's parameters and seed, and training.json.
     assert "### evaltest.model" in card and "| learning_rate | 0.003 |" in card
     assert "| steps | 3 |" in card and "| final val_loss | 5.5 |" in card
-    # Evaluation: the numbers eval.json holds, and the gate verdicts.
+    # Evaluation: the numbers eval.json holds, and the gate verdicts given at promotion.
     assert result.outputs["eval"].ref in card
     assert f"| perplexity | {data['metrics']['perplexity']:.4g} |" in card
     assert "| max perplexity | passed |" in card

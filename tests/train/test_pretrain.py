@@ -79,7 +79,9 @@ def test_continued_pretraining_from_a_local_hf_directory_and_a_model_artifact(re
         workspace, {"mixture": inputs["mixture"]}, base_path=str(base_dir), **continued
     )
     record = json.loads((_model_dir(workspace, from_path) / "training.json").read_text())
-    assert record["origin"] == {"from": "base_path", "base_path": str(base_dir)}
+    # The folder by name: where it lay is in the run record, not the model.
+    assert record["origin"] == {"from": "base_path", "base_path": base_dir.name}
+    assert record["params"]["base_path"] == base_dir.name
     # It starts where the base left off, far below a fresh model's first loss.
     assert record["loss_curve"][0][1] < scratch_first_loss - 0.3
     assert AutoTokenizer.from_pretrained(_model_dir(workspace, from_path)).chat_template

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_jsonable_python
 
 from forgeml.core.errors import InputError
 from forgeml.core.hashing import sha256_file, sha256_json
@@ -44,6 +45,26 @@ class StageParams(BaseModel):
     """Base for every stage's parameters: unknown fields are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def content_dump(self, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The parameters as an artifact's own files record them: JSON, with every path
+        reduced to its name.
+
+        The same recipe on the same files must give the same bytes in any folder; where
+        a file lay on this machine belongs in the run record (whose parameters keep the
+        full path), and the file's content is hashed into the run key.
+        """
+        return _without_folders(self.model_dump(mode="python", exclude=exclude))
+
+
+def _without_folders(value: Any) -> Any:
+    if isinstance(value, Path):
+        return value.name
+    if isinstance(value, dict):
+        return {key: _without_folders(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_folders(item) for item in value]
+    return to_jsonable_python(value)
 
 
 @dataclass(frozen=True)

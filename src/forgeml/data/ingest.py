@@ -55,11 +55,12 @@ def ingest(ctx: StageContext, params: IngestParams):
     writer = ctx.new_artifact("dataset")
     dataset = DatasetWriter(writer.path)
     rejections: list[dict] = []
-    sources: dict[str, int] = {}
+    sources: dict[tuple[str, str], int] = {}  # (name, sha256): two named folders may share names
     for item in iter_documents(params.paths, **options.model_dump()):
         if isinstance(item, Document):
             dataset.add(item.to_record())
-            sources[item.source] = sources.get(item.source, 0) + 1
+            file = (item.source, item.source_sha256)
+            sources[file] = sources.get(file, 0) + 1
         else:
             rejections.append(item.to_record())
             if len(rejections) <= MAX_REJECTIONS_IN_RECORD:

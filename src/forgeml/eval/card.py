@@ -19,7 +19,6 @@ from sqlalchemy import select
 from forgeml.core.lineage import flatten, upstream
 from forgeml.core.schema import Alias, Artifact, LineageEdge, Run, Version
 from forgeml.eval.history import evals_of
-from forgeml.eval.promote import evaluate_promotion
 
 if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
@@ -28,6 +27,11 @@ TODO = "_To be written by the model's owner._"
 SHOWN_FILES = 10
 SHOWN_SCALARS = 14
 TRAINED_KINDS = ("model", "adapter", "tokenizer")
+PROMOTION_OUTCOMES = {
+    "model.promote": "promoted",
+    "model.promote.forced": "promoted by force",
+    "model.promote.refused": "refused",
+}
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> str:
@@ -243,35 +247,48 @@ def _eval_section(workspace: Workspace, model: Artifact, name: str | None) -> li
             ]
         lines += [_metrics_table(data.get("metrics", {})), ""]
     if name:
-        _, results = evaluate_promotion(workspace, name, model, "prod")
-        lines += ["### Gates (for @prod, as configured now)", ""]
-        if results:
-            lines += [
-                _table(
-                    ["gate", "result", "detail"], [[r.gate, r.status, r.message] for r in results]
-                ),
-                "",
-            ]
-        else:
-            lines += ["No gates configured (forgeml.yaml `gates:` or the eval step's `gates`).", ""]
-        history = [
-            e
-            for e in workspace.registry.audit_entries(
-                1000, action="model.promote", target=f"{name}@"
-            )
-            if (e.details or {}).get("model") == f"{name}:{_version_of(workspace, model, name)}"
+        lines += _gates_section(workspace, model, name)
+    return lines
+
+
+def _gates_section(workspace: Workspace, model: Artifact, name: str) -> list[str]:
+    """The gates' verdicts as recorded when this version's promotion was attempted.
+
+    Read from the audit log, not evaluated again: once a model holds the alias, gates
+    such as `must_beat` would compare it with itself and could not fail.
+    """
+    label = f"{name}:{_version_of(workspace, model, name)}"
+    attempts = [
+        entry
+        for entry in workspace.registry.audit_entries(
+            1000, action="model.promote", target=f"{name}@"
+        )
+        if entry.target.startswith(f"{name}@") and (entry.details or {}).get("model") == label
+    ]
+    lines = ["### Gates (recorded at promotion)", ""]
+    if not attempts:
+        return [
+            *lines,
+            f"No promotion of {label} recorded: gates are checked, and their verdicts kept, "
+            f"when it is promoted (`forgeml models promote {label} --alias prod`).",
+            "",
         ]
-        for entry in history:
-            forced = (
-                f", forced: {entry.details.get('reason')}"
-                if entry.action.endswith("forced")
-                else ""
-            )
-            lines.append(
-                f"- {entry.time:%Y-%m-%d %H:%M} {entry.action} → {entry.target} by {entry.actor}{forced}"
-            )
-        if history:
-            lines.append("")
+    for entry in attempts:
+        details = entry.details or {}
+        outcome = PROMOTION_OUTCOMES.get(entry.action, entry.action)
+        forced = f"; reason: {details.get('reason')}" if entry.action.endswith("forced") else ""
+        evaluated = f", on {details['eval']}" if details.get("eval") else ""
+        lines += [
+            f"{entry.time:%Y-%m-%d %H:%M} UTC: {outcome} → {entry.target} by "
+            f"{entry.actor}{evaluated}{forced}",
+            "",
+        ]
+        gates = details.get("gates") or []
+        if gates:
+            rows = [[g["gate"], g["status"], g["message"], g.get("source", "")] for g in gates]
+            lines += [_table(["gate", "result", "detail", "source"], rows), ""]
+        else:
+            lines += ["No gates were configured.", ""]
     return lines
 
 

@@ -138,7 +138,7 @@ def _run_suites(
         sections.append(
             {
                 "name": suite.name,
-                "path": suite.path,
+                "path": Path(suite.path).name,  # where it lay: the run record, not here
                 "sha256": suite.sha256,
                 "examples": len(suite.examples),
                 "results": {

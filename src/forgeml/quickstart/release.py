@@ -57,8 +57,7 @@ def release(workspace: Workspace, name: str, quiet: bool) -> Release:
         else:
             promoted = True
             gates = [g.to_dict() for g in promotion.gates]
-            passed = sum(g["status"] == "passed" for g in gates)
-            detail = f"{label} -> @{ALIAS} ({passed}/{len(gates)} gates passed, rest skipped)"
+            detail = promoted_detail(label, gates)
     serve_ref = f"{model_name}@{ALIAS}" if promoted else label
     card = workspace.root / "quickstart" / "MODEL_CARD.md"
     card.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +79,14 @@ def release(workspace: Workspace, name: str, quiet: bool) -> Release:
             "GGUF export skipped: the llama.cpp toolchain is not installed (make gguf)"
         )
     return result
+
+
+def promoted_detail(label: str, gates: list[dict]) -> str:
+    """What the summary says after a promotion, e.g. `m:1 -> @prod (2 of 3 gates passed,
+    1 skipped)`; a gate is skipped when it cannot apply (no @prod yet to beat)."""
+    passed = sum(g["status"] == "passed" for g in gates)
+    skipped = sum(g["status"] == "skipped" for g in gates)
+    return f"{label} -> @{ALIAS} ({passed} of {len(gates)} gates passed, {skipped} skipped)"
 
 
 def _gguf_toolchain_ready() -> bool:

@@ -137,7 +137,7 @@ def _train(ctx: StageContext, params: PreferenceParams, adapter: bool):
         stage_name = "train.preference_lora" if adapter else "train.preference"
         record = {
             "stage": stage_name,
-            "params": params.model_dump(mode="json", exclude={"name"}),
+            "params": params.content_dump(exclude={"name"}),
             "seed": ctx.seed,
             "data": {
                 "dataset": ctx.inputs["dataset"].sha256,

@@ -135,7 +135,7 @@ def pretrain(ctx: StageContext, params: PretrainParams):
             checkpoint_every=params.checkpoint_every,
             log_every=params.log_every,
         )
-        resolved = params.model_dump(mode="json", exclude={"name"})
+        resolved = params.content_dump(exclude={"name"})
         state = loop.train(
             ctx, accelerator, model, optimizer, scheduler, data, settings, {"params": resolved}
         )
@@ -277,7 +277,7 @@ def _model_and_tokenizer(ctx: StageContext, params: PretrainParams):
     origin = (
         {"from": "base", "base": base.sha256}
         if base is not None
-        else {"from": "base_path", "base_path": str(params.base_path)}
+        else {"from": "base_path", "base_path": params.base_path.name}  # the folder's name only
     )
     return model, tokenizer, origin
 

@@ -149,7 +149,7 @@ def _train(ctx: StageContext, params: RLParams, adapter: bool):
         stage_name = "train.rl_lora" if adapter else "train.rl"
         record = {
             "stage": stage_name,
-            "params": params.model_dump(mode="json", exclude={"name"}),
+            "params": params.content_dump(exclude={"name"}),
             "seed": ctx.seed,
             "data": {"dataset": ctx.inputs["dataset"].sha256, "prompts": len(kept)},
             "rewards": reward_names(params.rewards),

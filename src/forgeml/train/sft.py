@@ -114,7 +114,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
         trained_tokens = sum(sum(label != -100 for label in row) for row in train_rows["labels"])
         record = {
             "stage": "train.sft_lora" if adapter else "train.sft",
-            "params": params.model_dump(mode="json", exclude={"name"}),
+            "params": params.content_dump(exclude={"name"}),
             "seed": ctx.seed,
             "data": {
                 "dataset": ctx.inputs["dataset"].sha256,

@@ -34,6 +34,7 @@ from forgeml.data.readers.sources import (
     FORMAT_BY_SUFFIX,
     describe_source,
     find_files,
+    find_named_files,
     list_sources,
 )
 from forgeml.data.readers.text import read_html, read_md, read_txt
@@ -47,6 +48,7 @@ __all__ = [
     "describe_source",
     "document_id",
     "find_files",
+    "find_named_files",
     "iter_documents",
     "list_sources",
     "read_source",
@@ -89,9 +91,9 @@ def iter_documents(
         first = error.errors(include_url=False)[0]
         message = str(first["ctx"]["error"]) if "ctx" in first else first["msg"]
         raise InputError(message, field=".".join(map(str, first["loc"]))) from None
-    for path in find_files(paths):
+    for path, name in find_named_files(paths):
         try:
-            source = describe_source(path)
+            source = describe_source(path, name)
         except InputError as error:
             if strict:
                 raise

@@ -19,17 +19,29 @@ from forgeml.core.errors import InputError
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One input file as the caller records it for lineage: the exact bytes that were read."""
+    """One input file as the caller records it for lineage: the exact bytes that were read.
+
+    `name` is the path relative to what the user named (`docs/` holding `a/b.md` gives
+    `docs/a/b.md`; a file named directly gives its file name): documents carry it, so a
+    dataset's bytes never depend on the folder its files lay in. `path` (where the file
+    is on this machine) belongs in run records and lineage only.
+    """
 
     path: Path
     format: str | None  # "txt", "md", "html", "pdf", "jsonl", "csv", "parquet"; None: unsupported
     compressed: bool  # gzip; sha256 and size are of the compressed bytes on disk
     size_bytes: int
     sha256: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.path.name)
 
     def to_record(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
+            "name": self.name,
             "format": self.format,
             "compressed": self.compressed,
             "size_bytes": self.size_bytes,

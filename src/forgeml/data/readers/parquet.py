@@ -83,7 +83,7 @@ def _read_rows(
                 yield Document(
                     id=document_id(source.sha256, row),
                     text=text,
-                    source=str(source.path),
+                    source=source.name,
                     source_sha256=source.sha256,
                     metadata=metadata,
                 )

@@ -77,7 +77,7 @@ def read_pdf(source: SourceFile, options: ReadOptions) -> Iterator[Document | Re
         yield Document(
             id=document_id(source.sha256, number),
             text=text,
-            source=str(source.path),
+            source=source.name,
             source_sha256=source.sha256,
             metadata=metadata,
         )

@@ -143,7 +143,7 @@ def _chat_document(
     return Document(
         id=document_id(source.sha256, position),
         text=text,
-        source=str(source.path),
+        source=source.name,
         source_sha256=source.sha256,
         metadata=metadata,
         messages=messages,
@@ -170,7 +170,7 @@ def _training_document(
     return Document(
         id=document_id(source.sha256, position),
         text=text,
-        source=str(source.path),
+        source=source.name,
         source_sha256=source.sha256,
         metadata=metadata,
     )
@@ -216,7 +216,7 @@ def _text_document(
     return Document(
         id=document_id(source.sha256, position),
         text=text,
-        source=str(source.path),
+        source=source.name,
         source_sha256=source.sha256,
         metadata=metadata,
     )

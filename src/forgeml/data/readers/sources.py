@@ -25,7 +25,7 @@ import hashlib
 import os
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from charset_normalizer import from_bytes
@@ -77,27 +77,37 @@ def format_of(path: Path) -> tuple[str | None, bool]:
 
 
 def find_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Every file under `paths`, directories walked recursively in sorted (deterministic) order.
+    """Every file under `paths` (see `find_named_files`), without their names."""
+    return [path for path, _ in find_named_files(paths)]
 
-    Hidden files and directories (name starting with ".") inside a directory are skipped;
-    a hidden file named explicitly is read. A path named twice is listed once. A missing
-    path or an unreadable directory raises `InputError` before any work is done.
+
+def find_named_files(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """(file, name) for every file under `paths`, directories walked recursively in sorted
+    (deterministic) order.
+
+    The name is the file's path relative to what was named, starting with the named
+    directory's own name (`docs/a/b.md`), or the file name of a file named directly: the
+    same files give the same names wherever they lie. Hidden files and directories (name
+    starting with ".") inside a directory are skipped; a hidden file named explicitly is
+    read. A path named twice is listed once. A missing path or an unreadable directory
+    raises `InputError` before any work is done.
     """
-    found: list[Path] = []
+    found: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            candidates = _walk(path)
+            top = path.resolve().name
+            candidates = [(f, PurePosixPath(top, *f.relative_to(path).parts)) for f in _walk(path)]
         elif path.exists():
-            candidates = [path]
+            candidates = [(path, PurePosixPath(path.name))]
         else:
             raise InputError("no such file or directory", path=path)
-        for candidate in candidates:
+        for candidate, name in candidates:
             key = candidate.resolve()
             if key not in seen:
                 seen.add(key)
-                found.append(candidate)
+                found.append((candidate, str(name)))
     return found
 
 
@@ -112,8 +122,10 @@ def _walk(root: Path) -> list[Path]:
     return files
 
 
-def describe_source(path: Path) -> SourceFile:
-    """Size and sha256 of the file's bytes on disk, read in chunks so memory stays flat."""
+def describe_source(path: Path, name: str | None = None) -> SourceFile:
+    """Size and sha256 of the file's bytes on disk, read in chunks so memory stays flat.
+
+    `name` is what documents record as their source (default: the file name)."""
     digest = hashlib.sha256()
     size = 0
     buffer = bytearray(_CHUNK)
@@ -126,12 +138,12 @@ def describe_source(path: Path) -> SourceFile:
     except OSError as error:
         raise InputError(f"cannot read file: {error.strerror or error}", path=path) from None
     file_format, compressed = format_of(path)
-    return SourceFile(path, file_format, compressed, size, digest.hexdigest())
+    return SourceFile(path, file_format, compressed, size, digest.hexdigest(), name or path.name)
 
 
 def list_sources(paths: Sequence[str | Path]) -> list[SourceFile]:
     """The input files with their sha256 and size, for the caller's lineage records."""
-    return [describe_source(path) for path in find_files(paths)]
+    return [describe_source(path, name) for path, name in find_named_files(paths)]
 
 
 def open_binary(source: SourceFile) -> BinaryIO:

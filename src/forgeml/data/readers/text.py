@@ -198,7 +198,7 @@ def _document(source: SourceFile, text: str, metadata: dict[str, Any]) -> Docume
     return Document(
         id=document_id(source.sha256, 0),
         text=text,
-        source=str(source.path),
+        source=source.name,
         source_sha256=source.sha256,
         metadata=metadata,
     )

@@ -20,7 +20,8 @@ from forgeml.serve.errors import APIError
 from forgeml.serve.served_models import ServedModel
 from forgeml.serve.settings import ServeSettings
 
-# OpenAI's and Mistral's efforts onto our template's two settings.
+# OpenAI's and Mistral's efforts onto our template's two settings (reasoning off or on)
+# and a cap on reasoning tokens, after which [/THINK] is forced (README, "The API").
 REASONING_EFFORTS = {
     "none": "none",
     "minimal": "none",
@@ -30,6 +31,7 @@ REASONING_EFFORTS = {
     "xhigh": "high",
     "max": "high",
 }
+REASONING_BUDGETS = {"low": 512, "medium": 2048}  # high, xhigh, max: the server's default
 MAX_STOP_STRINGS = 16
 
 
@@ -160,6 +162,15 @@ def _reasoning_effort(body: ChatCompletionRequest) -> str:
     return "high" if body.prompt_mode == "reasoning" else "none"
 
 
+def reasoning_budget(body: ChatCompletionRequest, settings: ServeSettings) -> int | None:
+    """Reasoning tokens before [/THINK] is forced: the request's `max_reasoning_tokens`,
+    else its effort's cap, never more than the server's `default_reasoning_budget`."""
+    if body.max_reasoning_tokens is not None:
+        return body.max_reasoning_tokens
+    caps = [REASONING_BUDGETS.get(body.reasoning_effort or ""), settings.default_reasoning_budget]
+    return min((cap for cap in caps if cap is not None), default=None)
+
+
 def _output_spec(
     body: ChatCompletionRequest,
     served: ServedModel,
@@ -171,7 +182,7 @@ def _output_spec(
     reasoning = effort == "high"
     if reasoning and not vocabulary.has(ct.THINK, ct.END_THINK):
         raise InputError("this model's tokenizer has no reasoning tokens", field="reasoning_effort")
-    budget = body.max_reasoning_tokens or settings.default_reasoning_budget
+    budget = reasoning_budget(body, settings)
     choice = body.tool_choice or ("auto" if tools else "none")
     if choice != "none" and not tools:
         raise InputError("tool_choice needs tools", field="tool_choice")

@@ -45,10 +45,11 @@ def completion_grammar(guide: TokenGuide | None) -> str | None:
     spec, vocabulary = guide.spec, guide.vocabulary
     if spec.reasoning and spec.reasoning_budget is not None:
         raise InputError(
-            "the vLLM engine cannot enforce a reasoning budget",
+            "the vLLM engine cannot enforce a reasoning budget (max_reasoning_tokens, or "
+            "reasoning_effort low or medium, which cap reasoning tokens)",
             field="max_reasoning_tokens",
-            hint="leave max_reasoning_tokens (and the server's default_reasoning_budget) "
-            "unset, or serve with the transformers or llama.cpp engine",
+            hint="use reasoning_effort high and leave max_reasoning_tokens (and the server's "
+            "default_reasoning_budget) unset, or serve with the transformers or llama.cpp engine",
         )
     if not (spec.reasoning or spec.grammar or spec.tool_grammar):
         return None
