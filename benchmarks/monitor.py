@@ -116,8 +116,14 @@ def signal_costs() -> list[tuple[str, float, float]]:
     prompt_signals("warm up: loads the language model once, as the server does at start", 1, count)
     long_text = pydoc_data.topics.topics["assert"] * 10
     results = []
-    for label, text in [("support ticket", ASKS[0].format(n=12345)), ("4,000 characters", long_text[:4000])]:
-        messages = [{"role": "system", "content": "You route tickets."}, {"role": "user", "content": text}]
+    for label, text in [
+        ("support ticket", ASKS[0].format(n=12345)),
+        ("4,000 characters", long_text[:4000]),
+    ]:
+        messages = [
+            {"role": "system", "content": "You route tickets."},
+            {"role": "user", "content": text},
+        ]
         rounds = 300
         started = time.perf_counter()
         for _ in range(rounds):
@@ -144,9 +150,13 @@ def main() -> None:
         root = Path(folder) / "ws"
         started = time.perf_counter()
         make_workspace(root, args.requests)
-        print(f"\nworkspace with {args.requests:,} logged requests: {time.perf_counter() - started:.0f} s")
+        print(
+            f"\nworkspace with {args.requests:,} logged requests: {time.perf_counter() - started:.0f} s"
+        )
         forgeml = [str(Path(sys.executable).parent / "forgeml"), "--workspace", str(root), "--json"]
-        subprocess.run([*forgeml, "monitor", "drift", "bench-bot", "--since", "1h"], capture_output=True)  # reference
+        subprocess.run(
+            [*forgeml, "monitor", "drift", "bench-bot", "--since", "1h"], capture_output=True
+        )  # reference
         cases = [
             ("read the rows only (baseline)", [sys.executable, "-c", READ_ONLY, str(root)]),
             ("monitor usage --since 31d", [*forgeml, "monitor", "usage", "bench-bot", "--since", "31d"]),

@@ -26,6 +26,7 @@ LOOK_ONLY = {
     ("eval/promote.py", "alias_holder"),  # what an alias points at now
     ("serve/export_files.py", "export_files"),  # the tokenizer of an export already checked
     ("serve/fine_tuning/serving.py", "_trained_tokens"),  # describing a finished job
+    ("serve/on_demand.py", "may_load"),  # matching the allow list; the load itself checks
 }
 
 
