@@ -4,6 +4,8 @@ never a 500 (a bug) or a dropped connection."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,16 +62,21 @@ def check(response: httpx.Response) -> None:
 @settings(
     max_examples=40,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(route=st.sampled_from(ROUTES), body=request_bodies | json_values)
 def test_any_json_gets_an_answer_a_client_can_act_on(served, route, body):
     headers = {"Authorization": f"Bearer {served.inference_key}"}
     with httpx.Client(timeout=60) as client:
-        check(client.post(served.url + route, json=body, headers=headers))
+        # Encoded here: NaN and Infinity go out as the non-standard tokens a careless
+        # client sends (httpx's json= refuses them), and the server must refuse them.
+        content = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+        check(client.post(served.url + route, content=content, headers=headers))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(
     raw=st.binary(max_size=200),
     content_type=st.sampled_from(["application/json", "text/plain", ""]),
