@@ -352,3 +352,44 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(server):
     failed = client.fine_tuning.jobs.retrieve(job.id)
     assert failed.status == "failed"
     assert f"stopped {queue.MAX_ATTEMPTS} times" in failed.error.message
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes(server):
+    # A real worker process runs a real SFT job; SIGKILL it once the run is training,
+    # then start another: it takes the job up (the dead worker's lease is void), the
+    # run resumes, and the job succeeds on its second attempt. Nothing stays running.
+    client = server.client(server.admin)
+    training = client.files.create(file=("train.jsonl", TRAINING * 8), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(
+        model=MODEL_NAME, training_file=training, hyperparameters={"n_epochs": 6, "batch_size": 1}
+    )
+    command = [sys.executable, "-m", "forgeml", "--workspace", str(server.workspace.root)]
+    worker = subprocess.Popen([*command, "jobs", "worker"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(
+            e.message.startswith("Step ") for e in client.fine_tuning.jobs.list_events(job.id)
+        ):
+            assert worker.poll() is None, worker.stderr.read()
+            assert time.monotonic() < deadline, (
+                "the job never started training",
+                client.fine_tuning.jobs.retrieve(job.id),
+                [e.message for e in client.fine_tuning.jobs.list_events(job.id)],
+            )
+            time.sleep(0.3)
+        worker.kill()  # SIGKILL mid-training
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # nobody said anything
+
+    again = subprocess.run(
+        [*command, "jobs", "worker", "--once"], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", done.error
+    assert queue.get_job(server.workspace, job.id).attempts == 2
+    assert not [j for j in client.fine_tuning.jobs.list().data if j.status == "running"]
