@@ -32,6 +32,13 @@ def test_usage_counts_what_one_key_sent_with_outcomes_tokens_and_feedback(served
         response = httpx.post(served.base_url + "/chat/completions", json=chat, headers=headers)
         assert response.status_code == 200
         ids.append(response.json()["id"])
+    schema = {"type": "object", "required": ["category"], "additionalProperties": False,
+              "properties": {"category": {"enum": ["international shipping and returns"]}}}  # fmt: skip
+    cut = {**chat, "max_tokens": 3, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "route", "schema": schema}}}  # fmt: skip
+    response = httpx.post(served.base_url + "/chat/completions", json=cut, headers=headers)
+    answer = response.json()["choices"][0]
+    assert answer["finish_reason"] == "length", answer  # cut before the object closes
     rated = httpx.post(
         served.base_url + "/feedback", headers=headers, json={"completion_id": ids[0], "rating": 1}
     )
@@ -39,7 +46,7 @@ def test_usage_counts_what_one_key_sent_with_outcomes_tokens_and_feedback(served
 
     group = None
     deadline = time.monotonic() + 15  # the request log is written in the background
-    while group is None or group["requests"] < 3:
+    while group is None or group["requests"] < 4:
         assert time.monotonic() < deadline, "requests never reached the log"
         time.sleep(0.5)
         result = monitor(served.workspace, "--json", "monitor", "usage", "tiny-chat",
@@ -48,10 +55,11 @@ def test_usage_counts_what_one_key_sent_with_outcomes_tokens_and_feedback(served
         groups = json.loads(result.stdout)["groups"]
         group = next((g for name, g in groups.items() if name.startswith("usage-probe")), None)
 
-    assert group["requests"] == group["ok"] == 3 and group["error_rate"] == 0
-    assert group["prompt_tokens"] > 0 and 0 < group["completion_tokens"] <= 9
+    assert group["requests"] == group["ok"] == 4 and group["error_rate"] == 0
+    assert group["prompt_tokens"] > 0 and 0 < group["completion_tokens"] <= 3 * 3 + 3
+    assert group["json_requests"] == 1 and group["json_valid_rate"] == 0.0
     assert group["latency_ms"]["p50"] > 0 and group["ttft_ms"]["p50"] is not None
-    assert sum(group["finish_reasons"].values()) == 3
+    assert sum(group["finish_reasons"].values()) == 4
     assert group["feedback"] == {"count": 1, "rated": 1, "mean_rating": 5.0}  # thumbs up = 5
 
     table = monitor(served.workspace, "monitor", "usage", "--since", "1h")

@@ -28,7 +28,8 @@ def usage(
     by: str = typer.Option("model", "--by", help="One row per: model, key or day."),
 ) -> None:
     """Requests, outcomes (errors, 429s), tokens, latency and time-to-first-token
-    percentiles, finish reasons, tool-call rate and feedback, per model, key or day."""
+    percentiles, finish reasons, tool-call rate, how often JSON answers parsed, and
+    feedback, per model, key or day."""
     from forgeml.monitor.usage import parse_window
     from forgeml.monitor.usage import usage as measure
 
@@ -55,12 +56,13 @@ def usage(
                 f"{latency['p50']} / {latency['p99']}",
                 f"{ttft['p50']} / {ttft['p99']}" if ttft["p50"] is not None else "",
                 f"{group['tool_call_rate']:.1%}",
+                "" if group["json_valid_rate"] is None else f"{group['json_valid_rate']:.1%} of {group['json_requests']}",
                 f"{feedback['count']}" + (f" ({feedback['mean_rating']})" if feedback["rated"] else ""),
             ])  # fmt: skip
         table(
             f"usage {report['since'][:19]} .. {report['until'][:19]} by {by}",
             [by, "requests", "errors / 429", "tokens in / out", "latency ms p50 / p99",
-             "ttft ms p50 / p99", "tool calls", "feedback (mean 1-5)"],
+             "ttft ms p50 / p99", "tool calls", "JSON valid", "feedback (mean 1-5)"],
             rows,
         )  # fmt: skip
 

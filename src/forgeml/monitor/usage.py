@@ -4,8 +4,8 @@
 
 One row per group (the model, or each key or each day of it): requests, their outcomes
 (ok, client errors, 429s, server errors), tokens in and out, latency and time-to-first-
-token percentiles, finish reasons (tool calls among them) and the feedback the
-completions got. Reads only the columns it needs, a batch at a time, so a window of
+token percentiles, finish reasons (tool calls among them), how often answers asked for
+as JSON parsed, and the feedback the completions got. Reads only the columns it needs, a batch at a time, so a window of
 millions of requests does not load the log into memory.
 """
 
@@ -61,6 +61,8 @@ class _Group:
     feedback: int = 0
     rated: int = 0
     rating_sum: float = 0.0
+    json_requests: int = 0  # answered requests that asked for JSON (response_format)
+    json_valid: int = 0  # ... whose every choice parsed
 
     def add(self, row: Any, feedback: tuple[int, int, float] | None) -> None:
         self.requests += 1
@@ -72,6 +74,10 @@ class _Group:
             self.ttft_ms.append(row.ttft_ms)
         if row.finish_reason:
             self.finish_reasons[row.finish_reason] += 1
+        checked = ((row.request or {}).get("signals") or {}).get("json_valid")
+        if checked is not None:
+            self.json_requests += 1
+            self.json_valid += bool(checked)
         if feedback:
             self.feedback += feedback[0]
             self.rated += feedback[1]
@@ -96,6 +102,10 @@ class _Group:
             "ttft_ms": _percentiles(self.ttft_ms),
             "finish_reasons": dict(self.finish_reasons.most_common()),
             "tool_call_rate": round(self.finish_reasons.get("tool_calls", 0) / max(ok, 1), 4),
+            "json_requests": self.json_requests,
+            "json_valid_rate": (
+                round(self.json_valid / self.json_requests, 4) if self.json_requests else None
+            ),
             "feedback": {
                 "count": self.feedback,
                 "rated": self.rated,
@@ -154,7 +164,7 @@ def usage(
     query = select(
         RequestLog.completion_id, RequestLog.time, RequestLog.model, RequestLog.status,
         RequestLog.api_key_id, RequestLog.prompt_tokens, RequestLog.completion_tokens,
-        RequestLog.latency_ms, RequestLog.ttft_ms, RequestLog.finish_reason,
+        RequestLog.latency_ms, RequestLog.ttft_ms, RequestLog.finish_reason, RequestLog.request,
     ).where(RequestLog.time >= since, RequestLog.time < until)  # fmt: skip
     names = served_names(workspace, model) if model else None
     if names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ class Accounting:
     # What drift signals describe (forgeml.monitor.signals); the text itself is not kept.
     user_text: str = ""
     turns: int = 1
+    json_mode: bool = False  # the request asked for JSON: usage reports how often it parsed
 
     def token_arrived(self) -> None:
         if self.first_token is None:
@@ -70,6 +72,16 @@ class Accounting:
             record.signals = prompt_signals(
                 self.user_text, self.turns, token_counter(self.served.tokenizer)
             )
+            if self.json_mode:
+                record.signals["json_valid"] = all(_parses(text) for text in outputs or [])
         if state.settings.log_prompts:
             record.request, record.response = prompt, outputs
         state.request_log.record(record)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

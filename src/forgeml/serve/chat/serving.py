@@ -98,6 +98,8 @@ class _Run:
             started,
             user_text=user_text(prepared.messages),
             turns=len(prepared.messages),
+            json_mode=body.response_format is not None
+            and body.response_format.type in ("json_object", "json_schema"),
         )
         self.created = int(time.time())
         self.mistral = MISTRAL_USER_AGENT in request.headers.get("user-agent", "").lower()
