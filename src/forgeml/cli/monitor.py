@@ -163,3 +163,56 @@ def report(
             f"{output.with_suffix('.json')}"
         ),
     )
+
+
+@app.command("campaign")
+def campaign(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N."),
+    since: str = typer.Option(
+        "7d", "--since", help="Traffic from: 15m, 24h, 7d, 2w or an ISO date."
+    ),
+    until: str = typer.Option(None, "--until", help="Traffic before (default: now), same forms."),
+    max_rating: int = typer.Option(
+        None, "--max-rating", help="Only completions rated at most this (1-5)."
+    ),
+    language: str = typer.Option(
+        None, "--language", help="Only prompts in this language (en, de, ...)."
+    ),
+    finish_reason: str = typer.Option(None, "--finish-reason", help="Only answers that ended so."),
+    json_invalid: bool = typer.Option(
+        False, "--json-invalid", help="Only JSON answers that did not parse."
+    ),
+    judge_endpoint: str = typer.Option(
+        None, "--judge-endpoint", help="A judge's OpenAI-compatible /v1."
+    ),
+    judge_model: str = typer.Option(None, "--judge-model", help="The judge model's name there."),
+    rubric: str = typer.Option(None, "--rubric", help="What the judge grades by (1-5)."),
+    max_judge_score: int = typer.Option(
+        2, "--max-judge-score", help="Keep what the judge scores at most this."
+    ),
+    max_records: int = typer.Option(10_000, "--max-records", help="Keep at most this many."),
+    name: str = typer.Option(None, "--name", help="Name the dataset."),
+) -> None:
+    """Turn production traffic the model handles badly into a prompt dataset (for
+    `forgeml train rl` or labelling), each record traced to its request-log row: logged
+    conversations (the server must run with --log-prompts) that match every filter, and,
+    with a judge, that the judge scores low."""
+    from forgeml.cli.output import report_run
+    from forgeml.core.runs import run_stage
+    from forgeml.monitor.usage import parse_window
+
+    if bool(judge_endpoint) != bool(judge_model):
+        raise InputError(
+            "a judge needs both --judge-endpoint and --judge-model", field="--judge-model"
+        )
+    params = {
+        "model": model, "since": parse_window(since), "max_rating": max_rating,
+        "until": parse_window(until) if until else None, "language": language,
+        "finish_reason": finish_reason, "json_invalid": json_invalid,
+        "judge_endpoint": judge_endpoint, "judge_model": judge_model, "judge_rubric": rubric,
+        "max_judge_score": max_judge_score, "max_records": max_records, "name": name,
+    }  # fmt: skip
+    opts = options(ctx)
+    result = run_stage(opts.open(), "monitor.campaign", params, quiet=opts.json)
+    report_run(ctx, result)

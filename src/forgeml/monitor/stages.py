@@ -1,3 +1,3 @@
 """Importing this module registers the monitoring stages (see forgeml.core.stages)."""
 
-from forgeml.monitor import reference  # noqa: F401
+from forgeml.monitor import campaign, reference  # noqa: F401
