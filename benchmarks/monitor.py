@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -95,14 +94,19 @@ with workspace.registry.session() as session:
 """
 
 
+PEAK_OF = (  # runs a command and prints the peak RSS (KiB) of that command alone
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+    "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
 def timed(command: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of a command in its own process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_OF, *command], check=True, capture_output=True, text=True
+    )
+    return time.perf_counter() - started, int(done.stdout.split()[-1]) / 1024
 
 
 def signal_costs() -> list[tuple[str, float, float]]:
