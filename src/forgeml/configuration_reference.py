@@ -31,6 +31,7 @@ from forgeml.core.offline import OFFLINE_ENV
 from forgeml.core.recipes import Recipe, RecipeStep
 from forgeml.core.stages import Stage, list_stages
 from forgeml.eval.gates import GateSpec
+from forgeml.monitor.settings import MonitoringSettings
 from forgeml.serve.settings import ServeSettings
 
 REGENERATE = "make docs"
@@ -204,6 +205,10 @@ gates:
   min: {exact_match: 0.5}
   perplexity_max_increase: 0.02
   must_beat: prod
+monitoring:
+  alpha: 0.01
+  models:
+    support-bot: {min_psi: 0.3}
 """
 
 WORKSPACE_KEYS = [
@@ -225,6 +230,12 @@ WORKSPACE_KEYS = [
         type_text(GateSpec),
         "Promotion gates `forgeml models promote` applies to every model, together with the "
         "`gates` of the model's `eval.run` step.",
+    ],
+    [
+        "`monitoring`",
+        "[monitoring](#monitoring)",
+        "Drift thresholds of `forgeml monitor drift`/`report` and the server's drift alerts; "
+        "per model under `models:`.",
     ],
 ]
 
@@ -303,6 +314,10 @@ def workspace_section() -> str:
             "### gates",
             "The fields of [GateSpec](#gatespec). Metric names are the keys of an eval's "
             "`metrics`; a gate that compares with an alias nobody holds yet is skipped.",
+            "### monitoring",
+            "A model's thresholds are these, with the fields its entry under `models:` names "
+            "replaced; `--alpha` on the command line overrides `alpha`.",
+            model_table(MonitoringSettings),
         ]
     )
 

@@ -6,37 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
-from test_serve_cli import SERVE, free_port
+from test_serve_cli import free_port, start_server
 
 from forgeml.serve.auth import create_key
-
-
-def start_server(workspace, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "tiny-chat", "--port", str(port), "--threads", "1"],
-        env={**os.environ, "FORGEML_WORKSPACE": str(workspace.root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not come up"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow

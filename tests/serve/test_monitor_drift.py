@@ -177,3 +177,31 @@ def test_a_served_model_that_starts_drifting_raises_an_alert(serve_workspace, dr
     audit = monitor(serve_workspace, "--json", "audit", "--action", "monitor.drift_alert")
     entries = json.loads(audit.stdout)
     assert entries and entries[-1]["target"] == "drift-bot"
+
+
+@pytest.mark.slow
+def test_thresholds_are_settings_per_model(serve_workspace, drift_bot):
+    url, key = drift_bot
+    send(url, key, [GERMAN.format(n=n) * 2 for n in range(40)])
+    time.sleep(2.5)
+    config = serve_workspace.config_path
+    original = config.read_text()
+    try:
+        with config.open("a") as settings:  # drift-bot tolerates any shift; others do not
+            settings.write("monitoring:\n  models:\n    drift-bot: {min_psi: 50, min_js: 1.0}\n")
+        lenient = json.loads(monitor(serve_workspace, "--json", "monitor", "drift", "drift-bot",
+                                     "--since", "10m").stdout)  # fmt: skip
+        assert lenient["drift"] is False and lenient["thresholds"]["min_psi"] == 50
+        assert lenient["thresholds"]["alpha"] == 0.01  # the fields it did not name stay
+        config.write_text(original + "monitoring:\n  min_js: 7\n")
+        bad = monitor(serve_workspace, "monitor", "drift", "drift-bot", "--since", "10m")
+        assert (
+            bad.returncode == 2
+            and "monitoring.min_js" in bad.stderr
+            and "Traceback" not in bad.stderr
+        )
+    finally:
+        config.write_text(original)
+    strict = json.loads(monitor(serve_workspace, "--json", "monitor", "drift", "drift-bot",
+                                "--since", "10m").stdout)  # fmt: skip
+    assert strict["drift"] is True

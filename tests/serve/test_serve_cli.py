@@ -34,25 +34,8 @@ def free_port() -> int:
 def test_serve_command_answers_an_openai_client(serve_workspace):
     _, key = create_key(serve_workspace, "cli-test", "inference")
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "tiny-chat", "--port", str(port), "--threads", "1"],
-        env={**os.environ, "FORGEML_WORKSPACE": str(serve_workspace.root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's Ctrl-C sees it
-    )
+    process = start_server(serve_workspace, port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         response = client.chat.completions.create(
             model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
@@ -69,6 +52,28 @@ def test_serve_command_answers_an_openai_client(serve_workspace):
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=60)
+
+
+def start_server(workspace, port: int) -> subprocess.Popen:
+    """`forgeml serve tiny-chat` on `port`, in a process group of its own, once /health answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE, "tiny-chat", "--port", str(port), "--threads", "1"],
+        env={**os.environ, "FORGEML_WORKSPACE": str(workspace.root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C sees it
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.2)
 
 
 def children(pid: int) -> list[int]:

@@ -14,15 +14,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-from test_serve_cli import SERVE, children, free_port
+from test_serve_cli import children, free_port, start_server
 
 from forgeml.serve.auth import create_key
 
@@ -105,25 +103,8 @@ def test_soak_many_streaming_clients_with_hang_ups_and_bad_requests(serve_worksp
     _, admin = create_key(serve_workspace, "soak-admin", "admin")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "tiny-chat", "--port", str(port), "--threads", "1"],
-        env={**os.environ, "FORGEML_WORKSPACE": str(serve_workspace.root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    server = start_server(serve_workspace, port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
         asyncio.run(soak(url, key, seconds=5))  # a warm-up round sets the memory baseline
         before = rss_kib(server.pid)
         outcomes = asyncio.run(soak(url, key, SECONDS))

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
 
 from forgeml.cli.output import console, emit, options, table
 from forgeml.core.errors import InputError
+
+MODEL = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N.")
+UNTIL = typer.Option(None, "--until", help="Window end (default: now), same forms as --since.")
+ALPHA = typer.Option(
+    None,
+    "--alpha",
+    help="Significance level, split over the signals (default: monitoring.alpha, 0.01).",
+)
+
+
+def since_option(default: str) -> typer.Option:
+    return typer.Option(default, "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date.")
+
+
+def window(since: str, until: str | None) -> tuple[datetime, datetime | None]:
+    from forgeml.monitor.usage import parse_window
+
+    return parse_window(since), parse_window(until) if until else None
+
 
 app = typer.Typer(
     help="Watch production: usage and drift from the request log.",
@@ -21,24 +41,22 @@ def usage(
     model: str = typer.Argument(
         None, help="Model as served (NAME, NAME@ALIAS, NAME:N); all models when left out."
     ),
-    since: str = typer.Option(
-        "7d", "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date."
-    ),
-    until: str = typer.Option(None, "--until", help="Window end (default: now), same forms."),
+    since: str = since_option("7d"),
+    until: str = UNTIL,
     by: str = typer.Option("model", "--by", help="One row per: model, key or day."),
 ) -> None:
     """Requests, outcomes (errors, 429s), tokens, latency and time-to-first-token
     percentiles, finish reasons, tool-call rate, how often JSON answers parsed, and
     feedback, per model, key or day."""
-    from forgeml.monitor.usage import parse_window
     from forgeml.monitor.usage import usage as measure
 
+    start, end = window(since, until)
     workspace = options(ctx).open()
     report = measure(
         workspace,
         model,
-        since=parse_window(since),
-        until=parse_window(until) if until else None,
+        since=start,
+        until=end,
         by=by,
     )
 
@@ -72,27 +90,23 @@ def usage(
 @app.command("drift")
 def drift(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N."),
-    since: str = typer.Option(
-        "1h", "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date."
-    ),
-    until: str = typer.Option(None, "--until", help="Window end (default: now), same forms."),
-    alpha: float = typer.Option(
-        0.01, "--alpha", help="Significance level, split over the signals."
-    ),
+    model: str = MODEL,
+    since: str = since_option("1h"),
+    until: str = UNTIL,
+    alpha: float | None = ALPHA,
 ) -> None:
     """Compare a window of production prompts with the model's training data: each signal
     (prompt length, turns, chars per token, language), its test, effect size, threshold,
     and `drift: true|false`. Exit code 0 either way; read `drift` (or --json)."""
     from forgeml.monitor.drift import drift as measure
-    from forgeml.monitor.usage import parse_window
 
+    start, end = window(since, until)
     workspace = options(ctx).open()
     report = measure(
         workspace,
         model,
-        since=parse_window(since),
-        until=parse_window(until) if until else None,
+        since=start,
+        until=end,
         alpha=alpha,
     )
 
@@ -120,15 +134,11 @@ def drift(
 @app.command("report")
 def report(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N."),
-    since: str = typer.Option(
-        "30d", "--since", help="Window start: 15m, 24h, 7d, 2w or an ISO date."
-    ),
-    until: str = typer.Option(None, "--until", help="Window end (default: now), same forms."),
+    model: str = MODEL,
+    since: str = since_option("30d"),
+    until: str = UNTIL,
     buckets: int = typer.Option(24, "--buckets", help="Equal time buckets, each tested for drift."),
-    alpha: float = typer.Option(
-        0.01, "--alpha", help="Significance level, split over the signals."
-    ),
+    alpha: float | None = ALPHA,
     output: Path = typer.Option(
         Path("drift-report.html"), "--output", "-o", help="HTML file; its .json sits beside it."
     ),
@@ -138,14 +148,14 @@ def report(
     drifted with the signals that moved. The same data goes to a .json beside it."""
     from forgeml.core.atomic import write_json_atomic, write_text_atomic
     from forgeml.monitor.report import drift_report, render_html
-    from forgeml.monitor.usage import parse_window
 
+    start, end = window(since, until)
     workspace = options(ctx).open()
     data = drift_report(
         workspace,
         model,
-        since=parse_window(since),
-        until=parse_window(until) if until else None,
+        since=start,
+        until=end,
         buckets=buckets,
         alpha=alpha,
     )
@@ -168,11 +178,9 @@ def report(
 @app.command("campaign")
 def campaign(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model as served: NAME, NAME@ALIAS or NAME:N."),
-    since: str = typer.Option(
-        "7d", "--since", help="Traffic from: 15m, 24h, 7d, 2w or an ISO date."
-    ),
-    until: str = typer.Option(None, "--until", help="Traffic before (default: now), same forms."),
+    model: str = MODEL,
+    since: str = since_option("7d"),
+    until: str = UNTIL,
     max_rating: int = typer.Option(
         None, "--max-rating", help="Only completions rated at most this (1-5)."
     ),
@@ -200,15 +208,15 @@ def campaign(
     with a judge, that the judge scores low."""
     from forgeml.cli.output import report_run
     from forgeml.core.runs import run_stage
-    from forgeml.monitor.usage import parse_window
 
+    start, end = window(since, until)
     if bool(judge_endpoint) != bool(judge_model):
         raise InputError(
             "a judge needs both --judge-endpoint and --judge-model", field="--judge-model"
         )
     params = {
-        "model": model, "since": parse_window(since), "max_rating": max_rating,
-        "until": parse_window(until) if until else None, "language": language,
+        "model": model, "since": start, "max_rating": max_rating, "until": end,
+        "language": language,
         "finish_reason": finish_reason, "json_invalid": json_invalid,
         "judge_endpoint": judge_endpoint, "judge_model": judge_model, "judge_rubric": rubric,
         "max_judge_score": max_judge_score, "max_records": max_records, "name": name,

@@ -28,7 +28,7 @@ DEFAULT_WORKSPACE = "forgeml-workspace"
 DATABASE_ENV = "FORGEML_DATABASE_URL"
 # The top-level keys of forgeml.yaml (docs/CONFIGURATION.md documents each); a misspelt
 # one is an error rather than a setting silently ignored.
-SETTINGS_KEYS = ("forgeml_workspace", "database_url", "serving", "gates")
+SETTINGS_KEYS = ("forgeml_workspace", "database_url", "serving", "gates", "monitoring")
 WORKSPACE_ENV = "FORGEML_WORKSPACE"
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from forgeml.core.atomic import fsync_dir
 from forgeml.core.errors import InputError, NotFoundError
 from forgeml.core.schema import StoredFile, utcnow
+from forgeml.core.store import _pid_alive
 from forgeml.data.formats import validate_jsonl
 
 if TYPE_CHECKING:
@@ -141,16 +142,6 @@ def clean_interrupted_uploads(workspace: Workspace, min_age_seconds: float = 360
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def upload_name(filename: str | None) -> str:

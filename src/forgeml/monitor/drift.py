@@ -13,9 +13,10 @@ and an effect size:
   the Jensen-Shannon distance (base 2) between the two distributions.
 
 A signal drifts when its difference is both significant (p below `alpha`, divided by the
-number of signals tested: Bonferroni) and large enough to matter (PSI >= 0.2, JS >= 0.1,
-the usual "significant shift" rules of thumb): significance alone flags trivial shifts in
-large windows, effect size alone flags noise in small ones.
+number of signals tested: Bonferroni) and large enough to matter (by default PSI >= 0.2,
+JS >= 0.1, the usual "significant shift" rules of thumb): significance alone flags
+trivial shifts in large windows, effect size alone flags noise in small ones. The
+thresholds are settings, per workspace and per model (monitor/settings.py).
 """
 
 from __future__ import annotations
@@ -31,16 +32,13 @@ from sqlalchemy import select
 
 from forgeml.core.errors import InputError
 from forgeml.core.schema import RequestLog, utcnow
+from forgeml.monitor.settings import DriftThresholds, monitoring_settings
 from forgeml.monitor.signals import CATEGORICAL
 from forgeml.monitor.usage import served_names
 
 if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
 
-MIN_REQUESTS = 30
-DEFAULT_ALPHA = 0.01
-MIN_PSI = 0.2
-MIN_JS = 0.1
 _SMOOTH = 1e-4  # keeps empty bins from making PSI infinite
 
 
@@ -49,22 +47,25 @@ def drift(
     model: str,
     since: datetime | None = None,
     until: datetime | None = None,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
 ) -> dict[str, Any]:
-    """Each signal's test, effect, threshold and verdict, and `drift`: any signal drifted."""
-    since, until = check_window(since, until, timedelta(hours=1), alpha)
+    """Each signal's test, effect, threshold and verdict, and `drift`: any signal drifted.
+    Thresholds come from forgeml.yaml's `monitoring:` (monitor/settings.py); `alpha`
+    overrides its significance level."""
+    thresholds = thresholds_for(workspace, model, alpha)
+    since, until = check_window(since, until, timedelta(hours=1))
     artifact, reference = model_reference(workspace, model)
     window = [
         signals for _, signals in window_signals(workspace, model, artifact.ref, since, until)
     ]
-    if len(window) < MIN_REQUESTS:
+    if len(window) < thresholds.min_requests:
         raise InputError(
             f"{model} answered {len(window)} logged requests between {since:%Y-%m-%d %H:%M} "
-            f"and {until:%Y-%m-%d %H:%M} UTC; drift needs at least {MIN_REQUESTS}",
+            f"and {until:%Y-%m-%d %H:%M} UTC; drift needs at least {thresholds.min_requests}",
             hint="Widen the window with --since (15m, 24h, 7d), or check the model name "
             "with `forgeml monitor usage`.",
         )
-    results = compare(reference, window, alpha)
+    results = compare(reference, window, thresholds)
     return {
         "model": model,
         "artifact": artifact.ref,
@@ -72,17 +73,25 @@ def drift(
         "until": until.isoformat(),
         "requests": len(window),
         "reference": reference["summary"],
-        "alpha": alpha,
+        "thresholds": thresholds.model_dump(),
         "signals": results,
         "drift": any(result["drifted"] for result in results),
     }
 
 
-def check_window(
-    since: datetime | None, until: datetime | None, default: timedelta, alpha: float
-) -> tuple[datetime, datetime]:
+def thresholds_for(workspace: Workspace, model: str, alpha: float | None) -> DriftThresholds:
+    """The model's thresholds from forgeml.yaml, with `alpha` (the CLI's) over them."""
+    thresholds = monitoring_settings(workspace).for_model(model)
+    if alpha is None:
+        return thresholds
     if not 0 < alpha < 1:
         raise InputError(f"alpha must be between 0 and 1, got {alpha}", field="--alpha")
+    return thresholds.model_copy(update={"alpha": alpha})
+
+
+def check_window(
+    since: datetime | None, until: datetime | None, default: timedelta
+) -> tuple[datetime, datetime]:
     until = until or utcnow()
     since = since or until - default
     if since >= until:
@@ -111,16 +120,19 @@ def model_reference(workspace: Workspace, model: str) -> tuple[Any, dict[str, An
 
 
 def compare(
-    reference: dict[str, Any], window: list[dict[str, Any]], alpha: float
+    reference: dict[str, Any], window: list[dict[str, Any]], thresholds: DriftThresholds
 ) -> list[dict[str, Any]]:
     """Test each signal the reference holds against the window's values."""
     compared = reference["compared"]
-    corrected = alpha / len(compared)
+    alpha = thresholds.alpha / len(compared)
     results = []
     for name in compared:
         observed = [row[name] for row in window if name in row]
-        test = _labels if name in CATEGORICAL else _numbers
-        results.append({"signal": name, **test(reference["signals"][name], observed, corrected)})
+        if name in CATEGORICAL:
+            found = _labels(reference["signals"][name], observed, alpha, thresholds.min_js)
+        else:
+            found = _numbers(reference["signals"][name], observed, alpha, thresholds.min_psi)
+        results.append({"signal": name, **found})
     return results
 
 
@@ -146,7 +158,9 @@ def window_signals(
         ]
 
 
-def _numbers(expected: list[float], observed: list[float], alpha: float) -> dict[str, Any]:
+def _numbers(
+    expected: list[float], observed: list[float], alpha: float, min_psi: float
+) -> dict[str, Any]:
     reference, window = np.asarray(expected, float), np.asarray(observed, float)
     result = stats.ks_2samp(reference, window)
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, 11)))
@@ -162,14 +176,16 @@ def _numbers(expected: list[float], observed: list[float], alpha: float) -> dict
         "p_value": float(result.pvalue),
         "effect": "psi",
         "value": round(psi, 4),
-        "threshold": MIN_PSI,
-        "drifted": bool(result.pvalue < alpha and psi >= MIN_PSI),
+        "threshold": min_psi,
+        "drifted": bool(result.pvalue < alpha and psi >= min_psi),
         "reference_median": float(np.median(reference)),
         "window_median": float(np.median(window)),
     }
 
 
-def _labels(expected: list[str], observed: list[str], alpha: float) -> dict[str, Any]:
+def _labels(
+    expected: list[str], observed: list[str], alpha: float, min_js: float
+) -> dict[str, Any]:
     ref_counts, win_counts = Counter(expected), Counter(observed)
     labels = sorted(set(ref_counts) | set(win_counts))
     ref_share = np.array([ref_counts[label] for label in labels], float) + _SMOOTH
@@ -184,8 +200,8 @@ def _labels(expected: list[str], observed: list[str], alpha: float) -> dict[str,
         "p_value": p_value,
         "effect": "jensen_shannon",
         "value": round(js, 4),
-        "threshold": MIN_JS,
-        "drifted": bool(p_value < alpha and js >= MIN_JS),
+        "threshold": min_js,
+        "drifted": bool(p_value < alpha and js >= min_js),
         "reference_top": [label for label, _ in ref_counts.most_common(3)],
         "window_top": [label for label, _ in win_counts.most_common(3)],
     }

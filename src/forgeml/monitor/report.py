@@ -6,7 +6,7 @@
 For each signal the page draws its effect size (PSI or Jensen-Shannon) per bucket
 against the threshold band, lists the buckets that drifted with the signals that moved,
 and summarises them by their signals (medians, top languages), never by prompt text.
-Buckets with fewer than `MIN_REQUESTS` answered requests are shown as too small to test
+Buckets with fewer than `min_requests` answered requests are shown as too small to test
 rather than as "no drift".
 """
 
@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from forgeml.core.errors import InputError
 from forgeml.monitor.drift import (
-    DEFAULT_ALPHA,
-    MIN_REQUESTS,
     check_window,
     compare,
     model_reference,
+    thresholds_for,
     window_signals,
 )
 
@@ -39,11 +38,12 @@ def drift_report(
     since: datetime | None = None,
     until: datetime | None = None,
     buckets: int = 24,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
 ) -> dict[str, Any]:
     if not 1 <= buckets <= MAX_BUCKETS:
         raise InputError(f"buckets must be 1..{MAX_BUCKETS}, got {buckets}", field="--buckets")
-    since, until = check_window(since, until, timedelta(days=30), alpha)
+    thresholds = thresholds_for(workspace, model, alpha)
+    since, until = check_window(since, until, timedelta(days=30))
     artifact, reference = model_reference(workspace, model)
     rows = window_signals(workspace, model, artifact.ref, since, until)
     if not rows:
@@ -67,8 +67,8 @@ def drift_report(
             "signals": None,
             "drift": None,
         }
-        if len(window) >= MIN_REQUESTS:
-            entry["signals"] = compare(reference, window, alpha)
+        if len(window) >= thresholds.min_requests:
+            entry["signals"] = compare(reference, window, thresholds)
             entry["drift"] = any(s["drifted"] for s in entry["signals"])
         results.append(entry)
     return {
@@ -78,8 +78,8 @@ def drift_report(
         "until": until.isoformat(),
         "requests": len(rows),
         "reference": reference["summary"],
-        "alpha": alpha,
-        "min_requests": MIN_REQUESTS,
+        "alpha": thresholds.alpha,
+        "min_requests": thresholds.min_requests,
         "buckets": results,
         "drifted_buckets": sum(1 for bucket in results if bucket["drift"]),
         "drift": any(bucket["drift"] for bucket in results),

@@ -14,13 +14,21 @@ T = TypeVar("T")
 DONE = "data: [DONE]\n\n"
 HOLE = "\x00forgeml-text\x00"  # stands for the text in an EventTemplate's payload
 _END = object()
+# Characters JSON leaves raw that line readers (Python's str.splitlines, httpx's
+# aiter_lines) take as line breaks: raw, they cut an event in two mid-JSON.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def event_json(value: Any) -> str:
+    """JSON for one SSE data line: UTF-8 kept, every character a reader could split on escaped."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def sse(payload: BaseModel | dict[str, Any]) -> str:
     """One `data: {...}` event (None fields dropped, as OpenAI's stream does)."""
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(exclude_none=True)
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    return f"data: {event_json(payload)}\n\n"
 
 
 class EventTemplate:
@@ -37,7 +45,7 @@ class EventTemplate:
         self._prefix, self._suffix = sse(payload).split(json.dumps(HOLE))
 
     def render(self, text: str) -> str:
-        return self._prefix + json.dumps(text, ensure_ascii=False) + self._suffix
+        return self._prefix + event_json(text) + self._suffix
 
 
 def completion_id(prefix: str) -> str:
