@@ -351,7 +351,7 @@ def nested_section(models: set[type[BaseModel]]) -> str:
 
 def render() -> str:
     stages = builtin_stages()
-    nested = {GateSpec} | nested_models(GateSpec)
+    nested = {GateSpec} | nested_models(GateSpec) | nested_models(MonitoringSettings)
     for stage in stages:
         nested |= nested_models(stage.params)
     names = [model.__name__ for model in nested]
