@@ -22,7 +22,9 @@ async def create_feedback(
 async def list_feedback(
     request: Request,
     limit: int = Query(20, ge=1, le=100),
-    after: int | None = Query(None, description="Page on from this feedback id."),
+    after: int | None = Query(
+        None, ge=0, le=2**63 - 1, description="Page on from this feedback id."
+    ),
     model: str | None = None,
     completion_id: str | None = None,
 ) -> FeedbackList:

@@ -47,7 +47,7 @@ async def list_files(
     after: str | None = None,
     limit: int = Query(10000, ge=1, le=10000),
     order: Literal["asc", "desc"] = "desc",
-    page: int | None = Query(None, ge=0),
+    page: int | None = Query(None, ge=0, le=10**9),
     page_size: int = Query(100, ge=1, le=10000),
 ) -> FileList:
     workspace = request.app.state.pool.workspace

@@ -50,7 +50,7 @@ async def list_jobs(
     request: Request,
     after: str | None = None,
     limit: int = Query(20, ge=1, le=1000),
-    page: int = Query(0, ge=0),
+    page: int = Query(0, ge=0, le=10**9),
     page_size: int = Query(100, ge=1, le=1000),
 ) -> Any:
     workspace = _workspace(request)
