@@ -34,6 +34,11 @@ GERMAN = ("Gemäß Paragraph {n} des Vertrages verpflichtet sich die Auftragnehm
           "sind. Die Haftung für mittelbare Schäden ist ausgeschlossen. ")  # fmt: skip
 
 
+LEGAL = ["Please summarise clause {n} of the indemnity agreement.",
+         "Does section {n} of the lease allow early termination?",
+         "Which court has jurisdiction under article {n} of the contract?"]  # fmt: skip
+
+
 def support_prompt(rng: random.Random) -> str:
     return rng.choice(ASKS).format(item=rng.choice(ITEMS)) + f" Ticket {rng.randrange(10**5)}."
 
@@ -186,15 +191,33 @@ def test_thresholds_are_settings_per_model(serve_workspace, drift_bot):
     time.sleep(2.5)
     config = serve_workspace.config_path
     original = config.read_text()
-    try:
-        with config.open("a") as settings:  # drift-bot tolerates any shift; others do not
-            settings.write("monitoring:\n  models:\n    drift-bot: {min_psi: 50, min_js: 1.0}\n")
-        lenient = json.loads(monitor(serve_workspace, "--json", "monitor", "drift", "drift-bot",
-                                     "--since", "10m").stdout)  # fmt: skip
-        assert lenient["drift"] is False and lenient["thresholds"]["min_psi"] == 50
-        assert lenient["thresholds"]["alpha"] == 0.01  # the fields it did not name stay
+
+    def drift(*args: str) -> subprocess.CompletedProcess:
+        return monitor(
+            serve_workspace, "--json", "monitor", "drift", "drift-bot", "--since", "10m", *args
+        )
+
+    try:  # the workspace's min_psi, and drift-bot judged on larger windows only
+        config.write_text(
+            original
+            + "monitoring:\n  min_psi: 0.3\n  models:\n    drift-bot: {min_requests: 500}\n"
+        )
+        refused = drift()
+        assert refused.returncode == 2 and "drift needs at least 500" in refused.stderr
+        config.write_text(
+            original
+            + "monitoring:\n  min_psi: 0.3\n  models:\n    other-bot: {min_requests: 500}\n"
+        )
+        thresholds = json.loads(drift("--alpha", "0.001").stdout)["thresholds"]
+        assert thresholds == {
+            "alpha": 0.001,
+            "min_psi": 0.3,
+            "min_js": 0.1,
+            "min_auc": 0.75,
+            "min_requests": 30,
+        }
         config.write_text(original + "monitoring:\n  min_js: 7\n")
-        bad = monitor(serve_workspace, "monitor", "drift", "drift-bot", "--since", "10m")
+        bad = drift()
         assert (
             bad.returncode == 2
             and "monitoring.min_js" in bad.stderr
@@ -202,6 +225,21 @@ def test_thresholds_are_settings_per_model(serve_workspace, drift_bot):
         )
     finally:
         config.write_text(original)
-    strict = json.loads(monitor(serve_workspace, "--json", "monitor", "drift", "drift-bot",
-                                "--since", "10m").stdout)  # fmt: skip
-    assert strict["drift"] is True
+    assert json.loads(drift().stdout)["drift"] is True
+
+
+@pytest.mark.slow
+def test_a_topic_shift_in_the_same_language_and_length_shows_in_the_sketch(
+    serve_workspace, drift_bot
+):
+    url, key = drift_bot
+    rng = random.Random(2)
+    start = utcnow()
+    send(url, key, [rng.choice(LEGAL).format(n=rng.randrange(100)) for _ in range(40)])
+    time.sleep(2.5)
+    result = monitor(serve_workspace, "--json", "monitor", "drift", "drift-bot",
+                     "--since", start.isoformat())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    signals = {s["signal"]: s for s in json.loads(result.stdout)["signals"]}
+    assert signals["sketch"]["drifted"] and signals["sketch"]["value"] >= 0.9, signals["sketch"]
+    assert not signals["language"]["drifted"]  # still English: only the topic moved

@@ -96,7 +96,7 @@ def drift(
     alpha: float | None = ALPHA,
 ) -> None:
     """Compare a window of production prompts with the model's training data: each signal
-    (prompt length, turns, chars per token, language), its test, effect size, threshold,
+    (prompt length, turns, chars per token, language, topic sketch), its test, effect size, threshold,
     and `drift: true|false`. Exit code 0 either way; read `drift` (or --json)."""
     from forgeml.monitor.drift import drift as measure
 

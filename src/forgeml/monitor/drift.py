@@ -10,7 +10,10 @@ and an effect size:
 - numbers: Kolmogorov-Smirnov (scipy) and the population stability index (PSI) over the
   reference's deciles;
 - labels: a chi-square test of the window's counts against the reference's shares, and
-  the Jensen-Shannon distance (base 2) between the two distributions.
+  the Jensen-Shannon distance (base 2) between the two distributions;
+- sketches (vectors): a domain classifier (logistic regression) trained to tell window
+  from reference on half of each, its AUC on the other half, and the Mann-Whitney test
+  of that AUC.
 
 A signal drifts when its difference is both significant (p below `alpha`, divided by the
 number of signals tested: Bonferroni) and large enough to matter (by default PSI >= 0.2,
@@ -33,7 +36,7 @@ from sqlalchemy import select
 from forgeml.core.errors import InputError
 from forgeml.core.schema import RequestLog, utcnow
 from forgeml.monitor.settings import DriftThresholds, monitoring_settings
-from forgeml.monitor.signals import CATEGORICAL
+from forgeml.monitor.signals import CATEGORICAL, VECTORS
 from forgeml.monitor.usage import served_names
 
 if TYPE_CHECKING:
@@ -130,6 +133,8 @@ def compare(
         observed = [row[name] for row in window if name in row]
         if name in CATEGORICAL:
             found = _labels(reference["signals"][name], observed, alpha, thresholds.min_js)
+        elif name in VECTORS:
+            found = _vectors(reference["signals"][name], observed, alpha, thresholds.min_auc)
         else:
             found = _numbers(reference["signals"][name], observed, alpha, thresholds.min_psi)
         results.append({"signal": name, **found})
@@ -205,3 +210,49 @@ def _labels(
         "reference_top": [label for label, _ in ref_counts.most_common(3)],
         "window_top": [label for label, _ in win_counts.most_common(3)],
     }
+
+
+_CLASSIFIER_ROWS = 1000  # per side: enough for a stable AUC, bounded cost
+
+
+def _vectors(
+    expected: list[list[int]], observed: list[list[int]], alpha: float, min_auc: float
+) -> dict[str, Any]:
+    """Can a classifier tell the window's sketches from the reference's? Held-out AUC."""
+    rng = np.random.default_rng(0)
+    reference = np.asarray(expected, float)[rng.permutation(len(expected))[:_CLASSIFIER_ROWS]]
+    window = np.asarray(observed, float)[rng.permutation(len(observed))[:_CLASSIFIER_ROWS]]
+    features = np.vstack([reference, window]) / 127.0
+    labels = np.concatenate([np.zeros(len(reference)), np.ones(len(window))])
+    fit, held = [], []
+    for side in (0, 1):  # half of each side to train on, the other half to score
+        rows = rng.permutation(np.flatnonzero(labels == side))
+        fit.append(rows[: len(rows) // 2])
+        held.append(rows[len(rows) // 2 :])
+    fit_rows, held_rows = np.concatenate(fit), np.concatenate(held)
+    weights = _logistic_regression(features[fit_rows], labels[fit_rows])
+    scores = features[held_rows] @ weights[:-1] + weights[-1]
+    positive, negative = scores[labels[held_rows] == 1], scores[labels[held_rows] == 0]
+    auc, p_value = 0.5, 1.0
+    if len(positive) and len(negative):
+        test = stats.mannwhitneyu(positive, negative, alternative="greater")
+        auc, p_value = float(test.statistic) / (len(positive) * len(negative)), float(test.pvalue)
+    return {
+        "test": "domain classifier",
+        "p_value": p_value,
+        "effect": "auc",
+        "value": round(auc, 4),
+        "threshold": min_auc,
+        "drifted": bool(p_value < alpha and auc >= min_auc),
+    }
+
+
+def _logistic_regression(features: np.ndarray, labels: np.ndarray, steps: int = 300) -> np.ndarray:
+    """Class-balanced, L2-regularised logistic regression by gradient descent; weights + bias."""
+    rows = np.hstack([features, np.ones((len(features), 1))])
+    balance = np.where(labels == 1, 0.5 / max(labels.sum(), 1), 0.5 / max((1 - labels).sum(), 1))
+    weights = np.zeros(rows.shape[1])
+    for _ in range(steps):
+        predicted = 1.0 / (1.0 + np.exp(-np.clip(rows @ weights, -30, 30)))
+        weights -= 1.0 * (rows.T @ ((predicted - labels) * balance) + 1e-3 * weights)
+    return weights

@@ -6,7 +6,7 @@ Found through lineage: every dataset or mixture that a training run in the model
 ancestry read. Fine-tuning data (conversations) comes first: its prompts are what
 production prompts should look like. A model trained only on text (pre-training,
 continued pre-training) gets a text reference, whose lengths say nothing about prompts:
-only the length-free signals (chars per token, language) are compared then.
+only the length-free signals (chars per token, language, sketch) are compared then.
 """
 
 from __future__ import annotations
@@ -23,11 +23,18 @@ from forgeml.core.errors import InputError
 from forgeml.core.lineage import upstream
 from forgeml.core.stages import StageParams, stage
 from forgeml.data.dataset import iter_records, read_summary
-from forgeml.monitor.signals import CATEGORICAL, NUMERIC, prompt_signals, token_counter, user_text
+from forgeml.monitor.signals import (
+    CATEGORICAL,
+    NUMERIC,
+    VECTORS,
+    prompt_signals,
+    token_counter,
+    user_text,
+)
 
 FORMAT = "forgeml.drift-reference/1"
 REFERENCE_FILE = "reference.json"
-LENGTH_FREE = ("chars_per_token", "language")
+LENGTH_FREE = ("chars_per_token", "language", *VECTORS)
 
 
 class ReferenceParams(StageParams):
@@ -125,7 +132,7 @@ def reference(ctx: StageContext, params: ReferenceParams):
             break
     rows, kind = (conversations, "conversations") if conversations else (texts, "text")
     rows = rows[: params.max_records]
-    compared = [*NUMERIC, *CATEGORICAL] if kind == "conversations" else list(LENGTH_FREE)
+    compared = [*NUMERIC, *CATEGORICAL, *VECTORS] if kind == "conversations" else list(LENGTH_FREE)
     writer = ctx.new_artifact("report")
     write_json_atomic(
         writer.path / REFERENCE_FILE,

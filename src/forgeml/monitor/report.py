@@ -136,15 +136,7 @@ def _drifted_rows(report: dict[str, Any]) -> str:
         if not bucket["drift"]:
             continue
         moved = [s for s in bucket["signals"] if s["drifted"]]
-        detail = "; ".join(
-            f"{s['signal']}: {s['effect']} {s['value']}"
-            + (
-                f", median {s['reference_median']:g} → {s['window_median']:g}"
-                if "window_median" in s
-                else f", top {', '.join(s['reference_top'])} → {', '.join(s['window_top'])}"
-            )
-            for s in moved
-        )
+        detail = "; ".join(f"{s['signal']}: {s['effect']} {s['value']}{_summary(s)}" for s in moved)
         rows.append(
             f"<tr><td>{escape(bucket['start'][:16])}</td><td>{bucket['requests']}</td>"
             f"<td>{escape(detail)}</td></tr>"
@@ -154,6 +146,15 @@ def _drifted_rows(report: dict[str, Any]) -> str:
     return "<table><tr><th>bucket start</th><th>requests</th><th>signals that moved</th></tr>" + (
         "".join(rows) + "</table>"
     )
+
+
+def _summary(signal: dict[str, Any]) -> str:
+    """How a drifted signal moved, from its signals alone (never prompt text)."""
+    if "window_median" in signal:
+        return f", median {signal['reference_median']:g} → {signal['window_median']:g}"
+    if "window_top" in signal:
+        return f", top {', '.join(signal['reference_top'])} → {', '.join(signal['window_top'])}"
+    return " (the topic moved: a classifier tells the window from the training data)"
 
 
 def render_html(report: dict[str, Any]) -> str:

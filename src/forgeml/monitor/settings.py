@@ -38,6 +38,13 @@ class DriftThresholds(BaseModel):
         le=1,
         description="Smallest Jensen-Shannon distance of a label signal that counts.",
     )
+    min_auc: float = Field(
+        0.75,
+        gt=0.5,
+        le=1,
+        description="Smallest held-out AUC of the domain classifier (window vs training data "
+        "sketches) that counts as a topic shift.",
+    )
     min_requests: int = Field(
         30, ge=5, le=1_000_000, description="Answered requests a window needs to be tested."
     )

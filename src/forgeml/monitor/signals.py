@@ -11,6 +11,11 @@ model's training data, and `monitor drift` compares the two.
   alphabet, garbage or base64 compresses worse. Measured on the first 4,000 characters.
 - `language`: the language of the user's first 1,000 characters (py3langid), `und` when
   too short to tell
+- `sketch`: what the text is about, as 64 small integers: the character trigrams of its
+  first 1,000 characters, hashed into 64 signed buckets and normalised (the hashing
+  trick). Two texts on the same topic have close sketches; the text cannot be read back
+  from one. `monitor drift` tells a window's sketches from the training data's with a
+  domain classifier: a topic shift in the same language and length shows there.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from forgeml.data.language import detect_language
 
 NUMERIC = ("user_chars", "turns", "chars_per_token")
 CATEGORICAL = ("language",)
+VECTORS = ("sketch",)
+SKETCH_DIMS = 64
+SKETCH_CHARS = 1000
 SAMPLE_CHARS = 4000  # chars_per_token reads this much: bounded cost for any prompt
 LANGUAGE_CHARS = 1000  # decides the language as well as more does, at a quarter the cost
 MIN_LANGUAGE_CHARS = 20  # below this a language guess is noise
@@ -52,7 +62,24 @@ def prompt_signals(text: str, turns: int, count_tokens: Callable[[str], int]) ->
         "turns": turns,
         "chars_per_token": round(len(sample) / tokens, 3) if tokens else 0.0,
         "language": language,
+        "sketch": sketch(text),
     }
+
+
+def sketch(text: str) -> list[int]:
+    """The hashing-trick vector of the text's character trigrams (see the module docstring),
+    as int8 values: vectorised in numpy, ~20 µs for 1,000 characters."""
+    data = np.frombuffer(text[:SKETCH_CHARS].lower().encode("utf-8", "replace"), dtype=np.uint8)
+    if len(data) < 3:
+        return [0] * SKETCH_DIMS
+    grams = data[:-2].astype(np.uint32) << 16 | data[1:-1].astype(np.uint32) << 8 | data[2:]
+    mixed = (grams * np.uint32(2654435761)) >> np.uint32(8)  # Knuth's multiplicative hash
+    signs = np.where(mixed & np.uint32(1 << 20), 1.0, -1.0)
+    vector = np.bincount(mixed % SKETCH_DIMS, weights=signs, minlength=SKETCH_DIMS)
+    norm = np.linalg.norm(vector)
+    if norm == 0:
+        return [0] * SKETCH_DIMS
+    return np.round(vector / norm * 127).astype(int).tolist()
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
