@@ -15,6 +15,7 @@ from rich.text import Text
 
 from forgeml import __version__
 from forgeml.cli import (
+    admin,
     artifacts,
     data,
     finetune,
@@ -116,6 +117,7 @@ app.command(name="export")(export_cli.export)
 app.command(name="serve")(serve_cli.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(admin.app, name="admin")
 models.register(app)
 
 
