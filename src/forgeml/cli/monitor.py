@@ -51,14 +51,7 @@ def usage(
     from forgeml.monitor.usage import usage as measure
 
     start, end = window(since, until)
-    workspace = options(ctx).open()
-    report = measure(
-        workspace,
-        model,
-        since=start,
-        until=end,
-        by=by,
-    )
+    report = measure(options(ctx).open(), model, since=start, until=end, by=by)
 
     def render() -> None:
         if not report["groups"]:
@@ -96,19 +89,12 @@ def drift(
     alpha: float | None = ALPHA,
 ) -> None:
     """Compare a window of production prompts with the model's training data: each signal
-    (prompt length, turns, chars per token, language, topic sketch), its test, effect size, threshold,
-    and `drift: true|false`. Exit code 0 either way; read `drift` (or --json)."""
+    (prompt length, turns, chars per token, language, topic sketch), its test, effect
+    size, threshold, and `drift: true|false`. Exit code 0 either way; read `drift` (or --json)."""
     from forgeml.monitor.drift import drift as measure
 
     start, end = window(since, until)
-    workspace = options(ctx).open()
-    report = measure(
-        workspace,
-        model,
-        since=start,
-        until=end,
-        alpha=alpha,
-    )
+    report = measure(options(ctx).open(), model, since=start, until=end, alpha=alpha)
 
     def render() -> None:
         rows = [
@@ -150,14 +136,8 @@ def report(
     from forgeml.monitor.report import drift_report, render_html
 
     start, end = window(since, until)
-    workspace = options(ctx).open()
     data = drift_report(
-        workspace,
-        model,
-        since=start,
-        until=end,
-        buckets=buckets,
-        alpha=alpha,
+        options(ctx).open(), model, since=start, until=end, buckets=buckets, alpha=alpha
     )
     try:
         write_text_atomic(output, render_html(data))
