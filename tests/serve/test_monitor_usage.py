@@ -62,6 +62,13 @@ def test_usage_counts_what_one_key_sent_with_outcomes_tokens_and_feedback(served
     assert sum(group["finish_reasons"].values()) == 4
     assert group["feedback"] == {"count": 1, "rated": 1, "mean_rating": 5.0}  # thumbs up = 5
 
+    # The same series on /metrics, for a Prometheus that scrapes the server.
+    admin = {"Authorization": f"Bearer {served.admin_key}"}
+    metrics = httpx.get(served.url + "/metrics", headers=admin).text
+    assert 'forgeml_json_answers_total{model="tiny-chat",valid="false"}' in metrics
+    assert 'forgeml_finish_reasons_total{model="tiny-chat",reason="length"}' in metrics
+    assert 'forgeml_feedback_total{model="tiny-chat",rating="5"}' in metrics
+
     table = monitor(served.workspace, "monitor", "usage", "--since", "1h")
     assert table.returncode == 0 and "tiny-chat" in table.stdout and "latency" in table.stdout
 

@@ -72,8 +72,12 @@ class Accounting:
             record.signals = prompt_signals(
                 self.user_text, self.turns, token_counter(self.served.tokenizer)
             )
+            for reason in finish_reasons:
+                state.metrics.finish_reasons.labels(self.served.id, reason or "unknown").inc()
             if self.json_mode:
                 record.signals["json_valid"] = all(_parses(text) for text in outputs or [])
+                valid = str(record.signals["json_valid"]).lower()
+                state.metrics.json_answers.labels(self.served.id, valid).inc()
         if state.settings.log_prompts:
             record.request, record.response = prompt, outputs
         state.request_log.record(record)

@@ -68,6 +68,24 @@ class ServerMetrics:
         self.running = Gauge(
             "forgeml_running_sequences", "Sequences in the decoding batch.", ["model"], registry=r
         )
+        self.finish_reasons = Counter(
+            "forgeml_finish_reasons",
+            "Answered choices by how they ended (stop, length, tool_calls, ...).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.json_answers = Counter(
+            "forgeml_json_answers",
+            "Answers asked for as JSON (response_format), by whether every choice parsed.",
+            ["model", "valid"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "forgeml_feedback",
+            "Feedback received, by rating (1-5, or none).",
+            ["model", "rating"],
+            registry=r,
+        )
         self.drift_effect = Gauge(
             "forgeml_drift_effect",
             "Effect size (PSI or Jensen-Shannon) of each drift signal in the last check.",

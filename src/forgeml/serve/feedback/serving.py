@@ -105,6 +105,7 @@ class FeedbackService:
             api_key_name=caller.name,
             api_key_id=caller.key_id,
         )
+        self.state.metrics.feedback.labels(found.model, str(rating or "none")).inc()
         return feedback_object(stored)
 
     async def list(
