@@ -20,6 +20,7 @@ from serving_fixtures import ServerThread
 
 from forgeml.core.runs import run_stage
 from forgeml.core.schema import utcnow
+from forgeml.monitor.drift import window_signals
 from forgeml.serve import ServeSettings, create_app
 from forgeml.serve.auth import create_key
 
@@ -52,19 +53,34 @@ def monitor(workspace, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def drift_bot(serve_workspace, tmp_path_factory):
+    """A tiny model that has read support tickets (continued pre-training, so its prompt
+    log-probabilities mean something) and was fine-tuned on support conversations."""
     rng = random.Random(0)
-    chats = tmp_path_factory.mktemp("drift") / "support.jsonl"
+    folder = tmp_path_factory.mktemp("drift")
+    chats, docs = folder / "support.jsonl", folder / "tickets.jsonl"
     with chats.open("w") as out:
         for _ in range(300):
             messages = [{"role": "user", "content": support_prompt(rng)},
                         {"role": "assistant", "content": "Thanks, I have routed your ticket."}]  # fmt: skip
             out.write(json.dumps({"messages": messages}) + "\n")
+    docs.write_text("".join(json.dumps({"text": support_prompt(rng)}) + "\n" for _ in range(600)))
+    tickets = run_stage(serve_workspace, "data.ingest", {"paths": [str(docs)]}, quiet=True)
+    mixture = run_stage(
+        serve_workspace, "data.mix", {"validation_fraction": 0.1},
+        {"datasets": [tickets.outputs["dataset"].ref]}, quiet=True,
+    ).outputs["mixture"]  # fmt: skip
+    read = run_stage(
+        serve_workspace, "train.pretrain",
+        {"max_steps": 60, "seq_len": 64, "batch_size": 8, "learning_rate": 3e-3,
+         "warmup_steps": 2, "name": "ticket-reader"},
+        {"mixture": mixture.ref, "base": "tiny-chat"}, quiet=True,
+    ).outputs["model"]  # fmt: skip
     dataset = run_stage(serve_workspace, "data.ingest", {"paths": [str(chats)]}, quiet=True)
     run_stage(
         serve_workspace,
         "train.sft",
         {"max_steps": 1, "batch_size": 2, "name": "drift-bot"},
-        {"model": "tiny-chat", "dataset": dataset.outputs["dataset"].ref},
+        {"model": read.ref, "dataset": dataset.outputs["dataset"].ref},
         quiet=True,
     )
     _, key = create_key(serve_workspace, "drift", "inference")
@@ -106,6 +122,9 @@ def test_drift_flags_the_shifted_window_and_not_the_familiar_one(serve_workspace
     shifted = drift(middle, end)
     moved = {s["signal"] for s in shifted["signals"] if s["drifted"]}
     assert shifted["drift"] is True and {"user_chars", "language"} <= moved, shifted["signals"]
+    # The model itself finds the German legal text far less expected than support tickets.
+    logprob = {s["signal"]: s for s in shifted["signals"]}["prompt_logprob"]
+    assert logprob["measured"] and logprob["window_median"] < logprob["reference_median"] - 0.5
 
     table = monitor(serve_workspace, "monitor", "drift", "drift-bot", "--since", middle.isoformat())
     assert "DRIFT" in table.stdout and "drift: true" in table.stdout
@@ -243,3 +262,64 @@ def test_a_topic_shift_in_the_same_language_and_length_shows_in_the_sketch(
     signals = {s["signal"]: s for s in json.loads(result.stdout)["signals"]}
     assert signals["sketch"]["drifted"] and signals["sketch"]["value"] >= 0.9, signals["sketch"]
     assert not signals["language"]["drifted"]  # still English: only the topic moved
+
+
+ROUTING_SCHEMA = {
+    "type": "object",
+    "properties": {"category": {"type": "string", "enum": ["billing", "delivery", "account"]},
+                   "summary": {"type": "string"}},
+    "required": ["category", "summary"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_labels_a_model_answers_are_compared_with_its_training_answers(
+    serve_workspace, tmp_path
+):
+    """Closed-set answer fields (a routing category) are a drift signal of their own; only
+    enum values are kept, never the free-text fields of the answer."""
+    rng = random.Random(2)
+    chats = tmp_path / "routing.jsonl"
+    with chats.open("w") as out:
+        for _ in range(120):
+            answer = {
+                "category": rng.choice(["billing", "delivery"]),
+                "summary": f"ticket {rng.randrange(10**6)}",
+            }
+            messages = [{"role": "user", "content": support_prompt(rng)},
+                        {"role": "assistant", "content": json.dumps(answer)}]  # fmt: skip
+            out.write(json.dumps({"messages": messages}) + "\n")
+    dataset = run_stage(serve_workspace, "data.ingest", {"paths": [str(chats)]}, quiet=True)
+    run_stage(
+        serve_workspace, "train.sft", {"max_steps": 1, "batch_size": 2, "name": "router-bot"},
+        {"model": "tiny-chat", "dataset": dataset.outputs["dataset"].ref}, quiet=True,
+    )  # fmt: skip
+    _, key = create_key(serve_workspace, "router", "inference")
+    start = utcnow()
+    settings = ServeSettings(key_cache_seconds=0.0, torch_threads=1)
+    with ServerThread(create_app(serve_workspace, ["router-bot"], settings)) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+            for _ in range(32):
+                body = {"model": "router-bot", "max_tokens": 40, "temperature": 0,
+                        "messages": [{"role": "user", "content": support_prompt(rng)}],
+                        "response_format": {"type": "json_schema", "json_schema": {
+                            "name": "route", "schema": ROUTING_SCHEMA}}}  # fmt: skip
+                response = client.post("/v1/chat/completions", json=body, timeout=60)
+                assert response.status_code == 200, response.text
+        time.sleep(2.5)  # the request log is written once a second
+    result = monitor(serve_workspace, "--json", "monitor", "drift", "router-bot",
+                     "--since", start.isoformat())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    label = {s["signal"]: s for s in report["signals"]}["label:category"]
+    assert label["measured"] and label["effect"] == "jensen_shannon"
+    assert set(label["reference_top"]) == {"billing", "delivery"}
+    assert set(label["window_top"]) <= {"billing", "delivery", "account", "(other)"}
+    assert "label:summary" not in {s["signal"] for s in report["signals"]}  # free text
+    logged = [signals for _, signals in window_signals(
+        serve_workspace, "router-bot", label_artifact(serve_workspace), start, utcnow())]  # fmt: skip
+    assert len(logged) == 32 and all(set(row["labels"]) == {"category"} for row in logged)
+
+
+def label_artifact(workspace) -> str:
+    return workspace.registry.resolve("router-bot", purpose="look up a test model").ref

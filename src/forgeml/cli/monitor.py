@@ -89,7 +89,8 @@ def drift(
     alpha: float | None = ALPHA,
 ) -> None:
     """Compare a window of production prompts with the model's training data: each signal
-    (prompt length, turns, chars per token, language, topic sketch), its test, effect
+    (prompt length, turns, chars per token, language, topic sketch, prompt log-probability
+    under the model, answer labels), its test, effect
     size, threshold, and `drift: true|false`. Exit code 0 either way; read `drift` (or --json)."""
     from forgeml.monitor.drift import drift as measure
 
@@ -102,6 +103,7 @@ def drift(
                 s["signal"], f"{s['test']} p={s['p_value']:.2g}", f"{s['effect']} {s['value']}",
                 s["threshold"], "DRIFT" if s["drifted"] else "ok",
             ]
+            if s["measured"] else [s["signal"], "-", s["reason"], "-", "not measured"]
             for s in report["signals"]
         ]  # fmt: skip
         reference = report["reference"]

@@ -36,7 +36,7 @@ from sqlalchemy import select
 from forgeml.core.errors import InputError
 from forgeml.core.schema import RequestLog, utcnow
 from forgeml.monitor.settings import DriftThresholds, monitoring_settings
-from forgeml.monitor.signals import CATEGORICAL, VECTORS
+from forgeml.monitor.signals import CATEGORICAL, LABEL_PREFIX, VECTORS
 from forgeml.monitor.usage import served_names
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def drift(
         "thresholds": thresholds.model_dump(),
         "signals": results,
         "drift": any(result["drifted"] for result in results),
+        "not_measured": [r["signal"] for r in results if not r["measured"]],
     }
 
 
@@ -125,20 +126,37 @@ def model_reference(workspace: Workspace, model: str) -> tuple[Any, dict[str, An
 def compare(
     reference: dict[str, Any], window: list[dict[str, Any]], thresholds: DriftThresholds
 ) -> list[dict[str, Any]]:
-    """Test each signal the reference holds against the window's values."""
-    compared = reference["compared"]
-    alpha = thresholds.alpha / len(compared)
+    """Test each signal the reference holds against the window's values. A signal too few
+    of the window's requests carry (prompt_logprob from an engine that does not compute
+    it, the labels of free-text answers) is listed as not measured, never as "no drift"."""
+    observed = {name: _observed(name, window) for name in reference["compared"]}
+    measured = [name for name, values in observed.items() if len(values) >= thresholds.min_requests]
+    alpha = thresholds.alpha / max(len(measured), 1)
     results = []
-    for name in compared:
-        observed = [row[name] for row in window if name in row]
-        if name in CATEGORICAL:
-            found = _labels(reference["signals"][name], observed, alpha, thresholds.min_js)
+    for name, values in observed.items():
+        expected = reference["signals"][name]
+        if name not in measured:
+            found = {
+                "measured": False,
+                "drifted": False,
+                "reason": f"{len(values)} of the window's requests carry this signal; "
+                f"at least {thresholds.min_requests} are needed",
+            }
+        elif name in CATEGORICAL or name.startswith(LABEL_PREFIX):
+            found = _labels(expected, values, alpha, thresholds.min_js)
         elif name in VECTORS:
-            found = _vectors(reference["signals"][name], observed, alpha, thresholds.min_auc)
+            found = _vectors(expected, values, alpha, thresholds.min_auc)
         else:
-            found = _numbers(reference["signals"][name], observed, alpha, thresholds.min_psi)
-        results.append({"signal": name, **found})
+            found = _numbers(expected, values, alpha, thresholds.min_psi)
+        results.append({"signal": name, "measured": True, **found})
     return results
+
+
+def _observed(name: str, window: list[dict[str, Any]]) -> list[Any]:
+    if name.startswith(LABEL_PREFIX):
+        field = name[len(LABEL_PREFIX) :]
+        return [row["labels"][field] for row in window if field in (row.get("labels") or {})]
+    return [row[name] for row in window if name in row]
 
 
 def window_signals(

@@ -92,7 +92,7 @@ def _chart(report: dict[str, Any], signal: str) -> str:
     threshold = None
     for index, bucket in enumerate(report["buckets"]):
         found = next((s for s in bucket["signals"] or [] if s["signal"] == signal), None)
-        if found is not None:
+        if found is not None and found["measured"]:
             threshold = found["threshold"]
             points.append((index, found["value"], found["drifted"]))
     if not points:
@@ -163,7 +163,7 @@ def render_html(report: dict[str, Any]) -> str:
     small = sum(1 for b in report["buckets"] if b["signals"] is None)
     reference = report["reference"]
     signals = sorted(
-        {s["signal"] for b in report["buckets"] for s in b["signals"] or []},
+        {s["signal"] for b in report["buckets"] for s in b["signals"] or [] if s["measured"]},
         key=lambda name: name,
     )
     verdict = "drift" if report["drift"] else "no drift"

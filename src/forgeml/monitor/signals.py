@@ -16,10 +16,19 @@ model's training data, and `monitor drift` compares the two.
   trick). Two texts on the same topic have close sketches; the text cannot be read back
   from one. `monitor drift` tells a window's sketches from the training data's with a
   domain classifier: a topic shift in the same language and length shows there.
+- `prompt_logprob`: the prompt's mean log-probability per token under the served model,
+  from the prefill the engine runs anyway (serve/engine/prompt_score.py): the shift in
+  how expected production prompts are. Only the transformers engine computes it.
+- `labels`: what the model answered, where the answer is a closed set: for a JSON
+  answer under a schema, each top-level field whose schema is an `enum` of strings
+  (a routing category, a priority), as {"field": "value"}. Only enum values are kept, so
+  no free text leaves the answer; each field is compared as its own label signal
+  (`label:category`) with the same field in the training data's answers.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,9 +36,12 @@ import numpy as np
 
 from forgeml.data.language import detect_language
 
-NUMERIC = ("user_chars", "turns", "chars_per_token")
+NUMERIC = ("user_chars", "turns", "chars_per_token", "prompt_logprob")
 CATEGORICAL = ("language",)
 VECTORS = ("sketch",)
+LABEL_PREFIX = "label:"  # the signal of an answer's enum field, e.g. "label:category"
+MAX_LABEL_FIELDS = 8
+MAX_LABEL_CHARS = 64
 SKETCH_DIMS = 64
 SKETCH_CHARS = 1000
 SAMPLE_CHARS = 4000  # chars_per_token reads this much: bounded cost for any prompt
@@ -63,6 +75,35 @@ def prompt_signals(text: str, turns: int, count_tokens: Callable[[str], int]) ->
         "chars_per_token": round(len(sample) / tokens, 3) if tokens else 0.0,
         "language": language,
         "sketch": sketch(text),
+    }
+
+
+def enum_fields(schema: Any) -> dict[str, set[str]]:
+    """Top-level properties of a JSON schema whose values are an enum of strings."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    found: dict[str, set[str]] = {}
+    for name, spec in (properties or {}).items():
+        values = spec.get("enum") if isinstance(spec, dict) else None
+        if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+            found[str(name)[:MAX_LABEL_CHARS]] = set(values)
+        if len(found) >= MAX_LABEL_FIELDS:
+            break
+    return found
+
+
+def answer_labels(answer: str, fields: dict[str, set[str]]) -> dict[str, str]:
+    """The enum fields' values in a JSON answer (see the module docstring); a value
+    outside the enum (a broken answer) counts as "(other)", never as its text."""
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {
+        field: parsed[field][:MAX_LABEL_CHARS] if parsed.get(field) in allowed else "(other)"
+        for field, allowed in fields.items()
+        if field in parsed
     }
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import Request
 
-from forgeml.monitor.signals import prompt_signals, token_counter
+from forgeml.monitor.signals import answer_labels, prompt_signals, token_counter
+from forgeml.serve.engine.base import GenerationChunk
 from forgeml.serve.request_log import RequestRecord
 from forgeml.serve.served_models import ServedModel
 
@@ -31,10 +32,14 @@ class Accounting:
     user_text: str = ""
     turns: int = 1
     json_mode: bool = False  # the request asked for JSON: usage reports how often it parsed
+    prompt_logprob: float | None = None  # from the engine's prefill, where it computes one
+    label_fields: dict[str, set[str]] = field(default_factory=dict)  # the schema's enums
 
-    def token_arrived(self) -> None:
+    def token_arrived(self, chunk: GenerationChunk | None = None) -> None:
         if self.first_token is None:
             self.first_token = time.perf_counter()
+        if chunk is not None and chunk.prompt_logprob is not None:
+            self.prompt_logprob = chunk.prompt_logprob
 
     def close(
         self,
@@ -72,12 +77,18 @@ class Accounting:
             record.signals = prompt_signals(
                 self.user_text, self.turns, token_counter(self.served.tokenizer)
             )
+            if self.prompt_logprob is not None:
+                record.signals["prompt_logprob"] = self.prompt_logprob
             for reason in finish_reasons:
                 state.metrics.finish_reasons.labels(self.served.id, reason or "unknown").inc()
             if self.json_mode:
                 record.signals["json_valid"] = all(_parses(text) for text in outputs or [])
                 valid = str(record.signals["json_valid"]).lower()
                 state.metrics.json_answers.labels(self.served.id, valid).inc()
+            if self.label_fields and outputs:
+                labels = answer_labels(outputs[0], self.label_fields)
+                if labels:
+                    record.signals["labels"] = labels
         if state.settings.log_prompts:
             record.request, record.response = prompt, outputs
         state.request_log.record(record)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from forgeml.core.errors import ForgeError
 from forgeml.models import chat_template as ct
-from forgeml.monitor.signals import user_text
+from forgeml.monitor.signals import enum_fields, user_text
 from forgeml.serve.accounting import Accounting
 from forgeml.serve.chat import protocol as p
 from forgeml.serve.chat.output_parser import ParsedDelta, StreamingOutputParser
@@ -100,6 +100,7 @@ class _Run:
             turns=len(prepared.messages),
             json_mode=body.response_format is not None
             and body.response_format.type in ("json_object", "json_schema"),
+            label_fields=_label_fields(body),
         )
         self.created = int(time.time())
         self.mistral = MISTRAL_USER_AGENT in request.headers.get("user-agent", "").lower()
@@ -122,7 +123,7 @@ class _Run:
         return streams
 
     def _take(self, index: int, chunk: GenerationChunk) -> ChoiceState:
-        self.accounting.token_arrived()
+        self.accounting.token_arrived(chunk)
         choice = self.choices[index]
         choice.text += chunk.text
         choice.tokens = chunk.completion_tokens
@@ -305,3 +306,11 @@ def _finish_reason(choice: ChoiceState, called_tools: bool) -> str | None:
     if called_tools and choice.finish_reason == "stop":
         return "tool_calls"
     return choice.finish_reason
+
+
+def _label_fields(body: p.ChatCompletionRequest) -> dict[str, set[str]]:
+    """The answer's closed-set fields, whose values are a drift signal (monitor.signals)."""
+    response_format = body.response_format
+    if response_format is None or response_format.json_schema is None:
+        return {}
+    return enum_fields(response_format.json_schema.schema_)

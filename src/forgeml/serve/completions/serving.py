@@ -154,7 +154,7 @@ class _Run:
         return template.render(text)
 
     def _take(self, index: int, chunk: GenerationChunk) -> None:
-        self.accounting.token_arrived()
+        self.accounting.token_arrived(chunk)
         self.texts[index] += chunk.text
         self.tokens[index] = chunk.completion_tokens
         self.token_ids[index] += chunk.token_ids

@@ -88,6 +88,9 @@ class GenerationChunk:
     completion_tokens: int = 0  # generated so far, this chunk included
     error: str | None = None
     unavailable: bool = False  # an "error" because the engine went down (503, not 500)
+    # On the last chunk: the prompt's mean log-probability under the model, a drift
+    # signal (engine/prompt_score.py); None where the engine does not compute it.
+    prompt_logprob: float | None = None
 
 
 @dataclass

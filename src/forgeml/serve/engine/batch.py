@@ -42,7 +42,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from forgeml.core.errors import ForgeError
-from forgeml.serve.engine import mla_step
+from forgeml.serve.engine import mla_step, prompt_score
 from forgeml.serve.engine.lora import BASE_ROW
 from forgeml.serve.engine.sequence import Sequence
 
@@ -227,6 +227,11 @@ def prefill(
     if lean is not None and mla_step.fits(lean, *prompts.input_ids.shape):
         logits = mla_step.forward(lean, None, prompts)
         return _prompt_batch(lean, sequences, prompts, pad_id), logits
+    # Logits of the last column (the first token) and of the columns prompt_score.py
+    # scores, not of every column: the output layer is the widest product of a prefill.
+    flat, targets, counts = prompt_score.prompt_targets(prompts.input_ids, prompts.attention_mask)
+    width = prompts.input_ids.shape[1]
+    keep = sorted({int(index) % width for index in flat} | {width - 1})
     cache = DynamicCache(config=model.config)
     output = model(
         input_ids=prompts.input_ids,
@@ -234,10 +239,21 @@ def prefill(
         position_ids=prompts.positions,
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=1,
+        logits_to_keep=torch.tensor(keep, dtype=torch.long),
         **_adapter_kwargs(adapter_names),
     )
+    if len(flat):
+        at = {column: index for index, column in enumerate(keep)}
+        rows, columns = flat // width, [at[int(index) % width] for index in flat]
+        scored = output.logits[rows, torch.tensor(columns, dtype=torch.long)]
+        prompts.logprobs = prompt_score.row_logprobs(scored, targets, counts)
+    _note_logprobs(sequences, prompts)
     return _new_batch(sequences, cache, prompts, pad_id), output.logits[:, -1].float()
+
+
+def _note_logprobs(sequences: list[Sequence], prompts: mla_step.Prompts) -> None:
+    for sequence, logprob in zip(sequences, prompts.logprobs or [], strict=False):
+        sequence.prompt_logprob = logprob
 
 
 def _prompts(sequences: list[Sequence], pad_id: int) -> mla_step.Prompts:
@@ -256,6 +272,7 @@ def _prompt_batch(
     model: torch.nn.Module, sequences: list[Sequence], prompts: mla_step.Prompts, pad_id: int
 ) -> DecodeBatch:
     """The batch of prompts mla_step.forward just ran, over the cache it returned."""
+    _note_logprobs(sequences, prompts)
     cache = DynamicCache(config=model.config)
     for layer, (keys, values) in zip(_layers(cache), prompts.cache, strict=True):
         layer.lazy_initialization(keys, values)

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from forgeml.models.experts import plain_layout, routed_experts
+from forgeml.serve.engine import prompt_score
 
 # RoPE types whose frequencies change with the sequence length (transformers'
 # `dynamic_rope_update`): not reproduced here.
@@ -64,6 +65,7 @@ class Prompts:
     input_ids: torch.Tensor  # [prompts, width]
     attention_mask: torch.Tensor  # [prompts, width]
     cache: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # filled
+    logprobs: list[float | None] = field(default_factory=list)  # filled: prompt_score.py
 
     @property
     def positions(self) -> torch.Tensor:
@@ -119,6 +121,7 @@ def forward(
     rows = len(decoding.input_ids) if decoding is not None else 0
     if prompts is not None:  # a prompt's last column is its last token (left padding)
         width = prompts.input_ids.shape[1]
+        prompts.logprobs = _prompt_logprobs(model, hidden[rows:], prompts)
         hidden = torch.cat([hidden[:rows], hidden[rows:].view(-1, width, hidden.shape[1])[:, -1]])
     return _linear(model.lm_head, _rms_norm(hidden, inner.norm)).float()
 
@@ -256,6 +259,18 @@ def _route(router: torch.nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor,
 def _gated_mlp(mlp: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     gate = mlp.act_fn(_linear(mlp.gate_proj, hidden))
     return _linear(mlp.down_proj, gate * _linear(mlp.up_proj, hidden))
+
+
+def _prompt_logprobs(
+    model: torch.nn.Module, hidden: torch.Tensor, prompts: Prompts
+) -> list[float | None]:
+    """Each prompt's mean log-probability (prompt_score.py) from its hidden states
+    [prompts * width, hidden], before all but the last column are dropped."""
+    flat, targets, counts = prompt_score.prompt_targets(prompts.input_ids, prompts.attention_mask)
+    if not len(flat):
+        return [None] * len(counts)
+    normed = _rms_norm(hidden.index_select(0, flat), model.model.norm)
+    return prompt_score.row_logprobs(_linear(model.lm_head, normed), targets, counts)
 
 
 def _rotary(rotary: torch.nn.Module, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

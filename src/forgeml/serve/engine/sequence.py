@@ -29,6 +29,7 @@ class Sequence:
         self.prompt_ids = request.prompt_ids
         self.token_ids: list[int] = []
         self.finish_reason: str | None = None
+        self.prompt_logprob: float | None = None  # set by the prefill (prompt_score.py)
         self.error: str | None = None
         self._tokenizer = tokenizer
         self._stream = DecodeStream(skip_special_tokens=False)
@@ -102,6 +103,7 @@ class Sequence:
         chunk = self._chunk(text, token_ids)
         chunk.finish_reason = reason
         chunk.error = self.error
+        chunk.prompt_logprob = self.prompt_logprob
         return chunk
 
     def _chunk(self, text: str, token_ids: list[int]) -> GenerationChunk:
