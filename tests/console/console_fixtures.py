@@ -70,6 +70,7 @@ def build_console_world(root: Path) -> ConsoleWorld:
     import_model(workspace, dirs[0], "helpdesk", extra="never evaluated")  # helpdesk:3
     settings = yaml.safe_load(workspace.config_path.read_text()) or {}
     workspace.config_path.write_text(yaml.safe_dump({**settings, "gates": GATES}))
+    workspace.__dict__.pop("settings", None)  # a cached_property: read the gates afresh
     private = root / "private"
     private.mkdir()
     (private / "customer.txt").write_text("A customer asked us to delete this record.\n" * 20)
