@@ -16,16 +16,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))
 
-from eval_fixtures import TOPICS, build_world, import_model, run_eval, save_model  # noqa: E402
-from pydantic import Field  # noqa: E402
+from eval_fixtures import TOPICS, build_world, import_model, run_eval, save_model
+from pydantic import Field
 
-from forgeml.core.context import StageContext  # noqa: E402
-from forgeml.core.errors import RunCancelled  # noqa: E402
-from forgeml.core.forget import forget  # noqa: E402
-from forgeml.core.runs import run_stage  # noqa: E402
-from forgeml.core.stages import StageParams, stage  # noqa: E402
-from forgeml.core.workspace import Workspace  # noqa: E402
-from forgeml.serve.auth import create_key  # noqa: E402
+from forgeml.core.context import StageContext
+from forgeml.core.errors import RunCancelled
+from forgeml.core.forget import forget
+from forgeml.core.runs import run_stage
+from forgeml.core.stages import StageParams, stage
+from forgeml.core.workspace import Workspace
+from forgeml.serve.auth import create_key
 
 GATES = {"min": {"exact_match": 0.0}}
 

@@ -93,7 +93,8 @@ def test_viewer_sees_everything_and_changes_nothing(console_url, console_world):
     session_csrf = csrf or re.search(r'X-CSRF-Token": "([^"]+)"', viewer.get("/ui/runs").text)[1]
     before = audit_ids(console_world)
     refused = viewer.post(
-        "/ui/models/helpdesk/promote", data={"version": 1, "alias": "viewer-try", "csrf": session_csrf}
+        "/ui/models/helpdesk/promote",
+        data={"version": 1, "alias": "viewer-try", "csrf": session_csrf},
     )
     assert refused.status_code == 403
     assert "scope &#39;viewer&#39;" in refused.text and "Log in with an admin key" in refused.text
@@ -171,9 +172,13 @@ def test_forgeml_serve_has_the_console_at_ui(console_world):
         client = httpx.Client(base_url=url)
         assert client.get("/ui/models").status_code == 303
         assert login(url, console_world.admin_key).get("/ui/models/helpdesk").status_code == 200
-        models = client.get("/v1/models", headers={"Authorization": f"Bearer {console_world.inference_key}"})
+        models = client.get(
+            "/v1/models", headers={"Authorization": f"Bearer {console_world.inference_key}"}
+        )
         assert models.status_code == 200  # the API is unchanged beside it
-        viewer_api = client.get("/v1/models", headers={"Authorization": f"Bearer {console_world.viewer_key}"})
+        viewer_api = client.get(
+            "/v1/models", headers={"Authorization": f"Bearer {console_world.viewer_key}"}
+        )
         assert viewer_api.status_code == 403  # a viewer key reads the console, not the API
 
 

@@ -67,9 +67,7 @@ def page(request: Request, template: str, code: int = 200, **context: Any) -> HT
 def error_page(
     request: Request, status: int, title: str, message: str, hint: str | None = None, **extra: Any
 ) -> HTMLResponse:
-    return page(
-        request, "error.html", status, title=title, message=message, hint=hint, **extra
-    )
+    return page(request, "error.html", status, title=title, message=message, hint=hint, **extra)
 
 
 def forge_error_page(request: Request, error: ForgeError) -> HTMLResponse:

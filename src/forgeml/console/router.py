@@ -31,6 +31,9 @@ def home() -> RedirectResponse:
 @router.api_route("/ui/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
 def not_found(request: Request, rest: str):
     return error_page(
-        request, 404, "No such page", f"There is no console page at /ui/{rest}.",
+        request,
+        404,
+        "No such page",
+        f"There is no console page at /ui/{rest}.",
         "Use the navigation above.",
     )

@@ -15,7 +15,12 @@ router = APIRouter(route_class=ConsoleRoute)
 
 def _keys_page(request: Request, created=None, secret: str | None = None):
     return page(
-        request, "keys.html", active="keys", scopes=SCOPES, created=created, secret=secret,
+        request,
+        "keys.html",
+        active="keys",
+        scopes=SCOPES,
+        created=created,
+        secret=secret,
         keys=list_keys(request.app.state.workspace, include_revoked=True),
     )
 
@@ -49,5 +54,11 @@ def audit(request: Request, action: str | None = None, target: str | None = None
     entries = request.app.state.workspace.registry.audit_entries(
         min(max(limit, 1), 1000), action or None, target or None
     )
-    return page(request, "audit.html", active="audit", entries=entries[::-1],
-                action=action or "", target=target or "")
+    return page(
+        request,
+        "audit.html",
+        active="audit",
+        entries=entries[::-1],
+        action=action or "",
+        target=target or "",
+    )

@@ -22,7 +22,9 @@ REJECTS_SHOWN = 50
 def data(request: Request):
     registry = request.app.state.workspace.registry
     return page(
-        request, "data.html", active="data",
+        request,
+        "data.html",
+        active="data",
         datasets=registry.list_artifacts("dataset")[::-1],
         reports=registry.list_artifacts("report")[::-1],
         rejects=registry.list_artifacts("rejects")[::-1],
@@ -55,8 +57,9 @@ def rejects(request: Request, sha: str):
         rows.append(row)
         if len(rows) >= REJECTS_SHOWN:
             break
-    return page(request, "rejects.html", active="data", artifact=artifact, summary=summary,
-                rows=rows)
+    return page(
+        request, "rejects.html", active="data", artifact=artifact, summary=summary, rows=rows
+    )
 
 
 @router.get("/ui/feedback")

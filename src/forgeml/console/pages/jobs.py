@@ -4,6 +4,8 @@ functions as /v1/files and /v1/fine_tuning/jobs (jobs/files.py, jobs/queue.py)."
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse
 
@@ -29,8 +31,17 @@ def _jobs_page(request: Request, status: int = 200, upload_error: InputError | N
         methods=METHODS,
         models=[r for r in workspace.registry.list_versions(kind="model")],
         upload_error=upload_error,
+        upload_problems=_problems(upload_error),
         filename=filename,
     )
+
+
+def _problems(error: InputError | None) -> list[str]:
+    """files.py's message, one line per bad line: 'NAME:LINE: field: what'."""
+    if error is None:
+        return []
+    text = error.detail.removeprefix("not a valid fine-tuning file: ")
+    return re.split(r"; (?=\S+:\d+: )", text)
 
 
 @router.get("/ui/jobs")
@@ -74,7 +85,11 @@ def create_job(
 def _job_view(request: Request, job_id: str) -> dict:
     workspace = request.app.state.workspace
     job = get_job(workspace, job_id)
-    return {"job": job, "events": job_events(workspace, job)[::-1], "live": not is_finished(job.status)}
+    return {
+        "job": job,
+        "events": job_events(workspace, job)[::-1],
+        "live": not is_finished(job.status),
+    }
 
 
 @router.get("/ui/jobs/{job_id}")

@@ -40,8 +40,13 @@ def _deployments(workspace, refs: set[str]) -> list[dict[str, Any]]:
             select(Deployment, Artifact).join(Artifact, Deployment.artifact_id == Artifact.id)
         ).all()
         return [
-            {"ref": a.ref, "name": d.model_ref, "status": d.status, "endpoint": d.endpoint,
-             "started_at": d.started_at}
+            {
+                "ref": a.ref,
+                "name": d.model_ref,
+                "status": d.status,
+                "endpoint": d.endpoint,
+                "started_at": d.started_at,
+            }
             for d, a in rows
             if a.ref in refs
         ]

@@ -37,9 +37,7 @@ def login_form(request: Request, next: str | None = None, reason: str | None = N
 
 
 @router.post("/ui/login")
-async def login(
-    request: Request, key: str = Form(""), next: str | None = Form(None)
-) -> Response:
+async def login(request: Request, key: str = Form(""), next: str | None = Form(None)) -> Response:
     digest = hash_key(key.strip())
     error = None
     try:
@@ -64,7 +62,11 @@ async def login(
             workspace.registry.audit(db, "console.login", f"api_key/{caller.key_id}")
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
-        COOKIE, session.token, path=COOKIE_PATH, httponly=True, samesite="strict",
+        COOKIE,
+        session.token,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
         secure=request.url.scheme == "https",
     )
     return response

@@ -110,9 +110,7 @@ def _promote(request: Request, name: str, version: int, alias: str, force: bool,
     promotion = promote(workspace, f"{name}:{version}", alias.strip(), force=force, reason=reason)
     entry = workspace.registry.audit_entries(1, action="model.promote", target=f"{name}@{alias}")
     event = entry[-1].id if entry else ""
-    return RedirectResponse(
-        f"/ui/models/{promotion.name}?event={event}#outcome", status_code=303
-    )
+    return RedirectResponse(f"/ui/models/{promotion.name}?event={event}#outcome", status_code=303)
 
 
 @router.post("/ui/models/{name}/promote")
@@ -154,5 +152,11 @@ def card(request: Request, name: str, version: int | None = None):
     workspace = request.app.state.workspace
     _versions(workspace, name)  # a clear page if the name is gone
     ref = f"{name}:{version}" if version else name
-    return page(request, "card.html", active="models", name=name, ref=ref,
-                markdown=model_card(workspace, ref))
+    return page(
+        request,
+        "card.html",
+        active="models",
+        name=name,
+        ref=ref,
+        markdown=model_card(workspace, ref),
+    )

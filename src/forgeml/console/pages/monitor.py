@@ -18,15 +18,17 @@ router = APIRouter(route_class=ConsoleRoute)
 
 def _day_chart(days: dict) -> str:
     xs = [datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp() for d in days]
-    return json.dumps({
-        "x": xs,
-        "time": True,
-        "xlabel": "day",
-        "series": {
-            "requests": [g["requests"] for g in days.values()],
-            "errors": [g["client_errors"] + g["server_errors"] for g in days.values()],
-        },
-    })
+    return json.dumps(
+        {
+            "x": xs,
+            "time": True,
+            "xlabel": "day",
+            "series": {
+                "requests": [g["requests"] for g in days.values()],
+                "errors": [g["client_errors"] + g["server_errors"] for g in days.values()],
+            },
+        }
+    )
 
 
 @router.get("/ui/monitor")
@@ -42,7 +44,13 @@ def monitor(request: Request, since: str = "7d", model: str | None = None):
         except InputError as error:
             drift_error = error
     return page(
-        request, "monitor.html", active="monitor", since=since, model=model or "",
-        by_model=by_model["groups"], chart=_day_chart(by_day["groups"]),
-        drift=drift_result, drift_error=drift_error,
+        request,
+        "monitor.html",
+        active="monitor",
+        since=since,
+        model=model or "",
+        by_model=by_model["groups"],
+        chart=_day_chart(by_day["groups"]),
+        drift=drift_result,
+        drift_error=drift_error,
     )
