@@ -98,3 +98,24 @@ def test_the_reasoning_effort_table_matches_the_server():
             assert int(cap) == REASONING_BUDGETS[name], name
         else:
             assert cap.startswith("no cap"), name
+
+
+def test_the_console_section_matches_the_code():
+    """The README's console claims: the command, the scopes, the cookie, the vendored files.
+    (tests/console/ proves each in a browser.)"""
+    from forgeml.cli.app import app
+    from forgeml.console.gate import PREFIX
+    from forgeml.console.render import HERE, NAV
+    from forgeml.serve.auth import SCOPES
+
+    section = README.split("### Console", 1)[1].split("\n### ", 1)[0]
+    assert PREFIX == "/ui" and "`/ui`" in section
+    assert "ui" in {command.name for command in app.registered_commands}
+    assert set(SCOPES) == {"inference", "viewer", "admin"}
+    for scope in SCOPES:
+        assert f"`{scope}`" in section
+    assert "HttpOnly, SameSite=Strict" in section
+    assert (HERE / "static" / "vendor" / "MANIFEST.json").is_file()
+    labels = {label for _, label, _ in NAV}
+    for page in ("Models", "Lineage", "Runs", "Evaluations", "API keys"):
+        assert page in labels

@@ -94,3 +94,29 @@ def serve(
     app = create_app(workspace, models, settings)
     console.print(f"serving {', '.join(models)} on http://{host}:{port}/v1 (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def ui(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every one)."),
+    port: int = typer.Option(8000, help="TCP port."),
+) -> None:
+    """Run the web console alone (no model served): http://HOST:PORT/ui, log in with an
+    admin or viewer key (`forgeml keys create --scope viewer`)."""
+    import uvicorn
+
+    from forgeml.console import create_console_app
+
+    workspace = options(ctx).open()
+    configured = workspace.settings.get("serving") or {}
+    try:
+        settings = ServeSettings(**configured)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        raise InputError(
+            problem["msg"], path=workspace.config_path, field=f"serving.{field}"
+        ) from error
+    app = create_console_app(workspace, settings)
+    console.print(f"console on http://{host}:{port}/ui (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

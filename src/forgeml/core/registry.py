@@ -14,6 +14,7 @@ import re
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Engine, event, func, select
@@ -27,9 +28,24 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HEX_PATTERN = re.compile(r"^[0-9a-f]{6,64}$")
 
 
+_ACTING: ContextVar[str | None] = ContextVar("forgeml_acting", default=None)
+
+
+@contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Audit the writes made in this context (and threads started from it with
+    `asyncio.to_thread`, which copies the context) as `actor`: the console's key."""
+    token = _ACTING.set(actor)
+    try:
+        yield
+    finally:
+        _ACTING.reset(token)
+
+
 def current_actor() -> str:
-    """Who is acting: FORGEML_ACTOR if set (servers, job workers), else user@host."""
-    if actor := os.environ.get("FORGEML_ACTOR"):
+    """Who is acting: `acting_as`'s actor, else FORGEML_ACTOR if set (servers, job
+    workers), else user@host."""
+    if actor := _ACTING.get() or os.environ.get("FORGEML_ACTOR"):
         return actor
     try:
         user = getpass.getuser()

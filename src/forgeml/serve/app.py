@@ -14,6 +14,7 @@ Routes (all but /health need `Authorization: Bearer fml-...`):
     *    /v1/fine_tuning/jobs   fine_tuning/ admin (spends compute, adds registry models)
     GET  /metrics               metrics.py   admin
     GET  /health[/ready]        health.py    none
+    GET  /ui[/...]              console/     the web console: a session cookie (admin or viewer)
 
 Every other request passes guard.py first: its key, its key's rate and concurrency
 limits and its body's size are checked before the body is read (docs/SECURITY.md).
@@ -35,6 +36,7 @@ import torch
 from fastapi import Depends, FastAPI, Request, Response
 
 from forgeml import __version__
+from forgeml.console import mount_console
 from forgeml.core.workspace import Workspace
 from forgeml.jobs.files import clean_interrupted_uploads
 from forgeml.monitor.signals import warm_up as warm_up_signals
@@ -119,8 +121,11 @@ def create_app(
         settings.feedback_cache_size, settings.feedback_cache_seconds
     )
     errors.install(app)
+    console = mount_console(app, workspace, app.state.keys)
     limits = KeyLimits(settings.key_requests_per_minute, settings.key_max_concurrent)
-    app.add_middleware(GuardMiddleware, keys=app.state.keys, limits=limits, settings=settings)
+    app.add_middleware(
+        GuardMiddleware, keys=app.state.keys, limits=limits, settings=settings, console=console
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts refusals
     app.include_router(health_router)
     app.include_router(chat_router)

@@ -2,7 +2,8 @@
 
 A key is `fml-` + 32 random URL-safe characters, shown once. The registry keeps its
 sha256 (keys are random, so no salt is needed) and a short prefix people can
-recognise. Scopes: `inference` (chat, completions, models) and `admin` (everything,
+recognise. Scopes: `inference` (chat, completions, models), `viewer` (reads every page
+of the web console, changes nothing, calls no API route) and `admin` (everything,
 including admin routes such as /metrics, and /v1/files and /v1/fine_tuning: uploaded
 training data may hold personal data, and a job spends compute and adds models to the
 registry, so an application's inference key can do neither).
@@ -41,7 +42,7 @@ log = logging.getLogger("forgeml.serve")
 
 KEY_PREFIX = "fml-"
 SHOWN_PREFIX_LENGTH = 12  # "fml-" + 8 characters
-SCOPES = ("inference", "admin")
+SCOPES = ("inference", "viewer", "admin")
 TOUCH_INTERVAL_SECONDS = 60.0
 
 
@@ -140,7 +141,10 @@ class KeyChecker:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        digest = hash_key(secret.strip())
+        return await self.authenticate_digest(hash_key(secret.strip()))
+
+    async def authenticate_digest(self, digest: str) -> Caller:
+        """The caller whose key hashes to `digest` (a console session keeps only that)."""
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self.cache_seconds:

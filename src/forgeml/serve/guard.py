@@ -12,6 +12,9 @@ Plain ASGI middleware, so it runs before FastAPI reads a byte of the body:
 The cap is `max_request_bytes` everywhere but `/v1/files`, which takes uploads up to
 `max_upload_bytes` (multipart parsing spools them to disk in chunks as they arrive;
 the count stops the stream at the cap). /health and /health/ready need no key.
+
+The web console's pages (/ui, console/) are checked here too, by their session cookie
+instead of a bearer header (console/gate.py): the same keys, the same limits.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forgeml.serve.auth import KeyChecker, scope_error
+from forgeml.console.gate import ConsoleGate, Refused, is_console
+from forgeml.serve.auth import Caller, KeyChecker, scope_error
 from forgeml.serve.errors import APIError
 from forgeml.serve.limits import KeyLimits
 from forgeml.serve.settings import ServeSettings
@@ -50,12 +54,18 @@ def _in(path: str, prefix: str) -> bool:
 
 class GuardMiddleware:
     def __init__(
-        self, app: ASGIApp, keys: KeyChecker, limits: KeyLimits, settings: ServeSettings
+        self,
+        app: ASGIApp,
+        keys: KeyChecker,
+        limits: KeyLimits,
+        settings: ServeSettings,
+        console: ConsoleGate | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.limits = limits
         self.settings = settings
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -67,16 +77,25 @@ class GuardMiddleware:
             limit, setting = self.settings.max_upload_bytes, "max_upload_bytes"
         else:
             limit, setting = self.settings.max_request_bytes, "max_request_bytes"
+        caller: Caller | None
         try:
-            caller = await self.keys.authenticate(headers.get("authorization"))
-            if any(_in(path, prefix) for prefix in ADMIN_PREFIXES) and not caller.allows("admin"):
-                raise scope_error(caller, "admin")
+            if self.console is not None and is_console(path):
+                caller = await self.console.caller(scope, headers)  # None: login, static
+            else:
+                caller = await self.keys.authenticate(headers.get("authorization"))
+                if any(_in(path, p) for p in ADMIN_PREFIXES) and not caller.allows("admin"):
+                    raise scope_error(caller, "admin")
             _check_declared_length(headers.get("content-length"), limit, setting)
-            self.limits.acquire(caller.key_id)
+            if caller is not None:
+                self.limits.acquire(caller.key_id)
         except APIError as error:
             await error.response()(scope, receive, send)
             return
-        scope.setdefault("state", {})["caller"] = caller
+        except Refused as refused:
+            await refused.response(scope, receive, send)
+            return
+        if caller is not None:
+            scope.setdefault("state", {})["caller"] = caller
         received = 0
         started = False
 
@@ -102,7 +121,8 @@ class GuardMiddleware:
             too_large = APIError(413, str(error.detail), code=error.code)
             await too_large.response()(scope, receive, send)
         finally:
-            self.limits.release(caller.key_id)
+            if caller is not None:
+                self.limits.release(caller.key_id)
 
 
 def _check_declared_length(value: str | None, limit: int, setting: str) -> None:
