@@ -102,7 +102,7 @@ def test_the_image_serves_from_a_volume_as_a_non_root_read_only_container(image,
         assert denied.returncode != 0 and "Read-only file system" in denied.stderr
         assert (root / "registry.db").stat().st_uid == IMAGE_UID  # state lives on the volume
     finally:
-        podman("rm", "-f", "-t", "5", name, check=False)
+        podman("rm", "-f", "-v", "-t", "5", name, check=False)
 
 
 def test_the_image_declares_what_a_platform_reads(image):
@@ -110,7 +110,7 @@ def test_the_image_declares_what_a_platform_reads(image):
     config = inspected["Config"]
     assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
     assert "/health/ready" in " ".join(inspected["Healthcheck"]["Test"])
-    assert "/var/lib/forgeml" in config["Volumes"]
+    assert "/var/lib/forgeml/workspace" in config["Volumes"]
     assert "FORGEML_WORKSPACE=/var/lib/forgeml/workspace" in config["Env"]
 
 
