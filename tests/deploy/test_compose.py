@@ -8,7 +8,6 @@ postgres-local) with the official image's variables."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -61,12 +60,13 @@ def compose(image, tmp_path):  # noqa: F811
         assert not failed, stdout[-3000:] + stderr[-3000:]
         return stdout
 
-    run.port = port
+    run.port, run.project = port, project
     try:
         yield run
     finally:
         subprocess.run(["podman-compose", "-p", project, "-f", str(COMPOSE_FILE), "down", "-v"],
                        env=env, capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run(["podman", "network", "rm", f"{project}_default"], capture_output=True)
 
 
 def ask(port: int, key: str) -> str:
@@ -92,6 +92,12 @@ def test_a_backup_restored_into_an_empty_deployment_serves_the_same_model(compos
     assert made.returncode == 0, made.stderr
 
     compose("up", "-d", "postgres")
+    # podman-compose 1.0 does not wait for `condition: service_healthy`: wait here.
+    deadline = time.monotonic() + 120
+    while subprocess.run(["podman", "healthcheck", "run", f"{compose.project}_postgres_1"],
+                         capture_output=True).returncode != 0:  # fmt: skip
+        assert time.monotonic() < deadline, "PostgreSQL did not become ready"
+        time.sleep(1)
     # The backup goes in on stdin, as from an operator's machine (deploy/README.md).
     restored = compose("run", "--rm", "-T", "-e", "FORGEML_INIT=0", "--entrypoint", "/bin/sh",
                        "server", "-c", "cat > /tmp/team.tar.gz && forgeml --json admin restore "
