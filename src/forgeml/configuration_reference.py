@@ -243,6 +243,10 @@ WORKSPACE_KEYS = [
 ENVIRONMENT = [
     ["`FORGEML_WORKSPACE`", "The workspace folder when `--workspace` is not given (default `./forgeml-workspace`)."],
     ["`FORGEML_DATABASE_URL`", "The registry database; overrides `database_url` in forgeml.yaml."],
+    ["`FORGEML_SERVING_`", "Followed by a `serving:` field in capitals (`FORGEML_SERVING_MAX_BATCH_SIZE` sets `max_batch_size`): that setting of `forgeml serve`, over forgeml.yaml, under its options. Lists: a JSON array or comma-separated; `none` unsets a nullable one; an unknown name is an error."],
+    ["`FORGEML_MODELS`", "The models `forgeml serve` serves when none are named (space-separated)."],
+    ["`FORGEML_HOST`, `FORGEML_PORT`", "Where `forgeml serve` listens (`--host`, `--port`)."],
+    ["`FORGEML_JOBS_POLL`", "Seconds between a `forgeml jobs worker`'s looks at the queue (`--poll`)."],
     ["`FORGEML_ACTOR`", "Who the audit log records as acting (default `user@host`); for servers and job workers."],
     ["`FORGEML_DEBUG`", "Any value: print tracebacks of user errors (`--debug` sets it)."],
     ["`FORGEML_EVAL_API_KEY`", "API key for `forgeml eval endpoint` and the endpoints of `forgeml eval compare` (`--api-key` sets it). Stages name the variable (`api_key_env`), never the key."],
@@ -309,7 +313,10 @@ def workspace_section() -> str:
             f"```yaml\n{WORKSPACE_EXAMPLE.strip()}\n```",
             table(["key", "type", "meaning"], WORKSPACE_KEYS),
             "### serving",
-            f"`forgeml serve` options override these: {serve_flags}. Unknown keys are errors.",
+            f"`forgeml serve` options override these: {serve_flags}. Unknown keys are errors. "
+            "Each is also an environment variable, `FORGEML_SERVING_` and the field in "
+            "capitals, which overrides forgeml.yaml (see [Environment variables]"
+            "(#environment-variables)).",
             model_table(ServeSettings),
             "### gates",
             "The fields of [GateSpec](#gatespec). Metric names are the keys of an eval's "

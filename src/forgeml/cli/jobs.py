@@ -16,7 +16,9 @@ app = typer.Typer(
 def run_worker(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run the queued jobs, then exit."),
-    poll: float = typer.Option(2.0, help="Seconds between looks at the queue."),
+    poll: float = typer.Option(
+        2.0, envvar="FORGEML_JOBS_POLL", help="Seconds between looks at the queue."
+    ),
 ) -> None:
     """Run queued fine-tuning jobs one at a time (`forgeml serve` starts one for you)."""
     workspace = options(ctx).open()

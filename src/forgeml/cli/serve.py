@@ -6,6 +6,7 @@ forgeml serve support-bot@prod --port 8000
 forgeml serve support-bot-gguf               # a GGUF export: served by llama.cpp
 forgeml serve support-bot --engine vllm      # with serving.vllm_command in forgeml.yaml
 forgeml serve support-bot support-bot-lora   # a LoRA adapter, served over its base's weights
+FORGEML_MODELS=support-bot@prod FORGEML_HOST=0.0.0.0 FORGEML_SERVING_MAX_BATCH_SIZE=8 forgeml serve
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from forgeml.cli.output import console, options
 from forgeml.core.errors import InputError
-from forgeml.serve.settings import ServeSettings
+from forgeml.serve.settings import ServeSettings, environment_variable, settings_from_environment
 
 
 def serve(
@@ -24,9 +25,13 @@ def serve(
         ...,
         help="Models to serve: NAME, NAME:VERSION, NAME@ALIAS or model/SHA-PREFIX; a LoRA "
         "adapter is served by its base model's engine (the base is loaded if not named).",
+        envvar="FORGEML_MODELS",
+        show_envvar=True,
     ),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every one)."),
-    port: int = typer.Option(8000, help="TCP port."),
+    host: str = typer.Option(
+        "127.0.0.1", envvar="FORGEML_HOST", help="Interface to listen on (0.0.0.0: every one)."
+    ),
+    port: int = typer.Option(8000, envvar="FORGEML_PORT", help="TCP port."),
     max_batch_size: int | None = typer.Option(
         None, help="Sequences decoded together per model (default 32)."
     ),
@@ -63,7 +68,9 @@ def serve(
         "load) or as a thread of the server (starts faster).",
     ),
 ) -> None:
-    """Serve models over HTTP until interrupted; every route but /health needs an API key."""
+    """Serve models over HTTP until interrupted; every route but /health needs an API key.
+    Every `serving:` setting of forgeml.yaml can also be set as FORGEML_SERVING_<FIELD>
+    (e.g. FORGEML_SERVING_MAX_BATCH_SIZE=8), between forgeml.yaml and these options."""
     import uvicorn
 
     from forgeml.serve.app import create_app
@@ -80,9 +87,14 @@ def serve(
         "engine_process": engine_process,
     }
     configured = workspace.settings.get("serving") or {}
+    from_environment = _environment_settings()
     try:
         settings = ServeSettings(
-            **{**configured, **{k: v for k, v in overrides.items() if v is not None}},
+            **{
+                **configured,
+                **from_environment,
+                **{k: v for k, v in overrides.items() if v is not None},
+            },
             endpoint=f"http://{host}:{port}",
         )
     except ValidationError as error:
@@ -110,7 +122,7 @@ def ui(
     workspace = options(ctx).open()
     configured = workspace.settings.get("serving") or {}
     try:
-        settings = ServeSettings(**configured)
+        settings = ServeSettings(**{**configured, **_environment_settings()})
     except ValidationError as error:
         problem = error.errors()[0]
         field = ".".join(str(part) for part in problem["loc"])
@@ -120,3 +132,24 @@ def ui(
     app = create_console_app(workspace, settings)
     console.print(f"console on http://{host}:{port}/ui (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _environment_settings() -> dict:
+    """FORGEML_SERVING_* values, each checked on its own so an error names its variable."""
+    try:
+        values = settings_from_environment()
+    except KeyError as error:
+        raise InputError(
+            f"unknown setting {error.args[0]}",
+            hint="Name a `serving:` field after FORGEML_SERVING_ (docs/CONFIGURATION.md).",
+        ) from error
+    except ValueError as error:  # a list variable that is not valid JSON
+        raise InputError(f"a FORGEML_SERVING_ list is not a JSON array: {error}") from error
+    for name, value in values.items():
+        try:
+            ServeSettings(**{name: value})
+        except ValidationError as error:
+            raise InputError(
+                f"{error.errors()[0]['msg']} (got {value!r})", field=environment_variable(name)
+            ) from error
+    return values

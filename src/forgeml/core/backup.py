@@ -118,7 +118,7 @@ def restore(archive: Path, root: Path, database_url: str | None = None) -> dict[
     root.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(root, filter="data")
+            _extract(tar, root)
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise InputError(f"not a readable forgeml backup: {exc}", path=archive) from exc
@@ -127,6 +127,20 @@ def restore(archive: Path, root: Path, database_url: str | None = None) -> dict[
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)  # nothing half-restored stays
         raise
+
+
+def _extract(tar: tarfile.TarFile, root: Path) -> None:
+    """Unpack refusing links, devices and paths that leave `root`. Python's "data" filter
+    does that, but Python 3.11 has it only from 3.11.4 (Debian 12 ships 3.11.2)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(root, filter="data")
+        return
+    members = tar.getmembers()
+    for member in members:
+        parts = Path(member.name).parts
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
+            raise tarfile.TarError(f"refusing {member.name!r}: not a plain file inside the backup")
+    tar.extractall(root, members=members)
 
 
 def _restore_into(root: Path, archive: Path, database_url: str | None) -> dict[str, Any]:

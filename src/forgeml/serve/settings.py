@@ -1,9 +1,13 @@
-"""Server settings: defaults here, overridden by `serving:` in forgeml.yaml, then the CLI."""
+"""Server settings: defaults here, overridden by `serving:` in forgeml.yaml, then by
+FORGEML_SERVING_<FIELD> environment variables (containers, systemd units), then the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Literal
+import types
+from collections.abc import Mapping
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -159,3 +163,43 @@ class ServeSettings(BaseModel):
 
     def threads(self) -> int:
         return self.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
+ENV_PREFIX = "FORGEML_SERVING_"
+NULLS = {"", "none", "null"}
+
+
+def settings_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The `serving:` settings that FORGEML_SERVING_<FIELD> variables set, as raw values
+    for ServeSettings to check: `FORGEML_SERVING_MAX_BATCH_SIZE=8`. A list is a JSON
+    array or comma-separated; `none` (or empty) unsets a setting that may be null. A
+    misspelt variable is an error, as a misspelt forgeml.yaml key is (KeyError: its name)."""
+    environ = os.environ if environ is None else environ
+    fields = ServeSettings.model_fields
+    values: dict[str, Any] = {}
+    for variable, raw in environ.items():
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        name = variable[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise KeyError(variable)
+        annotation = fields[name].annotation
+        nullable = get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(
+            annotation
+        )
+        if nullable and raw.strip().lower() in NULLS:
+            values[name] = None
+        elif get_origin(annotation) is list:
+            text = raw.strip()
+            values[name] = (
+                json.loads(text)
+                if text.startswith("[")
+                else [part.strip() for part in text.split(",") if part.strip()]
+            )
+        else:
+            values[name] = raw
+    return values
+
+
+def environment_variable(field: str) -> str:
+    return ENV_PREFIX + field.upper()
