@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from serving_fixtures import register_tiny_model
@@ -113,3 +114,6 @@ def test_a_backup_restored_into_an_empty_deployment_serves_the_same_model(compos
     compose("down")  # no -v: the volumes stay
     compose("up", "-d")
     assert ask(compose.port, key) == answer  # same key, same model, same answer
+    # The console is the server's /ui: its login page answers without a key.
+    login = httpx.get(f"http://127.0.0.1:{compose.port}/ui/login", timeout=30)
+    assert login.status_code == 200 and "API key" in login.text
