@@ -6,6 +6,8 @@ forgeml serve support-bot@prod --port 8000
 forgeml serve support-bot-gguf               # a GGUF export: served by llama.cpp
 forgeml serve support-bot --engine vllm      # with serving.vllm_command in forgeml.yaml
 forgeml serve support-bot support-bot-lora   # a LoRA adapter, served over its base's weights
+forgeml serve support-bot@prod --canary support-bot@candidate:10   # 10% of users
+forgeml serve support-bot@prod --shadow support-bot@candidate      # copies, answers discarded
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 
 from forgeml.cli.output import console, options
 from forgeml.core.errors import InputError
-from forgeml.serve.settings import ServeSettings
+from forgeml.serve.settings import CanarySettings, ServeSettings
 
 
 def serve(
@@ -62,6 +64,18 @@ def serve(
         help="Run the transformers engine in its own process (default: more tokens/s under "
         "load) or as a thread of the server (starts faster).",
     ),
+    canary: list[str] = typer.Option(
+        [],
+        "--canary",
+        help="NAME@ALIAS:WEIGHT: that alias answers WEIGHT% (0-100) of the users asking for "
+        "NAME (or NAME@PROD, the alias NAME is served under; default prod).",
+    ),
+    shadow: list[str] = typer.Option(
+        [],
+        "--shadow",
+        help="NAME@ALIAS: prod answers everything; a copy of each request for NAME goes to "
+        "ALIAS in the background, measured and discarded.",
+    ),
 ) -> None:
     """Serve models over HTTP until interrupted; every route but /health needs an API key."""
     import uvicorn
@@ -79,7 +93,10 @@ def serve(
         "engine": engine,
         "engine_process": engine_process,
     }
-    configured = workspace.settings.get("serving") or {}
+    configured = dict(workspace.settings.get("serving") or {})
+    plans = [*canary_plans(canary, models, "--canary"), *canary_plans(shadow, models, "--shadow")]
+    if plans:
+        configured["canary"] = plans
     try:
         settings = ServeSettings(
             **{**configured, **{k: v for k, v in overrides.items() if v is not None}},
@@ -94,3 +111,33 @@ def serve(
     app = create_app(workspace, models, settings)
     console.print(f"serving {', '.join(models)} on http://{host}:{port}/v1 (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def canary_plans(values: list[str], models: list[str], option: str) -> list[dict]:
+    """`--canary NAME@ALIAS:WEIGHT` / `--shadow NAME@ALIAS` as `serving.canary` entries."""
+    plans = []
+    for value in values:
+        target, _, weight = value.partition(":") if option == "--canary" else (value, "", "")
+        name, _, alias = target.partition("@")
+        if not name or not alias or (option == "--canary" and not weight):
+            form = (
+                "NAME@ALIAS:WEIGHT, e.g. bot@candidate:10"
+                if option == "--canary"
+                else ("NAME@ALIAS, e.g. bot@candidate")
+            )
+            raise InputError(f"{value!r} is not {form}", field=option)
+        try:
+            share = float(weight) if weight else 0.0
+        except ValueError:
+            raise InputError(f"{weight!r} in {value!r} is not a number", field=option) from None
+        if not 0 <= share <= 100:
+            raise InputError(
+                f"weight {weight} in {value!r} is outside 0-100", field=option,
+                hint="The weight is the percent of users the candidate answers.",
+            )  # fmt: skip
+        prod = next((m.partition("@")[2] for m in models if m.startswith(f"{name}@")), "prod")
+        mode = "split" if option == "--canary" else "shadow"
+        plans.append(
+            CanarySettings(model=name, prod=prod, candidate=alias, weight=share, mode=mode)
+        )
+    return [plan.model_dump() for plan in plans]
