@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from forgeml.core.context import record_artifact
 from forgeml.core.schema import Artifact, utcnow
@@ -96,3 +97,42 @@ def test_rollback_refuses_a_forgotten_version_and_an_unset_alias(workspace):
     unset = run(workspace, "models", "rollback", "bot", "--alias", "staging")
     assert unset.returncode != 0 and "bot@staging is not set" in unset.stderr
     assert "Traceback" not in unset.stderr
+
+
+def test_a_workspace_promoted_before_alias_history_can_roll_back(tmp_path):
+    """Migration 0007 fills the alias history from the audit log's `alias.set` entries."""
+    from sqlalchemy import text
+
+    from forgeml.core import database
+    from forgeml.core.workspace import Workspace
+
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / "forgeml.yaml").write_text("forgeml_workspace: 1\n")
+    engine = database.create_registry_engine(f"sqlite:///{root / 'registry.db'}")
+    database.upgrade(engine, "0006")
+    with engine.begin() as conn:
+        for number in (1, 2):
+            conn.execute(text(
+                "INSERT INTO artifacts (id, kind, sha256, size_bytes, file_count, path, "
+                f"created_at, meta) VALUES ({number}, 'model', '{number:064x}', 1, 1, "
+                f"'artifacts/model/{number:064x}', '2026-01-01 00:00:00', '{{}}')"
+            ))  # fmt: skip
+            conn.execute(text(
+                "INSERT INTO versions (id, name, version, artifact_id, created_at, description) "
+                f"VALUES ({number}, 'bot', {number}, {number}, '2026-01-01 00:00:00', '')"
+            ))  # fmt: skip
+        conn.execute(text("INSERT INTO aliases (name, alias, version_id, updated_at) "
+                          "VALUES ('bot', 'prod', 2, '2026-01-02 00:00:00')"))  # fmt: skip
+        for number, previous in ((1, "null"), (2, "1")):
+            details = f'{{"version": {number}, "previous_version_id": {previous}, "reason": ""}}'
+            conn.execute(text(
+                "INSERT INTO audit_log (time, actor, action, target, details) VALUES "
+                f"('2026-01-0{number} 00:00:00', 'old@host', 'alias.set', 'bot@prod', '{details}')"
+            ))  # fmt: skip
+    engine.dispose()
+    Workspace.open(root).close()  # upgrades
+
+    rolled = run(SimpleNamespace(root=root), "--json", "models", "rollback", "bot")
+    assert rolled.returncode == 0, rolled.stderr
+    assert json.loads(rolled.stdout)["to_version"] == 1
