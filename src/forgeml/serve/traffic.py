@@ -198,7 +198,7 @@ class TrafficRouter:
         except ForgottenError:
             raise  # 409 naming the deletion request
         except ForgeError:
-            return await self._plain(fallback or requested, caller, alias)
+            return await self._plain(fallback or requested, caller, alias, traffic)
         ref = f"{name}:{number}"
         try:
             served = await self.pool.get(ref, caller)
@@ -207,14 +207,16 @@ class TrafficRouter:
             # with under that alias answers until it is restarted.
             if requested not in self.started_ids:
                 raise
-            return await self._plain(requested, None, alias)
+            return await self._plain(requested, None, alias, traffic)
         return served, Route(name, ref, alias, ref, traffic)
 
-    async def _plain(self, requested: str, caller: Any, alias: str) -> tuple[ServedModel, Route]:
+    async def _plain(
+        self, requested: str, caller: Any, alias: str, traffic: str = "live"
+    ) -> tuple[ServedModel, Route]:
         served = await self.pool.get(requested, caller)
         name = requested.partition("@")[0]
         version = await self._version_of(served, name)
-        return served, Route(name, version, alias, version or served.id)
+        return served, Route(name, version, alias, version or served.id, traffic)
 
     async def _alias_version(self, name: str, alias: str) -> int:
         now = time.monotonic()
