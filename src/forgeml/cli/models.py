@@ -56,6 +56,7 @@ def set_alias(
 
 
 models_app.command("promote")(models_governance.promote)
+models_app.command("rollback")(models_governance.rollback)
 models_app.command("card")(models_governance.card)
 
 

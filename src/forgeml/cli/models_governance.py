@@ -2,10 +2,10 @@
 
     forgeml models promote my-model:4 --alias prod
     forgeml models promote my-model:4 --alias prod --force --reason "hotfix, evals pending"
+    forgeml models rollback my-model --alias prod --reason "answers got worse"
     forgeml models card my-model@prod -o MODEL_CARD.md
 
-Attach to the `models` group: `models_app.command("promote")(promote)` and
-`models_app.command("card")(card)`.
+Attach to the `models` group: `models_app.command("promote")(promote)`, and so on.
 """
 
 from __future__ import annotations
@@ -54,6 +54,30 @@ def promote(
         console.print(f"{verb}: {result.name}@{alias} -> {result.name}:{result.version}{before}")
 
     emit(ctx, result.to_dict(), render)
+
+
+def rollback(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name (not a version: the alias says which)."),
+    alias: str = typer.Option("prod", "--alias", help="Alias to move back."),
+    reason: str = typer.Option("", "--reason", help="Why; recorded in the audit log."),
+) -> None:
+    """Move NAME@ALIAS back to the version it pointed at before its last move.
+
+    No gate is checked (that version was promoted before); a version forgotten by a
+    deletion request since is refused. A running server answers from it within seconds.
+    """
+    from forgeml.eval.rollback import rollback as rollback_alias
+
+    result = rollback_alias(options(ctx).open(), name, alias, reason)
+    emit(
+        ctx,
+        result.to_dict(),
+        lambda: console.print(
+            f"rolled back: {name}@{alias} -> {name}:{result.to_version} "
+            f"(was {name}:{result.from_version})"
+        ),
+    )
 
 
 def card(

@@ -43,11 +43,16 @@ def usage(
     ),
     since: str = since_option("7d"),
     until: str = UNTIL,
-    by: str = typer.Option("model", "--by", help="One row per: model, key or day."),
+    by: str = typer.Option(
+        "model",
+        "--by",
+        help="One row per: model, key, day, version (NAME:N that answered) or alias "
+        "(prod vs candidate).",
+    ),
 ) -> None:
     """Requests, outcomes (errors, 429s), tokens, latency and time-to-first-token
     percentiles, finish reasons, tool-call rate, how often JSON answers parsed, and
-    feedback, per model, key or day."""
+    feedback, per model, key, day, version or alias (a canary against prod)."""
     from forgeml.monitor.usage import usage as measure
 
     start, end = window(since, until)

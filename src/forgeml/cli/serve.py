@@ -7,6 +7,8 @@ forgeml serve support-bot-gguf               # a GGUF export: served by llama.cp
 forgeml serve support-bot --engine vllm      # with serving.vllm_command in forgeml.yaml
 forgeml serve support-bot support-bot-lora   # a LoRA adapter, served over its base's weights
 FORGEML_MODELS=support-bot@prod FORGEML_HOST=0.0.0.0 FORGEML_SERVING_MAX_BATCH_SIZE=8 forgeml serve
+forgeml serve support-bot@prod --canary support-bot@candidate:10   # 10% of users
+forgeml serve support-bot@prod --shadow support-bot@candidate      # copies, answers discarded
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from pydantic import ValidationError
 
 from forgeml.cli.output import console, options
 from forgeml.core.errors import InputError
-from forgeml.serve.settings import ServeSettings, environment_variable, settings_from_environment
+from forgeml.serve.settings import (
+    CanarySettings,
+    ServeSettings,
+    environment_variable,
+    settings_from_environment,
+)
 
 
 def serve(
@@ -67,6 +74,18 @@ def serve(
         help="Run the transformers engine in its own process (default: more tokens/s under "
         "load) or as a thread of the server (starts faster).",
     ),
+    canary: list[str] = typer.Option(
+        [],
+        "--canary",
+        help="NAME@ALIAS:WEIGHT: that alias answers WEIGHT% (0-100) of the users asking for "
+        "NAME (or NAME@PROD, the alias NAME is served under; default prod).",
+    ),
+    shadow: list[str] = typer.Option(
+        [],
+        "--shadow",
+        help="NAME@ALIAS: prod answers everything; a copy of each request for NAME goes to "
+        "ALIAS in the background, measured and discarded.",
+    ),
 ) -> None:
     """Serve models over HTTP until interrupted; every route but /health needs an API key.
     Every `serving:` setting of forgeml.yaml can also be set as FORGEML_SERVING_<FIELD>
@@ -86,8 +105,11 @@ def serve(
         "engine": engine,
         "engine_process": engine_process,
     }
-    configured = workspace.settings.get("serving") or {}
+    configured = dict(workspace.settings.get("serving") or {})
     from_environment = _environment_settings()
+    plans = [*canary_plans(canary, models, "--canary"), *canary_plans(shadow, models, "--shadow")]
+    if plans:
+        configured["canary"] = plans
     try:
         settings = ServeSettings(
             **{
@@ -153,3 +175,33 @@ def _environment_settings() -> dict:
                 f"{error.errors()[0]['msg']} (got {value!r})", field=environment_variable(name)
             ) from error
     return values
+
+
+def canary_plans(values: list[str], models: list[str], option: str) -> list[dict]:
+    """`--canary NAME@ALIAS:WEIGHT` / `--shadow NAME@ALIAS` as `serving.canary` entries."""
+    plans = []
+    for value in values:
+        target, _, weight = value.partition(":") if option == "--canary" else (value, "", "")
+        name, _, alias = target.partition("@")
+        if not name or not alias or (option == "--canary" and not weight):
+            form = (
+                "NAME@ALIAS:WEIGHT, e.g. bot@candidate:10"
+                if option == "--canary"
+                else ("NAME@ALIAS, e.g. bot@candidate")
+            )
+            raise InputError(f"{value!r} is not {form}", field=option)
+        try:
+            share = float(weight) if weight else 0.0
+        except ValueError:
+            raise InputError(f"{weight!r} in {value!r} is not a number", field=option) from None
+        if not 0 <= share <= 100:
+            raise InputError(
+                f"weight {weight} in {value!r} is outside 0-100", field=option,
+                hint="The weight is the percent of users the candidate answers.",
+            )  # fmt: skip
+        prod = next((m.partition("@")[2] for m in models if m.startswith(f"{name}@")), "prod")
+        mode = "split" if option == "--canary" else "shadow"
+        plans.append(
+            CanarySettings(model=name, prod=prod, candidate=alias, weight=share, mode=mode)
+        )
+    return [plan.model_dump() for plan in plans]

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forgeml.core.database import READ_ONLY
 from forgeml.core.errors import ConflictError, InputError, NotFoundError
-from forgeml.core.schema import Alias, Artifact, AuditEntry, Version, utcnow
+from forgeml.core.schema import Alias, AliasMove, Artifact, AuditEntry, Version, utcnow
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HEX_PATTERN = re.compile(r"^[0-9a-f]{6,64}$")
@@ -252,7 +252,10 @@ class Registry:
                 for version, artifact in session.execute(query)
             ]
 
-    def set_alias(self, name: str, alias: str, version_number: int, reason: str = "") -> None:
+    def set_alias(
+        self, name: str, alias: str, version_number: int, reason: str = "", action: str = "set"
+    ) -> None:
+        """Move NAME@ALIAS to NAME:VERSION; `action` (set, rollback) goes to its history."""
         check_name(alias)
         with self.session() as session:
             version = session.scalars(
@@ -270,6 +273,17 @@ class Registry:
             else:
                 previous = row.version_id
                 row.version_id, row.updated_at = version.id, utcnow()
+            session.add(
+                AliasMove(
+                    name=name,
+                    alias=alias,
+                    version_id=version.id,
+                    previous_version_id=previous,
+                    action=action,
+                    actor=current_actor(),
+                    reason=reason,
+                )
+            )
             self.audit(
                 session,
                 "alias.set",
@@ -278,6 +292,34 @@ class Registry:
                 previous_version_id=previous,
                 reason=reason,
             )
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """Every move of NAME@ALIAS, oldest first: action, version number, actor, time."""
+        query = (
+            select(AliasMove, Version)
+            .join(Version, AliasMove.version_id == Version.id)
+            .where(AliasMove.name == name, AliasMove.alias == alias)
+            .order_by(AliasMove.id)
+        )
+        with self.reading() as session:
+            return [
+                {
+                    "action": move.action,
+                    "version": version.version,
+                    "actor": move.actor,
+                    "time": move.time.isoformat(),
+                    "reason": move.reason,
+                }
+                for move, version in session.execute(query)
+            ]
+
+    def alias_target(self, name: str, alias: str, *, purpose: str) -> tuple[int, Artifact]:
+        """(version number, artifact) NAME@ALIAS points at now; a forgotten one is refused."""
+        with self.reading() as session:
+            version = self._aliased_version(session, name, alias)
+            artifact = session.get(Artifact, version.artifact_id)
+        _refuse_forgotten(artifact, purpose)
+        return version.version, artifact
 
     def _aliased_version(self, session: Session, name: str, alias: str) -> Version:
         row = session.scalars(select(Alias).where(Alias.name == name, Alias.alias == alias)).first()

@@ -167,6 +167,22 @@ class Alias(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AliasMove(Base):
+    """One move of an alias, oldest first: what `forgeml models rollback` walks back over."""
+
+    __tablename__ = "alias_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))  # where it moved to
+    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"))
+    action: Mapped[str] = mapped_column(String(16))  # set | rollback
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
 class Deployment(Base):
     """A model being (or having been) served."""
 
@@ -287,5 +303,9 @@ class RequestLog(Base):
     latency_ms: Mapped[float] = mapped_column(default=0.0)
     ttft_ms: Mapped[float | None]
     finish_reason: Mapped[str | None] = mapped_column(String(24))
+    # Which version answered (NAME:N) and the alias the request reached it through, if any:
+    # what `forgeml monitor usage --by version|alias` compares (a canary against prod).
+    version: Mapped[str | None] = mapped_column(String(255), index=True)
+    alias: Mapped[str | None] = mapped_column(String(64))
     request: Mapped[dict[str, Any]] = mapped_column(default=dict)  # text only when enabled
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -2,7 +2,9 @@
 
     usage(workspace, model="support-bot", since=parse_window("7d"), by="key")
 
-One row per group (the model, or each key or each day of it): requests, their outcomes
+One row per group (the model, or each key, day, version or alias of it; `version` and
+`alias` compare a canary with prod: the version that answered, NAME:N, and the alias
+the request reached it through, as the server recorded them): requests, their outcomes
 (ok, client errors, 429s, server errors), tokens in and out, latency and time-to-first-
 token percentiles, finish reasons (tool calls among them), how often answers asked for
 as JSON parsed, and the feedback the completions got. Reads only the columns it needs, a batch at a time, so a window of
@@ -27,7 +29,7 @@ from forgeml.core.schema import ApiKey, Feedback, RequestLog, Version, utcnow
 if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
 
-GROUPINGS = ("model", "key", "day")
+GROUPINGS = ("model", "key", "day", "version", "alias")
 _WINDOW = re.compile(r"^(\d{1,6})([mhdw])$")
 _UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _BATCH = 5000
@@ -165,6 +167,7 @@ def usage(
         RequestLog.completion_id, RequestLog.time, RequestLog.model, RequestLog.status,
         RequestLog.api_key_id, RequestLog.prompt_tokens, RequestLog.completion_tokens,
         RequestLog.latency_ms, RequestLog.ttft_ms, RequestLog.finish_reason, RequestLog.request,
+        RequestLog.version, RequestLog.alias,
     ).where(RequestLog.time >= since, RequestLog.time < until)  # fmt: skip
     names = served_names(workspace, model) if model else None
     if names:
@@ -191,6 +194,10 @@ def _group_of(row: Any, by: str, key_names: dict[int, str]) -> str:
         return key_names.get(row.api_key_id, "(no key)")
     if by == "day":
         return row.time.strftime("%Y-%m-%d")
+    if by == "version":  # rows logged before versions were recorded: the model as served
+        return row.version or f"{row.model} (version not recorded)"
+    if by == "alias":
+        return f"@{row.alias}" if row.alias else "(no alias)"
     return row.model
 
 

@@ -57,6 +57,9 @@ class Accounting:
         ttft = None if self.first_token is None else self.first_token - self.started
         state.metrics.completion(self.served.id, ttft, self.prompt_tokens, completion_tokens)
         caller = getattr(self.request.state, "caller", None)
+        route = getattr(self.request.state, "route", None)  # traffic.py: which version
+        if route is not None:
+            state.metrics.version_usage(route, self.prompt_tokens, completion_tokens)
         record = RequestRecord(
             id=self.id,
             endpoint=self.endpoint,
@@ -72,6 +75,8 @@ class Accounting:
             ttft_ms=None if ttft is None else round(ttft * 1000, 2),
             finish_reasons=finish_reasons,
             error=error,
+            version=route.version if route is not None else None,
+            alias=route.alias if route is not None else None,
         )
         if status == 200:
             record.signals = prompt_signals(

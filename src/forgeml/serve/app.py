@@ -60,6 +60,7 @@ from forgeml.serve.recent_completions import RecentCompletions
 from forgeml.serve.request_log import RegistryRequestLog, RequestLog
 from forgeml.serve.served_models import ModelPool, ServedModel, load_served_models
 from forgeml.serve.settings import ServeSettings
+from forgeml.serve.traffic import TrafficRouter, check_canaries, models_to_start
 
 log = logging.getLogger("forgeml.serve")
 
@@ -72,10 +73,11 @@ def create_app(
 ) -> FastAPI:
     """Load `models` (registry references, or already loaded) and build the app."""
     settings = settings or ServeSettings()
-    served = load_served_models(workspace, models, settings)
+    check_canaries(workspace, settings)
+    served = load_served_models(workspace, models_to_start(list(models), settings), settings)
     pool = ModelPool(workspace, served, settings)
+    traffic = TrafficRouter(workspace, pool, settings, metrics := ServerMetrics())
     workers = JobWorkers(workspace, settings.job_workers)
-    metrics = ServerMetrics()
     drift_watch = DriftWatch(workspace, pool, settings, metrics)
 
     @asynccontextmanager
@@ -90,12 +92,14 @@ def create_app(
         for model in pool.models:  # build constrained-decoding tables before traffic
             await asyncio.to_thread(lambda model=model: model.vocabulary)
         deployments = await asyncio.to_thread(start_deployments, workspace, pool.started, settings)
+        await traffic.start()  # after the deployment rows: a canary's audit entry names them
         await workers.start()
         await drift_watch.start()
         try:
             yield
         finally:
             await drift_watch.stop()
+            await traffic.stop()
             await workers.stop()  # first: a running job goes back to the queue
             await pool.stop()
             await asyncio.to_thread(app.state.keys.flush)
@@ -111,6 +115,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.pool = pool
+    app.state.traffic = traffic
     app.state.job_workers = workers
     app.state.settings = settings
     app.state.metrics = metrics

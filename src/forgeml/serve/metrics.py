@@ -7,6 +7,14 @@
     forgeml_tokens_per_second{model}                    engine output over the last 5 s
     forgeml_queue_depth{model} / forgeml_running_sequences{model}
 
+Per version, to compare a canary with prod (traffic.py; `traffic` is live or shadow):
+
+    forgeml_version_requests_total{model,version,alias,traffic,status}
+    forgeml_version_errors_total{model,version,alias,traffic}           status >= 400
+    forgeml_version_request_duration_seconds{model,version,alias,traffic}
+    forgeml_version_tokens_total{model,version,alias,traffic,kind}      prompt | completion
+    forgeml_shadow_copies_total{model,outcome}         queued, dropped, answered, failed
+
 Each app has its own `CollectorRegistry`, so several servers (tests) in one process
 do not share counts. Request counting is plain ASGI middleware: it sees the status of
 streamed responses and their full duration, which `BaseHTTPMiddleware` would not.
@@ -23,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from forgeml.serve.served_models import ModelPool
+    from forgeml.serve.traffic import Route
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -99,6 +108,53 @@ class ServerMetrics:
             registry=r,
         )
 
+        version = ["model", "version", "alias", "traffic"]
+        self.version_requests = Counter(
+            "forgeml_version_requests",
+            "Generation requests by the model version that answered and the alias it was "
+            "reached through.",
+            [*version, "status"],
+            registry=r,
+        )
+        self.version_errors = Counter(
+            "forgeml_version_errors",
+            "Generation requests a version answered with an error (status 400 or more).",
+            version,
+            registry=r,
+        )
+        self.version_latency = Histogram(
+            "forgeml_version_request_duration_seconds",
+            "Time to answer a generation request, by version and alias.",
+            version,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.version_tokens = Counter(
+            "forgeml_version_tokens",
+            "Prompt and completion tokens by version and alias.",
+            [*version, "kind"],
+            registry=r,
+        )
+        self.shadow_copies = Counter(
+            "forgeml_shadow_copies",
+            "Copies of requests for a shadowed candidate: queued, dropped (queue full), "
+            "answered, failed.",
+            ["model", "outcome"],
+            registry=r,
+        )
+
+    def version_request(self, route: Route, status: int, seconds: float) -> None:
+        labels = (route.name, route.version, route.alias, route.traffic)
+        self.version_requests.labels(*labels, str(status)).inc()
+        if status >= 400:
+            self.version_errors.labels(*labels).inc()
+        self.version_latency.labels(*labels).observe(seconds)
+
+    def version_usage(self, route: Route, prompt_tokens: int, tokens: int) -> None:
+        labels = (route.name, route.version, route.alias, route.traffic)
+        self.version_tokens.labels(*labels, "prompt").inc(prompt_tokens)
+        self.version_tokens.labels(*labels, "completion").inc(tokens)
+
     def completion(self, model: str, ttft: float | None, prompt_tokens: int, tokens: int) -> None:
         if ttft is not None:
             self.ttft.labels(model).observe(ttft)
@@ -139,9 +195,12 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route") or _route_of(scope)  # guard.py refusals never route
             path = getattr(route, "path", None) or "unmatched"
-            model = scope.get("state", {}).get("model", "")
+            state = scope.get("state", {})
+            model, seconds = state.get("model", ""), time.perf_counter() - start
             self.metrics.requests.labels(path, str(status), model).inc()
-            self.metrics.latency.labels(path, model).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(path, model).observe(seconds)
+            if (route := state.get("route")) is not None:  # a generation request (traffic.py)
+                self.metrics.version_request(route, status, seconds)
 
 
 def _route_of(scope: Scope):

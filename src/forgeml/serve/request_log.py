@@ -52,6 +52,8 @@ class RequestRecord:
     ttft_ms: float | None = None
     finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
+    version: str | None = None  # NAME:N that answered (traffic.py)
+    alias: str | None = None  # the alias the request reached it through
     time: datetime = field(default_factory=utcnow)
     signals: dict[str, Any] | None = None  # drift signals (monitor.signals), never text
     request: dict[str, Any] | None = None  # only with log_prompts
@@ -79,6 +81,8 @@ class RequestRecord:
             latency_ms=self.latency_ms,
             ttft_ms=self.ttft_ms,
             finish_reason=(self.finish_reasons[0] or None) if self.finish_reasons else None,
+            version=self.version or None,
+            alias=self.alias or None,
             request=request,
             response=response,
         )

@@ -12,6 +12,31 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class CanarySettings(BaseModel):
+    """Traffic for NAME (or NAME@PROD) split between two aliases, or shadowed (traffic.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="The model name requests use, e.g. support-bot.")
+    prod: str = Field("prod", description="The alias that answers by default.")
+    candidate: str = Field("candidate", description="The alias under test.")
+    weight: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Percent of users (of requests, for those without `user`) the candidate "
+        "answers; ignored in shadow mode.",
+    )
+    mode: Literal["split", "shadow"] = Field(
+        "split",
+        description="split: the candidate answers `weight`% of traffic; shadow: prod answers "
+        "everything and a copy of each request goes to the candidate in the background.",
+    )
+    shadow_queue: int = Field(
+        64, ge=1, description="Shadow copies waiting for the candidate; more are dropped."
+    )
+
+
 class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -129,6 +154,11 @@ class ServeSettings(BaseModel):
         description="LoRA adapters loaded into their base model's engine when a request names "
         "them (a base not held counts as an on-demand model); the least recently used is "
         "unloaded past this many. 0: serve only the adapters named at start.",
+    )
+    canary: list[CanarySettings] = Field(
+        default_factory=list,
+        description="Canary or shadow deployments: requests for a model split between its "
+        "prod and candidate aliases by weight, or copied to the candidate (traffic.py).",
     )
     # Engines: served_models.make_engine reads these.
     engine: Literal["transformers", "llama.cpp", "vllm"] | None = Field(

@@ -52,9 +52,7 @@ class ChatService:
 
     async def create(self, body: p.ChatCompletionRequest, request: Request) -> Any:
         started = time.perf_counter()
-        served: ServedModel = await self.state.pool.get(
-            body.model, getattr(request.state, "caller", None)
-        )
+        served: ServedModel = await self.state.traffic.get(body.model, request, body.user)
         request.state.model = served.id
         prepared = await asyncio.to_thread(prepare, body, served, self.state.settings)
         choices = await asyncio.to_thread(
@@ -65,9 +63,25 @@ class ChatService:
         )
         run = _Run(self, served, body, prepared, choices, request, started)
         streams = run.submit()
+        self.state.traffic.shadow(request, lambda candidate: self._shadow(body, candidate))
         if body.stream:
             return StreamingResponse(run.stream(streams), media_type="text/event-stream")
         return await run.collect(streams)
+
+    def _shadow(
+        self, body: p.ChatCompletionRequest, candidate: ServedModel
+    ) -> list[GenerationRequest]:
+        """The same request, prepared for a shadowed candidate (traffic.py)."""
+        prepared = prepare(body, candidate, self.state.settings)
+        return [
+            GenerationRequest(
+                completion_id("shadow"),
+                prepared.prompt_ids,
+                sampling,
+                guide=OutputGuide(candidate.vocabulary, prepared.spec, sampling.max_tokens),
+            )
+            for sampling in prepared.sampling
+        ]
 
 
 class _Run:
@@ -103,6 +117,7 @@ class _Run:
             label_fields=_label_fields(body),
         )
         self.created = int(time.time())
+        self.model = request.state.route.answered_as  # the version that answers (traffic.py)
         self.mistral = MISTRAL_USER_AGENT in request.headers.get("user-agent", "").lower()
         self._text_events: dict[tuple[int, str], EventTemplate] = {}  # (choice, delta field)
 
@@ -147,7 +162,7 @@ class _Run:
             response = p.ChatCompletionResponse(
                 id=self.id,
                 created=self.created,
-                model=self.served.id,
+                model=self.model,
                 choices=[self._choice(i, c) for i, c in enumerate(self.choices)],
                 usage=self._usage(),
             )
@@ -257,7 +272,7 @@ class _Run:
         self, choices: list[p.ChunkChoice], usage: p.Usage | None = None
     ) -> dict[str, Any]:
         chunk = p.ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.served.id, choices=choices, usage=usage
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
         )
         data = chunk.model_dump(exclude_none=True)
         for choice in data["choices"]:

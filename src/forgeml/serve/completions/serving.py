@@ -52,9 +52,7 @@ class CompletionService:
 
     async def create(self, body: CompletionRequest, request: Request) -> Any:
         started = time.perf_counter()
-        served: ServedModel = await self.state.pool.get(
-            body.model, getattr(request.state, "caller", None)
-        )
+        served: ServedModel = await self.state.traffic.get(body.model, request, body.user)
         request.state.model = served.id
         _refuse_unsupported(body)
         prompts = _prompts(body.prompt)
@@ -73,6 +71,9 @@ class CompletionService:
             for stream in streams:
                 await stream.aclose()
             raise
+        self.state.traffic.shadow(
+            request, lambda candidate: self._generations(body, candidate, prompts, "shadow")
+        )
         run = _Run(body, served, cid, accounting, [g.prompt_ids for g in generations], prompts)
         if body.stream:
             return StreamingResponse(run.stream(streams), media_type="text/event-stream")
@@ -132,6 +133,7 @@ class _Run:
     ) -> None:
         self.body, self.served, self.id = body, served, cid
         self.accounting: Accounting = accounting
+        self.model = accounting.request.state.route.answered_as  # the version (traffic.py)
         count = len(prompt_ids)
         self.prompt_ids = prompt_ids  # per choice, for return_token_ids
         self.token_ids: list[list[int]] = [[] for _ in range(count)]
@@ -196,7 +198,7 @@ class _Run:
             response = CompletionResponse(
                 id=self.id,
                 created=self.created,
-                model=self.served.id,
+                model=self.model,
                 choices=choices,
                 usage=self._usage(),
             )
@@ -248,7 +250,7 @@ class _Run:
             "id": self.id,
             "object": "text_completion",
             "created": self.created,
-            "model": self.served.id,
+            "model": self.model,
             "choices": [_dump(choice) for choice in choices],
         }
         if usage is not None:
