@@ -125,8 +125,7 @@ def _check_snapshot(ctx: StageContext, snapshot: str) -> None:
     if recorded != snapshot:
         raise ConflictError(
             "the request log changed while this campaign was being prepared",
-            hint="Run it again (or close the window with --until): the new rows make it a "
-            "new run.",
+            hint="Run it again (or close the window with --until): the new rows make it a new run.",
         )
 
 
