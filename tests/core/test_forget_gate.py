@@ -21,6 +21,8 @@ LOOK_ONLY = {
     ("cli/artifacts.py", "verify"),
     ("cli/data.py", "forget"),  # the deletion request itself
     ("cli/governance.py", "lineage"),
+    ("console/pages/evals.py", "_label"),  # naming what an evaluation evaluated
+    ("console/pages/lineage.py", "lineage"),  # the lineage page marks forgotten ones
     ("core/runs.py", "resolve_inputs"),  # ensure_usable checks every input just after
     ("eval/card.py", "model_card"),
     ("eval/promote.py", "alias_holder"),  # what an alias points at now

@@ -35,7 +35,9 @@ def data(request: Request):
 def report(request: Request, sha: str):
     """An assessment's report.html, as `forgeml data assess` wrote it."""
     workspace = request.app.state.workspace
-    artifact = workspace.registry.resolve(f"report/{sha}", kind="report")
+    artifact = workspace.registry.resolve(
+        f"report/{sha}", kind="report", purpose="be shown in the console"
+    )
     if artifact.forgotten_at is not None:
         raise forgotten_error(artifact.ref, artifact.forgotten_reason or "", "be shown")
     path = workspace.root / artifact.path / "report.html"
@@ -47,7 +49,9 @@ def report(request: Request, sha: str):
 @router.get("/ui/data/rejects/{sha}")
 def rejects(request: Request, sha: str):
     workspace = request.app.state.workspace
-    artifact = workspace.registry.resolve(f"rejects/{sha}", kind="rejects")
+    artifact = workspace.registry.resolve(
+        f"rejects/{sha}", kind="rejects", purpose="be shown in the console"
+    )
     if artifact.forgotten_at is not None:
         raise forgotten_error(artifact.ref, artifact.forgotten_reason or "", "be shown")
     directory = workspace.root / artifact.path

@@ -30,7 +30,9 @@ def compare(request: Request, ref: list[str] = Query(default=[])):
     workspace = request.app.state.workspace
     subjects, results = [], []
     for one in refs:
-        artifact = workspace.registry.resolve(one, kind="eval")
+        artifact = workspace.registry.resolve(
+            one, kind="eval", purpose="be compared in the console"
+        )
         if artifact.meta.get("type") == "comparison":
             raise InputError(f"{one} is a comparison, not one model's evaluation")
         data = read_eval(workspace, artifact)
@@ -57,7 +59,9 @@ def _label(workspace, subject: dict) -> str:
 @router.get("/ui/evals/{kind}/{sha}/report.html")
 def report(request: Request, kind: str, sha: str):
     """The evaluation's own HTML report, as `forgeml eval run` wrote it."""
-    artifact = request.app.state.workspace.registry.resolve(f"{kind}/{sha}", kind="eval")
+    artifact = request.app.state.workspace.registry.resolve(
+        f"{kind}/{sha}", kind="eval", purpose="be shown in the console"
+    )
     root = request.app.state.workspace.root / artifact.path
     for name in ("eval.html", "compare.html"):
         if (root / name).is_file():
