@@ -18,6 +18,7 @@ from forgeml.cli import (
     admin,
     artifacts,
     data,
+    deploy,
     finetune,
     governance,
     jobs,
@@ -118,6 +119,7 @@ app.command(name="serve")(serve_cli.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(admin.app, name="admin")
+app.add_typer(deploy.app, name="deploy")
 models.register(app)
 
 
