@@ -55,10 +55,11 @@ DEFAULT_QUANT = "q8_0"
 # not allocate its whole KV cache on a small machine (`./serve --n-ctx N` raises it).
 MAX_DEFAULT_CONTEXT = 4096
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
-# llama-cpp-python's `[server]` extra and everything under it, for llama-cpp-python 0.3.36
-# on Python 3.11+, at the versions in requirements.lock where forgeml uses them too
+# llama-cpp-python's `[server]` extra and everything under it, for llama-cpp-python
+# RUNTIME_PINS_FOR (the version scripts/install_gguf_toolchain.sh builds) on Python 3.11+, at the versions in requirements.lock where forgeml uses them too
 # (tests/deploy/test_edge_requirements.py checks that). llama-cpp-python itself is pinned
 # to the version that wrote and loaded the GGUF.
+RUNTIME_PINS_FOR = "0.3.36"
 RUNTIME_PINS = (
     "annotated-doc==0.0.7",
     "annotated-types==0.8.0",
