@@ -14,6 +14,20 @@ FORGEML = [sys.executable, "-m", "forgeml"]
 MODEL = "edge-bot"
 
 
+def bundle_files(quant: str) -> set[str]:
+    """What an edge bundle holds (test_edge_bundle.py proves it on a real one)."""
+    return {
+        "serve",
+        "requirements.txt",
+        "bundle.json",
+        f"model-{quant}.gguf",
+        "chat_template.jinja",
+        "MODEL_CARD.md",
+        "lineage.json",
+        "README.md",
+    }
+
+
 def forgeml(root: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The installed CLI, as a user runs it."""
     return subprocess.run(

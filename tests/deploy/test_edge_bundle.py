@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from deploy_fixtures import MODEL, forgeml, import_artifact
+from deploy_fixtures import MODEL, bundle_files, forgeml, import_artifact
 
 from forgeml.core.forget import forget
 from forgeml.core.workspace import Workspace
@@ -27,16 +27,7 @@ pytestmark = [
         reason="llama-cpp-python is not installed (make gguf)",
     ),
 ]
-FILES = {
-    "serve",
-    "requirements.txt",
-    "bundle.json",
-    "model-f16.gguf",
-    "chat_template.jinja",
-    "MODEL_CARD.md",
-    "lineage.json",
-    "README.md",
-}
+FILES = bundle_files("f16")
 
 
 def sha256(path: Path) -> str:

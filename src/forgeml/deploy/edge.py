@@ -141,6 +141,8 @@ def build_edge_bundle(
         },
         "quant": quant,
         "gguf": gguf["file"],
+        # k-quants need rows of 256 values: narrower tensors get another type
+        "fallback_quantization": gguf["fallback_quantization"],
         "chat_template": CHAT_TEMPLATE,
         "chat": _special_tokens(model_dir),
         "serving": {
