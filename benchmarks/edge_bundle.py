@@ -88,9 +88,14 @@ def make_venv(venv: Path, requirements: Path) -> float:
     env = bare_env(venv)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run(
-        [*pip, "--find-links", str(WHEELS), "-r", str(requirements)], check=True, env=env
+    install = subprocess.run(
+        [*pip, "--find-links", str(WHEELS), "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
+    if install.returncode != 0:
+        raise SystemExit(f"installing the bundle's requirements failed:\n{install.stderr}")
     return time.monotonic() - started
 
 
