@@ -254,6 +254,7 @@ ENVIRONMENT = [
     ["`FORGEML_LLAMA_CPP_SRC`", "A llama.cpp checkout (or unpacked llama-cpp-python sdist) holding `convert_hf_to_gguf.py`, for GGUF export."],
     ["`XDG_CACHE_HOME`", "Where the unpacked llama.cpp converter is looked for: `$XDG_CACHE_HOME/forgeml` (default `~/.cache/forgeml`)."],
     ["`VLLM_API_KEY`", "API key of the vLLM server named by `serving.vllm_url`."],
+    ["`EDGE_API_KEY`", "Read by an edge bundle's `./serve` (not by forgeml): the bearer key clients must send (`--api-key` sets it)."],
     ["`RANK`, `WORLD_SIZE`", "Set by `accelerate launch` / `torchrun`: this process's rank and the number of processes."],
     ["`CUBLAS_WORKSPACE_CONFIG`", "Set to `:4096:8` by training when unset: cuBLAS is deterministic only with a fixed workspace."],
 ]  # fmt: skip

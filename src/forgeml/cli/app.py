@@ -18,6 +18,7 @@ from forgeml.cli import (
     admin,
     artifacts,
     data,
+    deploy,
     finetune,
     governance,
     jobs,
@@ -119,6 +120,7 @@ app.command(name="ui")(serve_cli.ui)
 app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(admin.app, name="admin")
+app.add_typer(deploy.app, name="deploy")
 models.register(app)
 
 

@@ -1,0 +1,1 @@
+"""Deployment bundles: a model packaged to run somewhere forgeml is not installed."""
