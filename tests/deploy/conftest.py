@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 
-from deploy_fixtures import MODEL, import_artifact, make_model_dir  # noqa: E402
+from deploy_fixtures import MODEL, import_artifact, make_model_dir
 
-from forgeml.core.workspace import Workspace  # noqa: E402
+from forgeml.core.workspace import Workspace
 
 
 @pytest.fixture(scope="session")
