@@ -12,8 +12,10 @@ Python's docs, greedy, up to `--new-tokens` each:
 
 - bundle: the bundle's `./serve` (llama-cpp-python's server; one request at a time);
 - baseline: llama.cpp's `llama-server` built from the same llama.cpp source (the
-  llama-cpp-python sdist's vendor/llama.cpp) on the same GGUF file, with 8 slots
-  (continuous batching), the same threads and the same f32 KV cache;
+  llama-cpp-python sdist's vendor/llama.cpp) on the same GGUF file, the same threads,
+  the same f32 KV cache and, like llama-cpp-python, no flash attention (its `auto` turns
+  it on, 5-12x slower on this model on CPU); 1 slot for a single stream, 8 slots
+  (continuous batching) at concurrency 8;
 
 at concurrency 1 and 8: output tokens/s (completion tokens as each server counts them,
 over the wall time of the whole set). The machine may be shared, so every row runs
@@ -210,47 +212,23 @@ def main() -> None:
             for quant in quants:
                 gguf = bundles[quant] / f"model-{quant}.gguf"
                 n_ctx = json.loads((bundles[quant] / "bundle.json").read_text())["serving"]["n_ctx"]
-                servers = {
-                    "bundle ./serve": (
-                        ["./serve", "--port", "PORT", "--threads", str(args.threads)],
-                        env,
-                        bundles[quant],
-                    ),
-                    "llama-server": (
-                        [
-                            llama_server,
-                            "-m",
-                            str(gguf),
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            "PORT",
-                            "-t",
-                            str(args.threads),
-                            "-tb",
-                            str(args.threads),
-                            "-np",
-                            str(SLOTS),
-                            "-c",
-                            str(n_ctx * SLOTS),
-                            "--cache-type-k",
-                            "f32",
-                            "--cache-type-v",
-                            "f32",
-                            "-a",
-                            MODEL,
-                            "--no-warmup",
-                        ],
-                        None,
-                        None,
-                    ),
-                }
-                for name, (command, server_env, cwd) in servers.items():
+                bundle_command = ["./serve", "--port", "PORT", "--threads", str(args.threads)]
+                runs = [("bundle ./serve", bundle_command, env, bundles[quant], (1, SLOTS))]
+                for slots in (1, SLOTS):  # its best setting for each concurrency
+                    baseline = [
+                        *[llama_server, "-m", str(gguf), "--host", "127.0.0.1", "--port", "PORT"],
+                        *["-t", str(args.threads), "-tb", str(args.threads), "-a", MODEL],
+                        *["-np", str(slots), "-c", str(n_ctx * slots), "-fa", "off"],
+                        *["--cache-type-k", "f32", "--cache-type-v", "f32", "--no-warmup"],
+                    ]
+                    runs.append(("llama-server", baseline, None, None, (slots,)))
+                for name, command, server_env, cwd, concurrencies in runs:
                     port = free_port()
                     command = [str(port) if part == "PORT" else part for part in command]
-                    process = start(command, port, scratch / f"{quant}-{port}.log", server_env, cwd)
+                    log = scratch / f"{quant}-{port}.log"
+                    process = start(command, port, log, server_env, cwd)
                     try:
-                        for concurrency in (1, SLOTS):
+                        for concurrency in concurrencies:
                             result = measure(port, texts, concurrency, args.new_tokens)
                             key = (quant, name, concurrency)
                             if key not in best or result["tokens/s"] > best[key]["tokens/s"]:
