@@ -5,6 +5,10 @@
 - Signals: microseconds per request to compute the drift signals (monitor.signals) of a
   support-ticket prompt and of a 4,000-character one, against what the server already
   spends per request in the same run: rendering the chat template and tokenizing it.
+- Prompt scoring: milliseconds of an engine prefill (32 ticket-sized prompts, 8 of ~500
+  tokens) with the prompt log-probability computed (serve/engine/prompt_score.py) and
+  without it, for the `mini` and `small` shapes: its cost, as a share of the prefill it
+  rides on (decode steps are untouched, so its share of tokens/s is smaller still).
 - Reports: a workspace with a tiny model fine-tuned on support conversations (so it has
   a drift reference) and `--requests` request-log rows with signals spread over 30 days;
   wall time and peak RSS of `monitor usage`, `monitor drift` (the whole window) and
@@ -141,12 +145,63 @@ def signal_costs() -> list[tuple[str, float, float]]:
     return results  # fmt: skip
 
 
+def prompt_scoring_costs(repeats: int = 7) -> list[tuple[str, float, float]]:
+    """(case, prefill ms with scoring, without) for two model shapes, median of repeats."""
+    import statistics
+    from unittest import mock
+
+    import torch
+
+    from forgeml.models.sizes import PAD_ID, build_config, build_model
+    from forgeml.serve.engine import prompt_score
+    from forgeml.serve.engine.base import GenerationRequest, SamplingParams
+    from forgeml.serve.engine.batch import prefill
+    from forgeml.serve.engine.sequence import Sequence
+
+    rng = random.Random(0)
+    sampling = SamplingParams(max_tokens=8, temperature=0.0)
+    results = []
+    nothing = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    for size in ("mini", "small"):
+        model = build_model(build_config(size, vocab_size=8192), seed=0).eval()
+        vocab = model.config.vocab_size
+        for count, length in ((32, 60), (8, 500)):
+            prompts = [[rng.randrange(10, vocab) for _ in range(length)] for _ in range(count)]
+
+            def run(model=model, prompts=prompts) -> float:
+                rows = [Sequence(GenerationRequest(str(i), p, sampling), None, set())
+                        for i, p in enumerate(prompts)]  # fmt: skip
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    prefill(model, rows, PAD_ID)
+                return (time.perf_counter() - started) * 1000
+
+            def unscored(ids, mask):
+                return (*nothing, [0] * len(ids))
+
+            run()  # warm up
+            timings: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(repeats):  # interleaved, so load on the machine hits both alike
+                timings[True].append(run())
+                with mock.patch.object(prompt_score, "prompt_targets", unscored):
+                    timings[False].append(run())
+            results.append((f"{size}, {count} x {length} tokens",
+                            statistics.median(timings[True]), statistics.median(timings[False])))  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--only-scoring", action="store_true", help="Prompt scoring only.")
     args = parser.parse_args()
 
-    print("signals per request (us)      signals   chat template + tokenize (baseline)")
+    print("prefill (ms)                  scored   unscored   extra")
+    for label, scored, plain in prompt_scoring_costs():
+        print(f"  {label:<26} {scored:8.1f}   {plain:8.1f}   {(scored / plain - 1) * 100:+5.1f}%")
+    if args.only_scoring:
+        return
+    print("\nsignals per request (us)      signals   chat template + tokenize (baseline)")
     for label, signals, baseline in signal_costs():
         print(f"  {label:<26} {signals:9.0f}   {baseline:9.0f}   ({signals / baseline:.2f}x)")
 

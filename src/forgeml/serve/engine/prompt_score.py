@@ -5,7 +5,7 @@ prompts from another domain, language or register score low. The engine gets it 
 the prefill it runs anyway: the hidden states at a prompt's positions are already
 computed, only the output layer is applied to a few more of them. At most
 `MAX_SCORED` positions per prompt, evenly spaced, so the extra cost is bounded for any
-prompt length (one output-layer product of at most 64 rows).
+prompt length (one output-layer product of at most 16 rows a prompt).
 
 `monitor.reference` scores the model's training prompts with the same positions, so the
 two distributions are comparable.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-MAX_SCORED = 64
+MAX_SCORED = 16
 
 
 def scored_positions(length: int) -> list[int]:
