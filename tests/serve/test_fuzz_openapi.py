@@ -9,6 +9,7 @@ API's error shape; none is a 500.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
@@ -50,6 +51,10 @@ def test_every_route_answers_generated_requests_without_a_server_error(served):
             where = f"{case.method} {case.formatted_path}"
             if response.status_code >= 500:
                 failures.append((where, response.status_code, response.text[:300]))
+            elif urlsplit(response.request.url).path.startswith("/ui"):
+                # A path parameter of dot segments ("../../ui") that the client resolved out
+                # of the API, onto the console: its refusals are pages, not JSON errors.
+                assert response.status_code < 500
             elif response.status_code >= 400:
                 error = response.json().get("error", {})
                 if not (isinstance(error, dict) and error.get("message")):
