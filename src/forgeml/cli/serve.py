@@ -110,21 +110,9 @@ def serve(
     plans = [*canary_plans(canary, models, "--canary"), *canary_plans(shadow, models, "--shadow")]
     if plans:
         configured["canary"] = plans
-    try:
-        settings = ServeSettings(
-            **{
-                **configured,
-                **from_environment,
-                **{k: v for k, v in overrides.items() if v is not None},
-            },
-            endpoint=f"http://{host}:{port}",
-        )
-    except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"])
-        raise InputError(
-            problem["msg"], path=workspace.config_path, field=f"serving.{field}"
-        ) from error
+    values = {**configured, **from_environment}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(workspace, values, endpoint=f"http://{host}:{port}")
     app = create_app(workspace, models, settings)
     console.print(f"serving {', '.join(models)} on http://{host}:{port}/v1 (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -143,17 +131,22 @@ def ui(
 
     workspace = options(ctx).open()
     configured = workspace.settings.get("serving") or {}
+    settings = _settings(workspace, {**configured, **_environment_settings()})
+    app = create_console_app(workspace, settings)
+    console.print(f"console on http://{host}:{port}/ui (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _settings(workspace, values: dict, **extra) -> ServeSettings:
+    """ServeSettings from merged values; a bad one is an InputError naming its field."""
     try:
-        settings = ServeSettings(**{**configured, **_environment_settings()})
+        return ServeSettings(**values, **extra)
     except ValidationError as error:
         problem = error.errors()[0]
         field = ".".join(str(part) for part in problem["loc"])
         raise InputError(
             problem["msg"], path=workspace.config_path, field=f"serving.{field}"
         ) from error
-    app = create_console_app(workspace, settings)
-    console.print(f"console on http://{host}:{port}/ui (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _environment_settings() -> dict:
