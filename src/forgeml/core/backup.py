@@ -19,7 +19,7 @@ PostgreSQL and back. Run scratch (`runs/`: checkpoints of finished runs) is not 
 Restore makes a new workspace: the folder must be empty (or not exist) and its registry
 empty; the schema revision must be the one this forgeml writes. Every artifact is
 verified against its hash afterwards. The archive is written atomically and read with
-tarfile's "data" filter: no absolute paths, links out of the folder or device files.
+core.safe_tar: no absolute paths, links out of the folder or device files.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sqlalchemy import DateTime, Integer, func, select, text
 from forgeml import __version__
 from forgeml.core import database
 from forgeml.core.errors import InputError, WorkspaceError
+from forgeml.core.safe_tar import extract_plain
 from forgeml.core.schema import Artifact, Base, StoredFile
 from forgeml.core.workspace import CONFIG_FILE, Workspace
 
@@ -118,7 +119,7 @@ def restore(archive: Path, root: Path, database_url: str | None = None) -> dict[
     root.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            _extract(tar, root)
+            extract_plain(tar, root)
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise InputError(f"not a readable forgeml backup: {exc}", path=archive) from exc
@@ -127,20 +128,6 @@ def restore(archive: Path, root: Path, database_url: str | None = None) -> dict[
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)  # nothing half-restored stays
         raise
-
-
-def _extract(tar: tarfile.TarFile, root: Path) -> None:
-    """Unpack refusing links, devices and paths that leave `root`. Python's "data" filter
-    does that, but Python 3.11 has it only from 3.11.4 (Debian 12 ships 3.11.2)."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(root, filter="data")
-        return
-    members = tar.getmembers()
-    for member in members:
-        parts = Path(member.name).parts
-        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
-            raise tarfile.TarError(f"refusing {member.name!r}: not a plain file inside the backup")
-    tar.extractall(root, members=members)
 
 
 def _restore_into(root: Path, archive: Path, database_url: str | None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from forgeml.core.errors import ForgeError
 from forgeml.core.hashing import sha256_file
+from forgeml.core.safe_tar import extract_plain
 
 SOURCE_ENV = "FORGEML_LLAMA_CPP_SRC"
 CONVERTER = "convert_hf_to_gguf.py"
@@ -174,7 +175,7 @@ def install_converter(sdist: Path, destination: Path | None = None) -> Converter
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
         try:
-            archive.extractall(staging, members=wanted, filter="data")
+            extract_plain(archive, staging, wanted)
             unpacked = staging / vendor
             record = {
                 "llama_cpp_python": release,

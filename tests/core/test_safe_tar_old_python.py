@@ -1,6 +1,6 @@
-"""Restore on a Python without tarfile's "data" filter (3.11 before 3.11.4: Debian 12's
-3.11.2, the container image's): plain files unpack, anything that could leave the
-workspace is refused just the same."""
+"""Unpacking on a Python without tarfile's "data" filter (3.11 before 3.11.4: Debian 12's
+3.11.2, the container image's), as backup restore and the GGUF converter install do: plain
+files unpack, anything that could leave the target is refused just the same."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from forgeml.core.backup import _extract
+from forgeml.core.safe_tar import extract_plain
 
 
 def archive(name: str, kind: bytes = tarfile.REGTYPE) -> tarfile.TarFile:
@@ -28,7 +28,7 @@ def old_python(monkeypatch):
 
 
 def test_plain_files_unpack(tmp_path):
-    _extract(archive("artifacts/model/abc/weights.bin"), tmp_path)
+    extract_plain(archive("artifacts/model/abc/weights.bin"), tmp_path)
     assert (tmp_path / "artifacts/model/abc/weights.bin").read_bytes() == b"ok"
 
 
@@ -38,5 +38,5 @@ def test_plain_files_unpack(tmp_path):
 )
 def test_what_could_leave_the_workspace_is_refused(tmp_path, name, kind):
     with pytest.raises(tarfile.TarError, match="refusing"):
-        _extract(archive(name, kind), tmp_path / "ws")
+        extract_plain(archive(name, kind), tmp_path / "ws")
     assert not (tmp_path / "outside").exists()
