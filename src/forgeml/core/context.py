@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from forgeml.core.errors import RunCancelled
+from forgeml.core.errors import ConflictError, RunCancelled
 from forgeml.core.registry import forgotten_error
 from forgeml.core.schema import Artifact, Run, RunEvent, Tombstone, utcnow
 from forgeml.core.store import StoredArtifact
@@ -130,6 +130,16 @@ class StageContext:
         self._last_cancel_poll = now
         with self.workspace.registry.session() as session:
             return bool(session.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
+
+    def check_source_unchanged(self, path: str, sha256: str, *, what: str, hint: str) -> None:
+        """A registry source (rows a stage reads, hashed into the run key as `path`) read
+        again while the stage runs must hash the same: rows arriving in between would make
+        the output differ from its key."""
+        with self.workspace.registry.session() as session:
+            sources = session.get(Run, self.run_id).sources or []
+        recorded = next((s["sha256"] for s in sources if s.get("path") == path), None)
+        if recorded != sha256:
+            raise ConflictError(f"{what} changed while this run was being prepared", hint=hint)
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled():

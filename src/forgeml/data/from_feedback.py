@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from forgeml.core.context import StageContext
-from forgeml.core.errors import ConflictError, InputError
+from forgeml.core.errors import InputError
 from forgeml.core.feedback import GOOD_FROM, FeedbackEntry, list_feedback, snapshot_sha256
-from forgeml.core.schema import Run
 from forgeml.core.stages import StageParams, stage
 from forgeml.data.dataset import DatasetWriter
 from forgeml.data.feedback_records import FORMAT_OF, build_records
@@ -88,7 +87,12 @@ def from_feedback(ctx: StageContext, params: FromFeedbackParams):
     """Turn production feedback into preference, SFT and RL prompt datasets."""
     entries = _entries(ctx.workspace, params)
     snapshot = snapshot_sha256(entries)
-    _check_snapshot(ctx, snapshot)
+    ctx.check_source_unchanged(
+        SOURCE_PATH,
+        snapshot,
+        what="the feedback",
+        hint="Run it again: the new feedback makes it a new run.",
+    )
     if not entries:
         raise InputError(
             "no feedback matches" + _filters(params),
@@ -142,18 +146,6 @@ def _write(
     artifact = ctx.commit(writer)
     ctx.name(artifact, f"{params.name}-{role}" if params.name else None)
     return artifact
-
-
-def _check_snapshot(ctx: StageContext, snapshot: str) -> None:
-    """The rows read now must be the ones the run key was computed from."""
-    with ctx.workspace.registry.session() as session:
-        sources = session.get(Run, ctx.run_id).sources or []
-    recorded = next((s["sha256"] for s in sources if s.get("path") == SOURCE_PATH), None)
-    if recorded != snapshot:
-        raise ConflictError(
-            "feedback arrived while this run was being prepared",
-            hint="Run it again: the new feedback makes it a new run.",
-        )
 
 
 def _filters(params: FromFeedbackParams) -> str:

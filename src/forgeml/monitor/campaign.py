@@ -26,9 +26,9 @@ from pydantic import Field, model_validator
 from sqlalchemy import select
 
 from forgeml.core.context import StageContext
-from forgeml.core.errors import ConflictError, InputError
+from forgeml.core.errors import InputError
 from forgeml.core.hashing import sha256_json
-from forgeml.core.schema import Feedback, RequestLog, Run
+from forgeml.core.schema import Feedback, RequestLog
 from forgeml.core.stages import StageParams, stage
 from forgeml.data.dataset import DatasetWriter
 from forgeml.data.formats import check_record
@@ -116,19 +116,6 @@ def campaign_source(workspace: Workspace, params: CampaignParams) -> list[dict[s
     return [{"path": SOURCE_PATH, "sha256": sha256_json(rows), "size": len(rows)}]
 
 
-def _check_snapshot(ctx: StageContext, snapshot: str) -> None:
-    """The rows read now must be the ones the run key was computed from (a request
-    logged, or feedback given, in between would make the dataset differ from its key)."""
-    with ctx.workspace.registry.session() as session:
-        sources = session.get(Run, ctx.run_id).sources or []
-    recorded = next((s["sha256"] for s in sources if s.get("path") == SOURCE_PATH), None)
-    if recorded != snapshot:
-        raise ConflictError(
-            "the request log changed while this campaign was being prepared",
-            hint="Run it again (or close the window with --until): the new rows make it a new run.",
-        )
-
-
 def _judge(params: CampaignParams, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from forgeml.eval.endpoint import EndpointChatModel
     from forgeml.eval.judge import DEFAULT_RUBRIC, judge_prompt, parse_verdict
@@ -159,7 +146,12 @@ def campaign(ctx: StageContext, params: CampaignParams):
             "a judge needs both --judge-endpoint and --judge-model", field="judge_model"
         )
     rows = _selected(ctx.workspace, params)
-    _check_snapshot(ctx, sha256_json(rows))
+    ctx.check_source_unchanged(
+        SOURCE_PATH,
+        sha256_json(rows),
+        what="the request log",
+        hint="Run it again (or close the window with --until): the new rows make it a new run.",
+    )
     if not rows:
         raise InputError(
             f"no logged conversation of {params.model} matches the filters",
