@@ -131,7 +131,7 @@ class StageContext:
         with self.workspace.registry.session() as session:
             return bool(session.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
 
-    def check_source_unchanged(self, path: str, sha256: str, *, what: str, hint: str) -> None:
+    def check_source_unchanged(self, path: str, sha256: str, *, message: str, hint: str) -> None:
         """A registry source (rows a stage reads, hashed into the run key as `path`) read
         again while the stage runs must hash the same: rows arriving in between would make
         the output differ from its key."""
@@ -139,7 +139,7 @@ class StageContext:
             sources = session.get(Run, self.run_id).sources or []
         recorded = next((s["sha256"] for s in sources if s.get("path") == path), None)
         if recorded != sha256:
-            raise ConflictError(f"{what} changed while this run was being prepared", hint=hint)
+            raise ConflictError(message, hint=hint)
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled():

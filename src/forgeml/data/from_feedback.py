@@ -90,7 +90,7 @@ def from_feedback(ctx: StageContext, params: FromFeedbackParams):
     ctx.check_source_unchanged(
         SOURCE_PATH,
         snapshot,
-        what="the feedback",
+        message="feedback arrived while this run was being prepared",
         hint="Run it again: the new feedback makes it a new run.",
     )
     if not entries:

@@ -149,7 +149,7 @@ def campaign(ctx: StageContext, params: CampaignParams):
     ctx.check_source_unchanged(
         SOURCE_PATH,
         sha256_json(rows),
-        what="the request log",
+        message="the request log changed while this campaign was being prepared",
         hint="Run it again (or close the window with --until): the new rows make it a new run.",
     )
     if not rows:
