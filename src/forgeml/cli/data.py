@@ -30,6 +30,12 @@ def ingest(
         [], "--metadata-field", help="Extra field copied to metadata (repeatable)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable file."),
+    max_file_mb: int = typer.Option(
+        1024,
+        "--max-file-mb",
+        help="Reject a file (txt, md, html, pdf) or jsonl/csv line larger than this once "
+        "decompressed.",
+    ),
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Read documents into a dataset artifact; unreadable files are reported, not dropped."""
@@ -40,6 +46,7 @@ def ingest(
         "text_field": text_field,
         "metadata_fields": metadata_field,
         "strict": strict,
+        "max_file_mb": max_file_mb,
     }
     result = run_stage(workspace, "data.ingest", params, seed=seed)
     report_run(ctx, result)

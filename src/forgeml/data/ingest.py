@@ -39,6 +39,13 @@ class IngestParams(StageParams):
     strict: bool = Field(
         default=False, description="Stop at the first unreadable file instead of reporting it."
     )
+    max_file_mb: int = Field(
+        default=1024,
+        ge=1,
+        le=1 << 20,
+        description="Largest file read whole (txt, md, html, pdf) and longest jsonl/csv line, "
+        "after decompression; bigger ones are rejected (a gzip bomb cannot fill memory).",
+    )
 
 
 @stage(
@@ -51,6 +58,7 @@ def ingest(ctx: StageContext, params: IngestParams):
         metadata_fields=tuple(params.metadata_fields),
         fallback_encoding=params.fallback_encoding,
         strict=params.strict,
+        max_file_bytes=params.max_file_mb << 20,
     )
     writer = ctx.new_artifact("dataset")
     dataset = DatasetWriter(writer.path)

@@ -73,6 +73,7 @@ def iter_documents(
     metadata_fields: Sequence[str] = (),
     fallback_encoding: str | None = "cp1252",
     strict: bool = False,
+    max_file_bytes: int = 1 << 30,
 ) -> Iterator[Document | Rejection]:
     """Documents and rejections from files and directories (walked recursively, sorted).
 
@@ -86,6 +87,7 @@ def iter_documents(
             metadata_fields=tuple(metadata_fields),
             fallback_encoding=fallback_encoding,
             strict=strict,
+            max_file_bytes=max_file_bytes,
         )
     except ValidationError as error:
         first = error.errors(include_url=False)[0]

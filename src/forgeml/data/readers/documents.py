@@ -130,6 +130,9 @@ class ReadOptions(BaseModel):
     """Used for text that is not UTF-8 (nor UTF-16/32 with a BOM); None rejects such text."""
     strict: bool = False
     """Raise `InputError` at the first problem instead of yielding a `Rejection`."""
+    max_file_bytes: int = Field(1 << 30, ge=1)
+    """Largest file read whole (txt, md, html, pdf) and longest jsonl/csv line, after
+    decompression: a bigger one is rejected before it can fill memory (a gzip bomb)."""
 
     @field_validator("fallback_encoding")
     @classmethod

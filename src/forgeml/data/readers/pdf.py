@@ -22,7 +22,7 @@ from forgeml.data.readers.documents import (
     SourceFile,
     document_id,
 )
-from forgeml.data.readers.sources import READ_ERRORS, read_content
+from forgeml.data.readers.sources import READ_ERRORS, TooLarge, read_content
 
 
 def read_pdf(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rejection]:
@@ -38,7 +38,10 @@ def read_pdf(source: SourceFile, options: ReadOptions) -> Iterator[Document | Re
         )
 
     try:
-        data = read_content(source)
+        data = read_content(source, options.max_file_bytes)
+    except TooLarge as error:
+        yield reject(str(error))
+        return
     except READ_ERRORS as error:
         yield reject(f"cannot read file: {error}")
         return

@@ -31,10 +31,13 @@ from forgeml.data.readers.documents import (
 from forgeml.data.readers.sources import (
     READ_ERRORS,
     LineDecoder,
+    TooLarge,
     UndecodableText,
+    bounded_lines,
     encoding_metadata,
     open_binary,
     stream_bom_encoding,
+    too_large,
 )
 
 # Long documents in one csv cell are normal for us; the stdlib default limit is 128 KiB.
@@ -57,16 +60,21 @@ class _Line:
 
 
 def _decoded_lines(source: SourceFile, options: ReadOptions) -> Iterator[_Line]:
-    """Every physical line of the file, decoded by the encoding policy, numbered from 1."""
+    """Every physical line of the file, decoded by the encoding policy, numbered from 1;
+    a line over `max_file_bytes` raises `TooLarge` before it is read whole."""
+    limit = options.max_file_bytes
     with open_binary(source) as stream:
         bom_encoding = stream_bom_encoding(stream)
         if bom_encoding is not None:
             text_stream = io.TextIOWrapper(stream, encoding=bom_encoding, newline="")
-            for number, line in enumerate(text_stream, start=1):
+            lines = iter(lambda: text_stream.readline(limit + 1), "")  # bounded in characters
+            for number, line in enumerate(lines, start=1):
+                if len(line) > limit and not line.endswith("\n"):
+                    raise too_large(limit, "a line")
                 yield _Line(number, line, bom_encoding, False)
             return
         decoder = LineDecoder(options.fallback_encoding)
-        for number, raw in enumerate(stream, start=1):
+        for number, raw in enumerate(bounded_lines(stream, limit), start=1):
             try:
                 text, encoding, used_fallback = decoder.decode(raw)
             except UndecodableText as problem:
@@ -87,6 +95,8 @@ def read_jsonl(source: SourceFile, options: ReadOptions) -> Iterator[Document | 
             if not line.text.strip():
                 continue  # blank lines (a trailing newline) are not records
             yield _jsonl_record(source, options, line)
+    except TooLarge as error:
+        yield _reject(source, f"{error} (the rest of the file is not read)", last_line + 1)
     except (*READ_ERRORS, UnicodeDecodeError) as error:
         yield _reject(source, f"file is truncated or corrupt after line {last_line}: {error}")
 
@@ -299,6 +309,9 @@ def read_csv(source: SourceFile, options: ReadOptions) -> Iterator[Document | Re
                 record = dict(zip(header, cells, strict=True))
                 yield _text_document(source, options, record, row_index, metadata, line=start)
                 row_index += 1
+    except TooLarge as error:
+        yield from lines.take()[0]
+        yield _reject(source, f"{error} (the rest of the file is not read)")
     except (*READ_ERRORS, UnicodeDecodeError) as error:
         yield from lines.take()[0]
         yield _reject(source, f"file is truncated or corrupt: {error}")

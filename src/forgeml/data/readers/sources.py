@@ -24,7 +24,7 @@ import gzip
 import hashlib
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -153,10 +153,36 @@ def open_binary(source: SourceFile) -> BinaryIO:
     return source.path.open("rb")
 
 
-def read_content(source: SourceFile) -> bytes:
-    """The whole (decompressed) content: for formats that are one document per file anyway."""
+class TooLarge(OSError):
+    """Content over the reader's size bound; an OSError so readers reject it like any
+    other unreadable file."""
+
+
+def too_large(limit: int, what: str) -> TooLarge:
+    size = f"{limit / (1 << 20):g} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+    return TooLarge(
+        f"{what} is larger than {size} once decompressed (max_file_mb); split the file, "
+        "or raise the limit if it is genuine"
+    )
+
+
+def read_content(source: SourceFile, limit: int) -> bytes:
+    """The whole (decompressed) content, at most `limit` bytes: for formats that are one
+    document per file anyway."""
     with open_binary(source) as stream:
-        return stream.read()
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit, "the file")
+    return data
+
+
+def bounded_lines(stream: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The stream's lines (with their endings), refusing one longer than `limit` bytes
+    before reading the rest of it."""
+    while line := stream.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            raise too_large(limit, "a line")
+        yield line
 
 
 def decode_text(data: bytes, fallback_encoding: str | None) -> tuple[str, str, bool]:

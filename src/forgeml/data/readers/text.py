@@ -26,6 +26,7 @@ from forgeml.data.readers.documents import (
 )
 from forgeml.data.readers.sources import (
     READ_ERRORS,
+    TooLarge,
     UndecodableText,
     decode_text,
     encoding_metadata,
@@ -53,14 +54,15 @@ _BOILERPLATE_XPATH = " | ".join(
 )
 
 
-def load_text(
-    source: SourceFile, fallback_encoding: str | None
-) -> tuple[str, dict[str, Any]] | Rejection:
+def load_text(source: SourceFile, options: ReadOptions) -> tuple[str, dict[str, Any]] | Rejection:
     """The file's decoded text with newlines normalised to \\n, or why it has none."""
     try:
-        data = read_content(source)
+        data = read_content(source, options.max_file_bytes)
+    except TooLarge as error:
+        return _reject(source, str(error))
     except READ_ERRORS as error:
         return _reject(source, f"cannot read file: {error}")
+    fallback_encoding = options.fallback_encoding
     if source.format == "html":
         fallback_encoding = _declared_charset(data) or fallback_encoding
     try:
@@ -74,7 +76,7 @@ def load_text(
 
 
 def read_txt(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rejection]:
-    loaded = load_text(source, options.fallback_encoding)
+    loaded = load_text(source, options)
     if isinstance(loaded, Rejection):
         yield loaded
         return
@@ -84,7 +86,7 @@ def read_txt(source: SourceFile, options: ReadOptions) -> Iterator[Document | Re
 
 def read_md(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rejection]:
     """Markdown kept as markdown; YAML front matter is metadata, not prose, so it is cut."""
-    loaded = load_text(source, options.fallback_encoding)
+    loaded = load_text(source, options)
     if isinstance(loaded, Rejection):
         yield loaded
         return
@@ -99,7 +101,7 @@ def read_md(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rej
 
 
 def read_html(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rejection]:
-    loaded = load_text(source, options.fallback_encoding)
+    loaded = load_text(source, options)
     if isinstance(loaded, Rejection):
         yield loaded
         return
