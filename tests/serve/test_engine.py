@@ -161,13 +161,15 @@ def test_full_queue_is_429_over_http(serve_workspace, served):
     # second one arrives (and a wait for "running" could then spin forever).
     long_one = {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 900, "stream": True}
     long_one["ignore_eos"] = True
-    with ServerThread(app) as url:
-        with httpx.stream("POST", url + "/v1/completions", json=long_one, headers=headers):
-            deadline = time.monotonic() + 60
-            while busy.engine.stats().running == 0:  # until it holds the only batch slot
-                assert time.monotonic() < deadline, "the long request never started decoding"
-                time.sleep(0.01)
-            response = httpx.post(url + "/v1/chat/completions", json=body, headers=headers)
+    with (
+        ServerThread(app) as url,
+        httpx.stream("POST", url + "/v1/completions", json=long_one, headers=headers),
+    ):
+        deadline = time.monotonic() + 60
+        while busy.engine.stats().running == 0:  # until it holds the only batch slot
+            assert time.monotonic() < deadline, "the long request never started decoding"
+            time.sleep(0.01)
+        response = httpx.post(url + "/v1/chat/completions", json=body, headers=headers)
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "queue_full"
 
