@@ -27,6 +27,8 @@ from forgeml.core.workspace import Workspace
 from forgeml.jobs import files, queue
 from forgeml.serve import ServeSettings, create_app
 from forgeml.serve.auth import create_key
+from forgeml.serve.chat import serving as chat_serving
+from forgeml.serve.chat.prompt import prepare
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
 TRAINING = (json.dumps(CHAT) + "\n").encode() * 4
@@ -243,6 +245,44 @@ def test_a_busy_model_is_never_unloaded(server):
     )
     assert loaded.model == "unlisted-chat"  # once idle, the listed one made room
     assert [m.id for m in server.app.state.pool.models] == [MODEL_NAME, "unlisted-chat"]
+
+
+def test_a_model_chosen_but_not_yet_queued_is_never_unloaded(server, monkeypatch):
+    """The gap before the engine counts a request: its prompt is being rendered (in a
+    thread) when an admin asks for another model that would need this one's place."""
+    app = server.client(server.app_key)
+    app.chat.completions.create(model="listed-chat", messages=HELLO, max_tokens=1)  # loaded
+    rendering, go_on = threading.Event(), threading.Event()
+
+    def slow_prepare(body, served, settings):
+        if served.id == "listed-chat":
+            rendering.set()
+            go_on.wait(60)
+        return prepare(body, served, settings)
+
+    monkeypatch.setattr(chat_serving, "prepare", slow_prepare)
+    answers: list[str] = []
+    asker = threading.Thread(
+        target=lambda: answers.append(
+            app.chat.completions.create(model="listed-chat", messages=HELLO, max_tokens=4)
+            .choices[0]
+            .finish_reason
+        )
+    )
+    asker.start()
+    assert rendering.wait(30)
+    busy = server.post(
+        "/v1/chat/completions",
+        server.admin,
+        json={"model": "unlisted-chat", "messages": HELLO, "max_tokens": 1},
+    )
+    go_on.set()
+    asker.join(60)
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["error"]["code"] == "model_capacity"
+    assert answers and answers[0] in {"length", "stop"}  # answered, not cut off
+    (listed,) = [m for m in server.app.state.pool.models if m.id == "listed-chat"]
+    assert listed.holds == 0  # released when the request ended
 
 
 # --- 9 and 12: uploads ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forgeml.console.gate import ConsoleGate, Refused, is_console
 from forgeml.serve.auth import Caller, KeyChecker, scope_error
 from forgeml.serve.errors import APIError
+from forgeml.serve.holds import release_request_holds
 from forgeml.serve.limits import KeyLimits
 from forgeml.serve.settings import ServeSettings
 
@@ -121,6 +122,7 @@ class GuardMiddleware:
             too_large = APIError(413, str(error.detail), code=error.code)
             await too_large.response()(scope, receive, send)
         finally:
+            release_request_holds(scope)  # the models it chose may be unloaded now
             if caller is not None:
                 self.limits.release(caller.key_id)
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer
 
@@ -40,6 +41,7 @@ from forgeml.serve.engine.transformers import TransformersEngine
 from forgeml.serve.errors import APIError, ModelNotServed
 from forgeml.serve.export_files import export_files
 from forgeml.serve.forgotten_models import withdraw_forgotten
+from forgeml.serve.holds import hold_until_request_ends
 from forgeml.serve.on_demand import may_load
 from forgeml.serve.served_adapters import adapter_base, load_served_adapter
 from forgeml.serve.settings import ServeSettings
@@ -59,6 +61,7 @@ class ServedModel:
     engine: Engine
     created: int = field(default_factory=lambda: int(time.time()))
     parent: ServedModel | None = None  # for a LoRA adapter: the base whose engine serves it
+    holds: int = field(default=0, compare=False)  # requests that chose it, not yet ended (holds.py)
 
     @property
     def max_context(self) -> int:
@@ -276,9 +279,12 @@ class ModelPool:
         await asyncio.to_thread(stop_deployments, self.workspace, self._deployments.values())
         self._deployments.clear()
 
-    async def get(self, name: str, caller: Caller | None = None) -> ServedModel:
+    async def get(
+        self, name: str, caller: Caller | None = None, hold_for: Any = None
+    ) -> ServedModel:
         """The model `name` refers to, loaded if need be; NotFoundError (404) if none.
-        `caller` is the API key asking (on_demand.py: who may have a model loaded)."""
+        `caller` is the API key asking (on_demand.py: who may have a model loaded);
+        `hold_for`, a request's scope state: the model stays loaded until it ends."""
         served = self._by_id.get(name) or self._on_demand.get(name)
         if served is None:
             artifact = await self._artifact(name)
@@ -293,6 +299,8 @@ class ModelPool:
         for used in (served, served.parent):  # an adapter in use keeps its base recent too
             if used is not None and used.id in self._on_demand:
                 self._on_demand.move_to_end(used.id)
+        if hold_for is not None:  # no await since it was chosen: nothing unloaded it
+            hold_until_request_ends(served, hold_for)
         return served
 
     def _cap(self, kind: str) -> int:
@@ -425,4 +433,4 @@ class ModelPool:
 
 def _idle(served: ServedModel) -> bool:
     stats = served.engine.stats()
-    return not (stats.running or stats.waiting)
+    return not (stats.running or stats.waiting or served.holds)

@@ -157,19 +157,22 @@ class TrafficRouter:
     async def get(self, requested: str, request: Request, user: str | None = None) -> ServedModel:
         """The model that answers `requested`; its Route goes on `request.state.route`."""
         caller = getattr(request.state, "caller", None)
+        hold = request.scope.setdefault("state", {})  # holds.py: kept until the request ends
         name, _, alias = requested.partition("@")
         plan = self.plans.get(name)
         if plan is not None and alias in ("", plan.prod):
             split = plan.mode == "split" and candidate_answers(plan, user)
             alias = plan.candidate if split else plan.prod
-            served, route = await self._through_alias(name, alias, None, requested)
+            served, route = await self._through_alias(name, alias, None, requested, hold=hold)
             if plan.mode == "shadow":
                 request.state.shadow = plan
         elif alias:
             trusted = requested in self.started_ids  # the operator serves this alias
-            served, route = await self._through_alias(name, alias, None if trusted else caller)
+            served, route = await self._through_alias(
+                name, alias, None if trusted else caller, hold=hold
+            )
         else:
-            served = await self.pool.get(requested, caller)
+            served = await self.pool.get(requested, caller, hold)
             version = await self._version_of(served, name)
             route = Route(version.partition(":")[0] or served.id, version, "", served.id)
         request.state.route = route
@@ -191,6 +194,7 @@ class TrafficRouter:
         caller: Any,
         fallback: str | None = None,
         traffic: str = "live",
+        hold: Any = None,
     ) -> tuple[ServedModel, Route]:
         requested = f"{name}@{alias}"
         try:
@@ -198,22 +202,22 @@ class TrafficRouter:
         except ForgottenError:
             raise  # 409 naming the deletion request
         except ForgeError:
-            return await self._plain(fallback or requested, caller, alias, traffic)
+            return await self._plain(fallback or requested, caller, alias, traffic, hold)
         ref = f"{name}:{number}"
         try:
-            served = await self.pool.get(ref, caller)
+            served = await self.pool.get(ref, caller, hold)
         except ModelNotServed:
             # Not held and not loadable (max_on_demand_models: 0): what the server started
             # with under that alias answers until it is restarted.
             if requested not in self.started_ids:
                 raise
-            return await self._plain(requested, None, alias, traffic)
+            return await self._plain(requested, None, alias, traffic, hold)
         return served, Route(name, ref, alias, ref, traffic)
 
     async def _plain(
-        self, requested: str, caller: Any, alias: str, traffic: str = "live"
+        self, requested: str, caller: Any, alias: str, traffic: str = "live", hold: Any = None
     ) -> tuple[ServedModel, Route]:
-        served = await self.pool.get(requested, caller)
+        served = await self.pool.get(requested, caller, hold)
         name = requested.partition("@")[0]
         version = await self._version_of(served, name)
         return served, Route(name, version, alias, version or served.id, traffic)
