@@ -107,7 +107,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(command: list[str], port: int, log: Path, env=None, cwd=None) -> subprocess.Popen:
+def start(
+    command: list[str], port: int, log: Path, env=None, cwd=None, ready: str = "/v1/models"
+) -> subprocess.Popen:
     with open(log, "wb") as output:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
@@ -117,7 +119,7 @@ def start(command: list[str], port: int, log: Path, env=None, cwd=None) -> subpr
         if process.poll() is not None:
             raise SystemExit(f"{command[0]} exited:\n{log.read_text(errors='replace')[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2).status_code == 200:
                 return process
         except httpx.HTTPError:
             pass

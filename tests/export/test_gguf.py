@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 from forgeml.core.errors import ForgeError
 from forgeml.core.runs import run_stage
 from forgeml.export import toolchain
+from forgeml.models.chat_template import CHAT_TEMPLATE
 
 pytestmark = [
     pytest.mark.gguf,
@@ -132,7 +133,7 @@ def test_the_gguf_tokenises_like_the_hf_tokenizer(workspace, model, model_dir):
         assert metadata["tokenizer.ggml.pre"] == "smollm"  # digits split one by one
         assert metadata["general.architecture"] == "mistral4"
         assert metadata["general.name"] == model.ref
-        assert "[INST]" in metadata["tokenizer.chat_template"]
+        assert metadata["tokenizer.chat_template"] == CHAT_TEMPLATE  # what llama-server renders
         for text in (PROMPT, "ORD-12345 costs $1,234.50 on 2024-05-01", chat):
             ids = tokenizer.encode(text)
             assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids

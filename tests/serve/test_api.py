@@ -209,6 +209,17 @@ def test_completions_plain_and_streamed(openai_client):
     assert chunks[-1].usage.completion_tokens == response.usage.completion_tokens
 
 
+def test_a_completion_prompt_starting_with_bos_gets_no_second_one(openai_client, tokenizer):
+    """A chat prompt rendered by the client already starts with <s>: llama.cpp's server
+    does not add another, nor do we (a doubled <s> changes every greedy answer)."""
+    text = "The with statement"
+    counts = [
+        openai_client.completions.create(model=MODEL, prompt=p, max_tokens=1).usage.prompt_tokens
+        for p in (text, tokenizer.bos_token + text)
+    ]
+    assert counts[0] == counts[1] == len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+
+
 def test_metrics_count_requests_tokens_and_latency(served, openai_client):
     openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=3)
     text = httpx.get(

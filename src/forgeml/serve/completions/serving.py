@@ -116,8 +116,9 @@ class CompletionService:
                 )
             return prompt
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id, *ids]
+        bos = tokenizer.bos_token_id
+        if bos is not None and ids[:1] != [bos]:  # a rendered chat prompt brings its own <s>
+            ids = [bos, *ids]
         return ids
 
 
