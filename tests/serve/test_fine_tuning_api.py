@@ -245,6 +245,54 @@ def test_supervised_job_trains_a_model_that_answers_at_once(server):
     assert [j.id for j in client.fine_tuning.jobs.list(limit=1).data] == [waiting.id]
 
 
+def test_a_running_job_pauses_after_a_checkpoint_and_resumes_from_it(server):
+    client = server.openai()
+    file_id = client.files.create(file=("train.jsonl", TRAINING), purpose="fine-tune").id
+    # 800 steps of ~20 ms: the run sees the pause within its 2 s cancel poll well before
+    # it ends (a job that ends first is simply succeeded).
+    many_steps = TINY | {"n_epochs": 400}
+    job = client.fine_tuning.jobs.create(
+        model=MODEL_NAME,
+        training_file=file_id,
+        method={"type": "supervised", "supervised": {"hyperparameters": many_steps}},
+        seed=11,
+    )
+
+    def training():
+        events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+        return any(e.type == "metrics" for e in events)
+
+    wait_for(training)
+    assert client.fine_tuning.jobs.pause(job.id).status in ("running", "paused")
+
+    def paused_job():
+        current = client.fine_tuning.jobs.retrieve(job.id)
+        assert current.status in ("running", "paused"), "it ended before it stopped"
+        return current if current.status == "paused" else None
+
+    paused = wait_for(paused_job)
+    stopped = queue.get_job(server.workspace, job.id)
+    with server.workspace.registry.session() as session:
+        run = session.get(Run, stopped.run_id)
+        assert run.status == "cancelled" and run.attempt == 1
+    assert paused.finished_at is None
+    assert client.fine_tuning.jobs.resume(job.id).status in ("queued", "running")
+    with pytest.raises(openai.BadRequestError, match="only a paused job can be resumed"):
+        client.fine_tuning.jobs.resume(job.id)
+
+    def finished():
+        current = client.fine_tuning.jobs.retrieve(job.id)
+        return current if current.status in ("succeeded", "failed", "cancelled") else None
+
+    done = wait_for(finished, seconds=300)
+    assert done.status == "succeeded", done.error
+    with server.workspace.registry.session() as session:
+        run = session.get(Run, queue.get_job(server.workspace, job.id).run_id)
+        assert run.attempt == 2 and run.status == "succeeded"  # the same run, resumed
+    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoint.step_number == 800
+
+
 def test_on_demand_models_load_once_and_the_least_recently_used_is_unloaded(server):
     register_tiny_model(server.workspace, "other-chat", seed=1)
     client = server.openai(server.inference_key)

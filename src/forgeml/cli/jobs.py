@@ -73,3 +73,23 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...
     emit(
         ctx, {"id": job.id, "status": job.status}, lambda: console.print(f"{job.id}: {job.status}")
     )
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...")) -> None:
+    """Pause a queued or running job: its training stops after a checkpoint."""
+    workspace = options(ctx).open()
+    job = queue.pause(workspace, job_id)
+    emit(
+        ctx, {"id": job.id, "status": job.status}, lambda: console.print(f"{job.id}: {job.status}")
+    )
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...")) -> None:
+    """Queue a paused job again; its training continues from its last checkpoint."""
+    workspace = options(ctx).open()
+    job = queue.resume(workspace, job_id)
+    emit(
+        ctx, {"id": job.id, "status": job.status}, lambda: console.print(f"{job.id}: {job.status}")
+    )

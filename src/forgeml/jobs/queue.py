@@ -13,6 +13,12 @@ instead, so a job that kills its worker cannot crash-loop it. `cancel` always en
 job: at once when no live worker holds it, else by the worker within
 `CANCEL_GRACE_SECONDS` (its runs are asked to stop; the lease thread ends the job if a
 run does not notice).
+
+Pause: a queued job is `paused` at once; a running one is `pausing` while its run stops
+at the next step boundary, after a checkpoint (the same stop as cancel), and then
+`paused`. `resume` queues it again: the worker that claims it reruns the same stages,
+whose runs have the same keys, so ingest is reused and training resumes from the
+checkpoint it stopped at (core/runs.py).
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
 
 METHODS = ("supervised", "dpo", "reinforcement")
-# Job statuses are forgeml run statuses plus `created` (Mistral's auto_start=false).
+# Job statuses are forgeml run statuses plus `created` (Mistral's auto_start=false) and
+# `pausing` / `paused` (OpenAI's pause).
 JOB_TERMINAL = ("succeeded", "failed", "cancelled")
+WORKING = ("running", "pausing")  # a worker holds the job (while its lease is live)
 LEASE_SECONDS = 60.0  # a worker renews its lease every LEASE_SECONDS / 4
 MAX_ATTEMPTS = 3  # claims before a job whose worker keeps dying is failed
 CANCEL_GRACE_SECONDS = 30.0  # a running job's worker ends it within this after cancel
@@ -121,13 +129,16 @@ def list_jobs(
 
 
 def start(workspace: Workspace, job_id: str, audit: dict[str, Any] | None = None) -> FineTuningJob:
-    """Queue a job held as `created` (Mistral's `auto_start: false`)."""
+    """Queue a job held as `created` (Mistral's `auto_start: false`) or `paused` (which
+    Mistral's API shows as VALIDATED, so its /start resumes it)."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
         if job is None:
             raise NotFoundError(f"no fine-tuning job {job_id!r}")
-        if job.status != "created":
-            raise ConflictError(f"job {job_id} is {job.status}; only a created job can be started")
+        if job.status not in ("created", "paused"):
+            raise ConflictError(
+                f"job {job_id} is {job.status}; only a created or paused job can be started"
+            )
         job.status = "queued"
         workspace.registry.audit(session, "job.start", job_id, **(audit or {}))
         return job
@@ -142,11 +153,66 @@ def cancel(workspace: Workspace, job_id: str, audit: dict[str, Any] | None = Non
         if job.status in JOB_TERMINAL:
             raise ConflictError(f"job {job_id} already {job.status}")
         job.cancel_requested = True
-        if job.status != "running" or not lease_is_live(job):
+        if job.status not in WORKING or not lease_is_live(job):
             _end(job, "cancelled")
         _cancel_runs(session, job)
         workspace.registry.audit(session, "job.cancel", job_id, **(audit or {}))
     return get_job(workspace, job_id)
+
+
+def pause(workspace: Workspace, job_id: str, audit: dict[str, Any] | None = None) -> FineTuningJob:
+    """Stop a job where its training can resume: at once unless a live worker holds it,
+    which then stops its run after a checkpoint (see module)."""
+    with workspace.registry.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        if job is None:
+            raise NotFoundError(f"no fine-tuning job {job_id!r}")
+        if job.status not in ("queued", "running"):
+            raise ConflictError(
+                f"job {job_id} is {job.status}; only a queued or running job can be paused"
+            )
+        if job.status == "running" and lease_is_live(job):
+            job.status = "pausing"
+            _cancel_runs(session, job)  # the runs checkpoint and stop; the worker records it
+        else:
+            job.status, job.lease_owner, job.lease_expires_at = "paused", None, None
+        workspace.registry.audit(session, "job.pause", job_id, **(audit or {}))
+    return get_job(workspace, job_id)
+
+
+def resume(workspace: Workspace, job_id: str, audit: dict[str, Any] | None = None) -> FineTuningJob:
+    """Queue a paused job again; its training continues from where it stopped."""
+    with workspace.registry.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        if job is None:
+            raise NotFoundError(f"no fine-tuning job {job_id!r}")
+        if job.status != "paused":
+            hint = " (it is still stopping: resume once it is paused)" * (job.status == "pausing")
+            raise ConflictError(
+                f"job {job_id} is {job.status}; only a paused job can be resumed{hint}"
+            )
+        job.status = "queued"
+        workspace.registry.audit(session, "job.resume", job_id, **(audit or {}))
+    return get_job(workspace, job_id)
+
+
+def paused(workspace: Workspace, job_id: str, owner: str) -> bool:
+    """The worker's run stopped because the job is pausing: record it paused. False when
+    the job is not pausing (a cancel, which wins)."""
+    with workspace.registry.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        if job.status != "pausing" or job.lease_owner != owner or job.cancel_requested:
+            return False
+        job.status, job.lease_owner, job.lease_expires_at = "paused", None, None
+        job.attempts = max(0, job.attempts - 1)  # a stop asked for is not a failed attempt
+        workspace.registry.audit(session, "job.paused", job_id)
+        return True
+
+
+def stop_asked(workspace: Workspace, job_id: str) -> bool:
+    """Cancel or pause asked: the worker starts no further stage of the job."""
+    job = get_job(workspace, job_id)
+    return job.cancel_requested or job.status == "pausing"
 
 
 def _cancel_runs(session, job: FineTuningJob) -> None:
@@ -200,7 +266,13 @@ def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob 
         with workspace.registry.session() as session:
             query = (
                 select(FineTuningJob)
-                .where(or_(FineTuningJob.status == "queued", FineTuningJob.status == "running"))
+                .where(
+                    or_(
+                        FineTuningJob.status == "queued",
+                        FineTuningJob.status == "running",
+                        FineTuningJob.status == "pausing",
+                    )
+                )
                 .order_by(FineTuningJob.created_at)
             )
             if session.bind.dialect.name == "postgresql":
@@ -211,6 +283,10 @@ def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob 
             )
             if job is None:
                 return None
+            if job.status == "pausing":  # its worker died while it stopped: it is paused
+                job.status, job.lease_owner, job.lease_expires_at = "paused", None, None
+                workspace.registry.audit(session, "job.paused", job.id)
+                continue
             if job.cancel_requested:
                 _end(job, "cancelled")
                 workspace.registry.audit(session, "job.cancelled", job.id)
@@ -235,7 +311,7 @@ def renew_lease(workspace: Workspace, job_id: str, owner: str) -> FineTuningJob 
     """Extend the lease; None when the job is no longer this worker's (ended, retaken)."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
-        if job is None or job.status != "running" or job.lease_owner != owner:
+        if job is None or job.status not in WORKING or job.lease_owner != owner:
             return None
         job.lease_expires_at = utcnow() + timedelta(seconds=LEASE_SECONDS)
         return job
@@ -266,9 +342,11 @@ def requeue(workspace: Workspace, job_id: str, owner: str | None = None) -> None
     stop asked for is not a failed attempt."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
-        if job.status == "running" and (owner is None or job.lease_owner == owner):
+        if job.status in WORKING and (owner is None or job.lease_owner == owner):
             if job.cancel_requested:
                 _end(job, "cancelled")
+            elif job.status == "pausing":
+                job.status, job.lease_owner, job.lease_expires_at = "paused", None, None
             else:
                 job.status, job.lease_owner, job.lease_expires_at = "queued", None, None
                 job.attempts = max(0, job.attempts - 1)
@@ -283,8 +361,9 @@ def attach_run(workspace: Workspace, job_id: str, run_id: str) -> None:
         if run_id not in (job.run_ids or []):
             job.run_ids = [*(job.run_ids or []), run_id]
         run = session.get(Run, run_id)
-        if job.cancel_requested and run is not None and run.status not in TERMINAL:
-            run.cancel_requested = True  # cancelled between two runs: stop this one too
+        stopping = job.cancel_requested or job.status == "pausing"
+        if stopping and run is not None and run.status not in TERMINAL:
+            run.cancel_requested = True  # cancelled or paused between two runs: stop this one
 
 
 def job_events(workspace: Workspace, job: FineTuningJob, limit: int = 100) -> list[RunEvent]:

@@ -123,8 +123,8 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
             on_start=lambda run_id: queue.attach_run(workspace, job.id, run_id),
         )
         inputs["validation"] = validation.outputs["dataset"]
-    if queue.get_job(workspace, job.id).cancel_requested:  # cancelled while ingesting
-        raise RunCancelled(f"job {job.id} was cancelled before training")
+    if queue.stop_asked(workspace, job.id):  # cancelled or paused while ingesting
+        raise RunCancelled(f"job {job.id} was stopped before training")
     if ignored:
         log.warning(
             "%s: hyperparameters not used by %s: %s", job.id, stage_name, ", ".join(ignored)
@@ -154,7 +154,8 @@ def work_once(workspace: Workspace, owner: str | None = None) -> FineTuningJob |
             queue.requeue(workspace, job.id, owner)
             raise
         except RunCancelled:
-            queue.finish(workspace, job.id, "cancelled", owner=owner)
+            if not queue.paused(workspace, job.id, owner):
+                queue.finish(workspace, job.id, "cancelled", owner=owner)
         except ForgeError as exc:
             queue.finish(workspace, job.id, "failed", owner=owner, error=exc.message)
         except Exception as exc:  # a bug: record it on the job, keep the worker alive

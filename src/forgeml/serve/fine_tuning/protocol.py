@@ -79,7 +79,9 @@ class OpenAIJob(BaseModel):
     organization_id: str = "forgeml"
     result_files: list[str] = Field(default_factory=list)
     seed: int
-    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal[
+        "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
+    ]
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None

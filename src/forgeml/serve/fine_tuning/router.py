@@ -1,8 +1,10 @@
-"""/v1/fine_tuning/jobs (scope: admin): create, list, get, cancel, start, events, checkpoints.
+"""/v1/fine_tuning/jobs (scope: admin): create, list, get, cancel, start, pause, resume,
+events, checkpoints.
 
 Jobs are queued in the registry and run by `forgeml jobs worker` processes (the server
-starts them; see job_workers.py). `start` is Mistral's (for `auto_start: false`);
-`events` and `checkpoints` are OpenAI's, and Mistral reads both inside the job object.
+starts them; see job_workers.py). `start` is Mistral's (for `auto_start: false`, and for
+a paused job, which Mistral's API shows as VALIDATED); `pause`, `resume`, `events` and
+`checkpoints` are OpenAI's, and Mistral reads events and checkpoints inside the job object.
 """
 
 from __future__ import annotations
@@ -95,6 +97,23 @@ async def cancel(job_id: str, request: Request) -> Any:
 async def start(job_id: str, request: Request) -> Any:
     job = await asyncio.to_thread(
         queue.start, _workspace(request), job_id, api_key_details(request)
+    )
+    request.app.state.job_workers.ensure_started()
+    return await _answer(request, job)
+
+
+@router.post(JOBS + "/{job_id}/pause")
+async def pause(job_id: str, request: Request) -> Any:
+    job = await asyncio.to_thread(
+        queue.pause, _workspace(request), job_id, api_key_details(request)
+    )
+    return await _answer(request, job)
+
+
+@router.post(JOBS + "/{job_id}/resume")
+async def resume(job_id: str, request: Request) -> Any:
+    job = await asyncio.to_thread(
+        queue.resume, _workspace(request), job_id, api_key_details(request)
     )
     request.app.state.job_workers.ensure_started()
     return await _answer(request, job)

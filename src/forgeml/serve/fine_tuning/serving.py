@@ -11,6 +11,8 @@ Statuses (ours → OpenAI / Mistral):
     succeeded   → succeeded / SUCCESS
     failed      → failed    / FAILED
     cancelled   → cancelled / CANCELLED
+    pausing     → running   / RUNNING     (OpenAI's pause asked; the run is checkpointing)
+    paused      → paused    / VALIDATED   (waits for OpenAI's /resume or Mistral's /start)
 
 Files are validated at upload, so no job is ever `validating_files`/`FAILED_VALIDATION`.
 Which shape a request gets (`wants_mistral`): the mistralai SDK's User-Agent or
@@ -35,9 +37,10 @@ from forgeml.serve.fine_tuning import protocol as p
 from forgeml.serve.fine_tuning.submission import PARAMS_FOR_METHOD, training_params
 from forgeml.train.finetune_params import FinetuneParams
 
-OPENAI_STATUS = {"created": "queued", "queued": "queued", "running": "running"}
+OPENAI_STATUS = {"created": "queued", "pausing": "running"}
 MISTRAL_STATUS = {
     "created": "VALIDATED",
+    "paused": "VALIDATED",
     "queued": "QUEUED",
     "running": "RUNNING",
     "succeeded": "SUCCESS",
