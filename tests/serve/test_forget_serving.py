@@ -17,10 +17,12 @@ import httpx
 import openai
 import pytest
 from serving_fixtures import ServerThread, register_tiny_model
+from sqlalchemy import select
 
 from forgeml.core.context import StageContext
 from forgeml.core.registry import ForgottenError
 from forgeml.core.runs import run_stage
+from forgeml.core.schema import Deployment
 from forgeml.core.stages import StageParams, stage
 from forgeml.core.workspace import Workspace
 from forgeml.serve import ServeSettings, create_app
@@ -95,6 +97,13 @@ def test_a_forgotten_model_stops_serving_within_seconds(helpdesk):
             time.sleep(0.1)
         withdrawn_after = time.monotonic() - forgotten_at
         assert withdrawn_after < 3
+        with workspace.registry.session() as session:
+            rows = session.scalars(select(Deployment).where(Deployment.stopped_at.is_(None)))
+            assert {row.model_ref: row.status for row in rows} == {"manual": "running"}
+            (withdrawn,) = session.scalars(
+                select(Deployment).where(Deployment.model_ref == "helpdesk")
+            )
+            assert withdrawn.status == "withdrawn" and withdrawn.stopped_at is not None
 
         for model in ("helpdesk", "helpdesk-2"):  # held, and one a request would load
             with pytest.raises(openai.ConflictError, match=REASON):

@@ -20,7 +20,7 @@ Every other request passes guard.py first: its key, its key's rate and concurren
 limits and its body's size are checked before the body is read (docs/SECURITY.md).
 
 While it runs, each model it serves has a `deployments` row in the registry (status
-running, then stopped), so the registry knows what was in production when. Every
+running, then stopped, or withdrawn when its model is forgotten while served), so the registry knows what was in production when. Every
 completion leaves a row in the registry's request log (request_log.py). Fine-tuning
 jobs run in `forgeml jobs worker` subprocesses the server starts (job_workers.py).
 """
@@ -92,6 +92,7 @@ def create_app(
         for model in pool.models:  # build constrained-decoding tables before traffic
             await asyncio.to_thread(lambda model=model: model.vocabulary)
         deployments = await asyncio.to_thread(start_deployments, workspace, pool.started, settings)
+        pool.track_deployments(deployments)  # a withdrawn model's row ends with it
         await traffic.start()  # after the deployment rows: a canary's audit entry names them
         await workers.start()
         await drift_watch.start()

@@ -50,13 +50,23 @@ def start_deployments(
     return ids
 
 
-def stop_deployments(workspace: Workspace, ids: Iterable[int]) -> None:
+def stop_deployments(
+    workspace: Workspace, ids: Iterable[int], status: str = "stopped", reason: str | None = None
+) -> None:
+    """End running rows: `stopped` (unloaded, server stopped) or `withdrawn` (its model was
+    forgotten while served, `reason` the deletion request's). A row already ended keeps
+    its status and time."""
     registry = workspace.registry
     with registry.session() as session:
         for deployment_id in ids:
             deployment = session.get(Deployment, deployment_id)
-            if deployment is not None:
-                deployment.status, deployment.stopped_at = "stopped", utcnow()
+            if deployment is not None and deployment.status == "running":
+                deployment.status, deployment.stopped_at = status, utcnow()
+                details = {"reason": reason} if reason else {}
                 registry.audit(
-                    session, "deployment.stop", deployment.model_ref, deployment=deployment_id
+                    session,
+                    f"deployment.{'stop' if status == 'stopped' else status}",
+                    deployment.model_ref,
+                    deployment=deployment_id,
+                    **details,
                 )

@@ -43,6 +43,6 @@ async def withdraw_once(pool: ModelPool) -> list[str]:
         if reason is not None:
             log.warning("%s (%s) is forgotten (%s): no longer served", served.id,
                         served.artifact_ref, reason)  # fmt: skip
-            await pool.withdraw(served)
+            await pool.withdraw(served, reason)
             withdrawn.append(served.id)
     return withdrawn

@@ -371,17 +371,27 @@ class ModelPool:
         (deployment,) = start_deployments(self.workspace, [served], self.settings, on_demand=True)
         return served, deployment
 
-    async def withdraw(self, served: ServedModel) -> None:
-        """Stop serving a model a deletion request forgot, and the adapters on it."""
+    def track_deployments(self, ids: Sequence[int]) -> None:
+        """The deployment rows of the started models, in their order (app.py makes them)."""
+        self._deployments.update(zip((s.id for s in self.started), ids, strict=True))
+
+    async def withdraw(self, served: ServedModel, reason: str = "") -> None:
+        """Stop serving a model a deletion request forgot, and the adapters on it; their
+        deployment rows end as `withdrawn` with the request's reason."""
         async with self._loading:
             self._resolved.clear()  # a cached name must resolve (and be refused) afresh
-            await self._withdraw_locked(served)
+            await self._withdraw_locked(served, reason)
 
-    async def _withdraw_locked(self, served: ServedModel) -> None:
+    async def _withdraw_locked(self, served: ServedModel, reason: str) -> None:
         if served not in self.models:
             return
         for adapter in [s for s in self.models if s.parent is served]:
-            await self._withdraw_locked(adapter)
+            await self._withdraw_locked(adapter, reason)
+        deployment = self._deployments.pop(served.id, None)
+        if deployment is not None:
+            await asyncio.to_thread(
+                stop_deployments, self.workspace, [deployment], "withdrawn", reason
+            )
         if served.id in self._on_demand:
             await self._unload(served)
             return
