@@ -32,6 +32,7 @@ from forgeml.cli import (
 )
 from forgeml.cli import eval as eval_cli
 from forgeml.cli import export as export_cli
+from forgeml.cli import plan as plan_cli
 from forgeml.cli import serve as serve_cli
 from forgeml.cli import tokenizer as tokenizer_cli
 from forgeml.cli import train as train_cli
@@ -109,6 +110,7 @@ train_cli.app.command("rl")(finetune.rl)
 app.add_typer(train_cli.app, name="train")
 models.models_app.command("sizes")(models_sizes.sizes)
 app.command(name="run")(recipes.run_recipe)
+app.command(name="plan")(plan_cli.plan_recipe)
 app.add_typer(recipes.stages_app, name="stages")
 app.command(name="lineage")(governance.lineage)
 app.command(name="audit")(governance.audit)
