@@ -71,7 +71,10 @@ def estimate_recipe(
         facts[step.name] = _outputs(step.uses, params, inputs, estimate)
         family = FAMILY.get(step.uses)
         if family and estimate.flops is not None:
-            estimate.seconds = estimate.flops / hardware.flops[family]
+            fixed = hardware.step_seconds.get(family, 0.0) * estimate.steps
+            if family == "rl":
+                fixed *= params["max_completion_length"]
+            estimate.seconds = fixed + estimate.flops / hardware.flops[family]
         estimates.append(estimate)
     return estimates
 

@@ -1,21 +1,22 @@
 """What a recipe's stages achieve on each kind of hardware: the table `forgeml plan` reads.
 
-Training time is estimated as FLOPs / achieved FLOP/s, where the achieved rate depends
-on the stage (pre-training packs full blocks; fine-tuning pads short examples; DPO adds
-a reference model; GRPO spends most of its time generating one token at a time).
+Training time is estimated as steps x a fixed cost per step + FLOPs / achieved FLOP/s.
+Both depend on the stage family: pre-training packs full blocks; fine-tuning pads short
+examples and evaluates; DPO adds a reference model; GRPO generates its completions one
+token at a time, so its fixed cost is per step and completion token.
 
-`cpu-2` is measured: the quickstart (recipes/quickstart.yaml, tiny size) on this
-project's 2-core CI machine, each stage's estimated FLOPs over its recorded duration
-(docs/PERFORMANCE.md, "Plan before spending", says how to measure it again). The GPU
-rows are not measured here: the vendor's dense bf16 peak per device times an assumed
-model FLOP utilisation (MFU) of 35% for pre-training and less for the other stages, the
-figures large public training runs report; treat them as a first guess until
-`--calibrate` has a run of yours to go by.
+`cpu-2` is measured: the two constants of each family are fitted to two quickstart runs
+on this project's 2-core machine (tiny size at the recipe's steps, mini size at fewer;
+docs/PERFORMANCE.md, "Plan before spending", has the runs and how to repeat them). The
+GPU rows are not measured here: the vendor's dense bf16 peak per device times an
+assumed model FLOP utilisation (MFU) of 35% for pre-training and less for the other
+stages, the figures large public training runs report, and no fixed cost; treat them
+as a first guess.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Hardware:
     # Achieved training FLOP/s for the whole machine, by stage family.
     flops: dict[str, float]
     measured: bool  # False: a peak x MFU guess
+    # Seconds per optimizer step besides the FLOPs (per step and completion token for rl).
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _gpu(name: str, description: str, devices: int, memory: float, peak: float) -> Hardware:
@@ -41,10 +44,12 @@ HARDWARE: dict[str, Hardware] = {
         "2 CPU cores (the CI machine), fp32",
         1,
         24.0,
-        # Measured 2026-12-05 from a quickstart run (tiny size, an idle machine): pre-train
-        # 32.4 s, SFT 62.1 s, DPO 17.6 s, GRPO 16.9 s.
-        {"pretrain": 4.9e10, "sft": 3.8e10, "preference": 2.0e10, "rl": 1.4e10},
+        # Fitted 2026-12-05 to `forgeml quickstart` (tiny: pre-train 32.4 s, SFT 62.1 s,
+        # DPO 17.6 s, GRPO 16.9 s) and `forgeml quickstart --size mini --pretrain-steps 100
+        # --sft-steps 100 --dpo-steps 20 --grpo-steps 10` (89.9, 73.4, 20.2, 10.2 s).
+        {"pretrain": 5.8e10, "sft": 8.7e10, "preference": 1.3e11, "rl": 1.5e11},
         measured=True,
+        step_seconds={"pretrain": 0.016, "sft": 0.090, "preference": 0.37, "rl": 0.021},
     ),
     "a100x8": _gpu("a100x8", "8 x NVIDIA A100 80GB, bf16", 8, 80.0, 312e12),
     "h100x8": _gpu("h100x8", "8 x NVIDIA H100 80GB SXM, bf16", 8, 80.0, 989e12),
