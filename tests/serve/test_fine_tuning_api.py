@@ -174,6 +174,9 @@ def test_mistral_client_uploads_and_a_held_job_starts_and_cancels(server):
     assert job["object"] == "job" and job["job_type"] == "completion"
     assert job["training_files"] == [uploaded.id]
     assert job["hyperparameters"]["training_steps"] == 1
+    plan = job["metadata"]  # Mistral's estimate for a VALIDATED job, before any compute
+    assert plan["training_steps"] == 1 and plan["hardware"] == "cpu-2"
+    assert plan["train_tokens"] > 0 and plan["expected_duration_seconds"] >= 0
     listed = jobs.get("/jobs", params={"page": 0, "page_size": 10}).json()
     assert listed["total"] >= 1 and job["id"] in [j["id"] for j in listed["data"]]
 

@@ -78,7 +78,7 @@ def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], l
     return params, ignored
 
 
-def _file_paths(workspace: Workspace, file_ids: list[str]) -> list[str]:
+def file_paths(workspace: Workspace, file_ids: list[str]) -> list[str]:
     with workspace.registry.session() as session:
         return [str(workspace.root / session.get(StoredFile, file_id).path) for file_id in file_ids]
 
@@ -96,7 +96,7 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
         workspace,
         "data.ingest",
         {
-            "paths": _file_paths(workspace, [f["file_id"] for f in files]),
+            "paths": file_paths(workspace, [f["file_id"] for f in files]),
             "name": f"{job.id}-training",
         },
         seed=seed,
@@ -115,7 +115,7 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
             workspace,
             "data.ingest",
             {
-                "paths": _file_paths(workspace, [job.spec["validation_file"]]),
+                "paths": file_paths(workspace, [job.spec["validation_file"]]),
                 "name": f"{job.id}-validation",
             },
             seed=seed,

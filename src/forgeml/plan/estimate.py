@@ -215,5 +215,32 @@ def _training(out: StepEstimate, config, steps: int, tokens_per_step: float, seq
     out.details.update(parameters=total, active_parameters=active)
 
 
+def estimate_job(workspace: Workspace, job: Any, hardware: Hardware) -> dict[str, Any] | None:
+    """A fine-tuning job's training before it runs, in the fields of Mistral's job
+    `metadata` (their VALIDATED jobs carry it); None when it cannot be estimated."""
+    from forgeml.jobs.worker import STAGE_FOR_METHOD, file_paths, stage_params
+
+    stage = STAGE_FOR_METHOD[job.method]
+    params = _params(stage, stage_params(job, stage)[0])
+    model = _artifact_facts(workspace, f"model/{job.spec['base_sha256']}")
+    files = file_paths(workspace, [entry["file_id"] for entry in job.spec["training_files"]])
+    out = StepEstimate(job.id, stage)
+    _finetune(stage, params, model, _file_facts(files), out)
+    if out.flops is None:
+        return None
+    family = FAMILY[stage]
+    fixed = hardware.step_seconds.get(family, 0.0) * out.steps
+    if family == "rl":
+        fixed *= params["max_completion_length"]
+    return {
+        "expected_duration_seconds": round(fixed + out.flops / hardware.flops[family]),
+        "train_tokens": out.tokens,
+        "train_tokens_per_step": round(out.tokens / out.steps),
+        "training_steps": out.steps,
+        "hardware": hardware.name,
+        "cost": None,  # no price is set on a server
+    }
+
+
 def as_json(estimates: list[StepEstimate]) -> list[dict[str, Any]]:
     return [json.loads(json.dumps(e.__dict__, default=str)) for e in estimates]

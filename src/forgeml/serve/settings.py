@@ -11,6 +11,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forgeml.plan.hardware import HARDWARE
+
 
 class CanarySettings(BaseModel):
     """Traffic for NAME (or NAME@PROD) split between two aliases, or shadowed (traffic.py)."""
@@ -134,6 +136,11 @@ class ServeSettings(BaseModel):
         ge=0,
         description="`forgeml jobs worker` processes the server runs for fine-tuning jobs "
         "(0: none; run workers yourself, e.g. on a GPU machine sharing the registry).",
+    )
+    plan_hardware: Literal[tuple(HARDWARE)] = Field(  # type: ignore[valid-type]
+        "cpu-2",
+        description="Hardware the job workers train on, for the duration a held "
+        "(`auto_start: false`) job is estimated to take (`forgeml plan --hardware`).",
     )
     max_on_demand_models: int = Field(
         2,

@@ -33,7 +33,8 @@ def _workspace(request: Request) -> Workspace:
 
 
 async def _answer(request: Request, job: FineTuningJob, mistral: bool | None = None) -> Any:
-    view = await asyncio.to_thread(serving.load_view, _workspace(request), job)
+    hardware = request.app.state.settings.plan_hardware
+    view = await asyncio.to_thread(serving.load_view, _workspace(request), job, True, hardware)
     if mistral is None:
         mistral = serving.wants_mistral(request, job)
     return serving.mistral_job(view) if mistral else serving.openai_job(view)

@@ -32,6 +32,8 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.schema import FineTuningJob, Run, RunEvent, unix_time
 from forgeml.core.workspace import Workspace
 from forgeml.jobs import queue
+from forgeml.plan.estimate import estimate_job
+from forgeml.plan.hardware import HARDWARE
 from forgeml.serve.chat.serving import MISTRAL_USER_AGENT
 from forgeml.serve.fine_tuning import protocol as p
 from forgeml.serve.fine_tuning.submission import PARAMS_FOR_METHOD, training_params
@@ -88,9 +90,12 @@ class JobView:
     run_metrics: dict[str, Any]
     trained_tokens: int | None
     events: list[Event]  # oldest first
+    estimate: dict[str, Any] | None = None  # a created job's plan (Mistral's `metadata`)
 
 
-def load_view(workspace: Workspace, job: FineTuningJob, events: bool = True) -> JobView:
+def load_view(
+    workspace: Workspace, job: FineTuningJob, events: bool = True, hardware: str = "cpu-2"
+) -> JobView:
     run_metrics: dict[str, Any] = {}
     if job.run_id:
         with workspace.registry.session() as session:
@@ -102,7 +107,15 @@ def load_view(workspace: Workspace, job: FineTuningJob, events: bool = True) -> 
         run_metrics=run_metrics,
         trained_tokens=_trained_tokens(workspace, job),
         events=_events(workspace, job) if events else [],
+        estimate=_estimate(workspace, job, hardware) if job.status == "created" else None,
     )
+
+
+def _estimate(workspace: Workspace, job: FineTuningJob, hardware: str) -> dict[str, Any] | None:
+    try:
+        return estimate_job(workspace, job, HARDWARE[hardware])
+    except (ForgeError, OSError, KeyError, ValueError):  # a plan is a courtesy, not a gate
+        return None
 
 
 def _params(job: FineTuningJob) -> FinetuneParams:
@@ -289,6 +302,7 @@ def mistral_job(view: JobView, details: bool = True) -> p.MistralJob:
         suffix=spec.get("suffix"),
         integrations=spec.get("integrations") or [],
         trained_tokens=view.trained_tokens,
+        metadata=view.estimate,
         events=[
             p.MistralEvent(
                 name="status-updated",
