@@ -65,31 +65,26 @@ def list_jobs(ctx: typer.Context, limit: int = typer.Option(20, help="Newest N."
     )
 
 
-@app.command("cancel")
-def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...")) -> None:
-    """Cancel a queued or running job."""
-    workspace = options(ctx).open()
-    job = queue.cancel(workspace, job_id)
+def _change(ctx: typer.Context, action, job_id: str) -> None:
+    job = action(options(ctx).open(), job_id)
     emit(
         ctx, {"id": job.id, "status": job.status}, lambda: console.print(f"{job.id}: {job.status}")
     )
+
+
+@app.command("cancel")
+def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...")) -> None:
+    """Cancel a queued or running job."""
+    _change(ctx, queue.cancel, job_id)
 
 
 @app.command("pause")
 def pause(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...")) -> None:
     """Pause a queued or running job: its training stops after a checkpoint."""
-    workspace = options(ctx).open()
-    job = queue.pause(workspace, job_id)
-    emit(
-        ctx, {"id": job.id, "status": job.status}, lambda: console.print(f"{job.id}: {job.status}")
-    )
+    _change(ctx, queue.pause, job_id)
 
 
 @app.command("resume")
 def resume(ctx: typer.Context, job_id: str = typer.Argument(..., help="ftjob-...")) -> None:
     """Queue a paused job again; its training continues from its last checkpoint."""
-    workspace = options(ctx).open()
-    job = queue.resume(workspace, job_id)
-    emit(
-        ctx, {"id": job.id, "status": job.status}, lambda: console.print(f"{job.id}: {job.status}")
-    )
+    _change(ctx, queue.resume, job_id)

@@ -9,7 +9,6 @@ import typer
 from forgeml.cli.output import emit, options, table
 from forgeml.core.errors import InputError
 from forgeml.core.recipes import load_recipe, parse_variables
-from forgeml.plan.estimate import as_json, estimate_recipe
 from forgeml.plan.hardware import HARDWARE
 
 
@@ -35,6 +34,8 @@ def plan_recipe(
             field="--hardware",
             hint=f"use one of: {', '.join(HARDWARE)}",
         )
+    from forgeml.plan.estimate import as_json, estimate_recipe  # torch: not at CLI start-up
+
     chosen = HARDWARE[hardware]
     loaded = load_recipe(recipe, overrides, parse_variables(variables))
     workspace = options(ctx).open(create=True)

@@ -69,14 +69,19 @@ def estimate_recipe(
         }
         estimate = StepEstimate(step.name, step.uses)
         facts[step.name] = _outputs(step.uses, params, inputs, estimate)
-        family = FAMILY.get(step.uses)
-        if family and estimate.flops is not None:
-            fixed = hardware.step_seconds.get(family, 0.0) * estimate.steps
-            if family == "rl":
-                fixed *= params["max_completion_length"]
-            estimate.seconds = fixed + estimate.flops / hardware.flops[family]
+        if step.uses in FAMILY and estimate.flops is not None:
+            estimate.seconds = _seconds(hardware, step.uses, estimate, params)
         estimates.append(estimate)
     return estimates
+
+
+def _seconds(hardware: Hardware, stage: str, out: StepEstimate, params: dict) -> float:
+    """A fixed cost per step (per step and completion token for GRPO) + FLOPs / rate."""
+    family = FAMILY[stage]
+    fixed = hardware.step_seconds.get(family, 0.0) * out.steps
+    if family == "rl":
+        fixed *= params["max_completion_length"]
+    return fixed + out.flops / hardware.flops[family]
 
 
 def _params(stage_name: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -228,12 +233,8 @@ def estimate_job(workspace: Workspace, job: Any, hardware: Hardware) -> dict[str
     _finetune(stage, params, model, _file_facts(files), out)
     if out.flops is None:
         return None
-    family = FAMILY[stage]
-    fixed = hardware.step_seconds.get(family, 0.0) * out.steps
-    if family == "rl":
-        fixed *= params["max_completion_length"]
     return {
-        "expected_duration_seconds": round(fixed + out.flops / hardware.flops[family]),
+        "expected_duration_seconds": round(_seconds(hardware, stage, out, params)),
         "train_tokens": out.tokens,
         "train_tokens_per_step": round(out.tokens / out.steps),
         "training_steps": out.steps,

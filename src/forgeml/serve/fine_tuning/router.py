@@ -86,38 +86,32 @@ async def get(job_id: str, request: Request) -> Any:
     return await _answer(request, job)
 
 
+async def _change(request: Request, action, job_id: str, wakes_workers: bool = False) -> Any:
+    """Cancel, start, pause or resume, as the calling key (audited); the job after."""
+    job = await asyncio.to_thread(action, _workspace(request), job_id, api_key_details(request))
+    if wakes_workers:
+        request.app.state.job_workers.ensure_started()
+    return await _answer(request, job)
+
+
 @router.post(JOBS + "/{job_id}/cancel")
 async def cancel(job_id: str, request: Request) -> Any:
-    job = await asyncio.to_thread(
-        queue.cancel, _workspace(request), job_id, api_key_details(request)
-    )
-    return await _answer(request, job)
+    return await _change(request, queue.cancel, job_id)
 
 
 @router.post(JOBS + "/{job_id}/start")
 async def start(job_id: str, request: Request) -> Any:
-    job = await asyncio.to_thread(
-        queue.start, _workspace(request), job_id, api_key_details(request)
-    )
-    request.app.state.job_workers.ensure_started()
-    return await _answer(request, job)
+    return await _change(request, queue.start, job_id, wakes_workers=True)
 
 
 @router.post(JOBS + "/{job_id}/pause")
 async def pause(job_id: str, request: Request) -> Any:
-    job = await asyncio.to_thread(
-        queue.pause, _workspace(request), job_id, api_key_details(request)
-    )
-    return await _answer(request, job)
+    return await _change(request, queue.pause, job_id)
 
 
 @router.post(JOBS + "/{job_id}/resume")
 async def resume(job_id: str, request: Request) -> Any:
-    job = await asyncio.to_thread(
-        queue.resume, _workspace(request), job_id, api_key_details(request)
-    )
-    request.app.state.job_workers.ensure_started()
-    return await _answer(request, job)
+    return await _change(request, queue.resume, job_id, wakes_workers=True)
 
 
 @router.get(JOBS + "/{job_id}/events")

@@ -32,7 +32,6 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.schema import FineTuningJob, Run, RunEvent, unix_time
 from forgeml.core.workspace import Workspace
 from forgeml.jobs import queue
-from forgeml.plan.estimate import estimate_job
 from forgeml.plan.hardware import HARDWARE
 from forgeml.serve.chat.serving import MISTRAL_USER_AGENT
 from forgeml.serve.fine_tuning import protocol as p
@@ -112,6 +111,8 @@ def load_view(
 
 
 def _estimate(workspace: Workspace, job: FineTuningJob, hardware: str) -> dict[str, Any] | None:
+    from forgeml.plan.estimate import estimate_job  # torch: not for a server that lacks it
+
     try:
         return estimate_job(workspace, job, HARDWARE[hardware])
     except (ForgeError, OSError, KeyError, ValueError):  # a plan is a courtesy, not a gate
