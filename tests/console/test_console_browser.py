@@ -71,6 +71,8 @@ def test_an_admin_governs_a_model_end_to_end(page, console_world, screenshots):
     promote(page, 3)
     assert page.locator("h1").inner_text() == "Promotion refused"
     assert "has no evaluation" in page.locator("table").inner_text()
+    hint = page.locator("main").inner_text()  # the console's way past the gates, not the CLI's
+    assert "Promote even if gates fail" in hint and "--force" not in hint
     shot(page, screenshots, "04-promotion-refused")
     page.go_back()
     page.reload()

@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException
 
 from forgeml import __version__
-from forgeml.core.errors import ConflictError, ForgeError, InputError, NotFoundError
+from forgeml.core.errors import ConflictError, ForgeError, NotFoundError
 from forgeml.core.registry import ForgottenError
 from forgeml.eval.gates import GateFailed
 
@@ -70,20 +70,32 @@ def error_page(
     return page(request, "error.html", status, title=title, message=message, hint=hint, **extra)
 
 
+GATES_HINT = (
+    "Improve the model, or promote it anyway: tick “Promote even if gates fail” and give "
+    "a reason (the override is recorded in the audit log with your key)."
+)
+
+
+def console_hint(hint: str | None) -> str | None:
+    """Errors' hints are written for the CLI; the console says where a command is meant."""
+    if hint and ("--" in hint or "forgeml " in hint):
+        return f"From the command line: {hint}"
+    return hint
+
+
 def forge_error_page(request: Request, error: ForgeError) -> HTMLResponse:
     if isinstance(error, GateFailed):
         return error_page(
-            request, 409, "Promotion refused", error.message, error.hint, gates=error.results
+            request, 409, "Promotion refused", error.message, GATES_HINT, gates=error.results
         )
+    hint = console_hint(error.hint)
     if isinstance(error, ForgottenError):
-        return error_page(request, 410, "Forgotten", error.message, error.hint)
+        return error_page(request, 410, "Forgotten", error.message, hint)
     if isinstance(error, NotFoundError):
-        return error_page(request, 404, "Not found", error.message, error.hint)
+        return error_page(request, 404, "Not found", error.message, hint)
     if isinstance(error, ConflictError):
-        return error_page(request, 409, "Not possible now", error.message, error.hint)
-    if isinstance(error, InputError):
-        return error_page(request, 400, "Cannot do that", error.message, error.hint)
-    return error_page(request, 400, "Cannot do that", error.message, error.hint)
+        return error_page(request, 409, "Not possible now", error.message, hint)
+    return error_page(request, 400, "Cannot do that", error.message, hint)
 
 
 class ConsoleRoute(APIRoute):
