@@ -101,6 +101,26 @@ def test_viewer_sees_everything_and_changes_nothing(console_url, console_world):
     assert audit_ids(console_world) == before
 
 
+def test_every_console_action_is_audited_with_the_acting_key(console_url, console_world):
+    admin = login(console_url, console_world.admin_key)
+    first = max(audit_ids(console_world))
+    csrf = csrf_of(admin, "/ui/keys")
+    created = admin.post("/ui/keys", data={"name": "audit-walk", "scope": "viewer", "csrf": csrf})
+    assert created.status_code == 200 and "audit-walk" in created.text
+    key_id = re.search(r"/ui/keys/(\d+)/revoke", admin.get("/ui/keys").text.split("audit-walk")[1])
+    admin.post(f"/ui/keys/{key_id[1]}/revoke", data={"csrf": csrf})
+    promoted = admin.post(
+        "/ui/models/helpdesk/promote", data={"version": 1, "alias": "audit-walk", "csrf": csrf}
+    )
+    assert promoted.status_code == 200, promoted.text
+    admin.post("/ui/logout")
+    entries = [e for e in console_world.workspace.registry.audit_entries(1000) if e.id > first]
+    done = {e.action: e.actor for e in entries}
+    for action in ("api_key.create", "api_key.revoke", "model.promote", "console.logout"):
+        assert action in done, f"{action} is not in the audit log: {sorted(done)}"
+        assert "admin key, console" in done[action]  # the acting key, and where it acted
+
+
 def test_forms_need_the_session_token_and_this_origin(console_url, console_world):
     admin = login(console_url, console_world.admin_key)
     no_token = admin.post("/ui/keys", data={"name": "sneaky", "scope": "admin"})

@@ -75,8 +75,14 @@ async def login(request: Request, key: str = Form(""), next: str | None = Form(N
 @router.post("/ui/logout")
 def logout(request: Request) -> Response:
     session = getattr(request.state, "console_session", None)
+    caller = getattr(request.state, "caller", None)
     if session is not None:
         request.app.state.console_sessions.end(session.token)
+    if caller is not None:
+        with acting_as(actor(caller)):
+            workspace = request.app.state.workspace
+            with workspace.registry.session() as db:
+                workspace.registry.audit(db, "console.logout", f"api_key/{caller.key_id}")
     response = RedirectResponse("/ui/login?reason=logout", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH)
     return response
