@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from forgeml.console.render import HERE
+from forgeml.core.feedback import FeedbackEntry, add_feedback, list_feedback
+from forgeml.data.dataset import iter_records
 
 
 def login(url: str, key: str) -> httpx.Client:
@@ -112,7 +114,9 @@ def test_every_console_action_is_audited_with_the_acting_key(console_url, consol
     promoted = admin.post(
         "/ui/models/helpdesk/promote", data={"version": 1, "alias": "audit-walk", "csrf": csrf}
     )
-    assert promoted.status_code == 200, promoted.text
+    # Post/redirect/get: the outcome is shown on the model page.
+    assert promoted.status_code == 303, promoted.text
+    assert "event=" in promoted.headers["location"]
     admin.post("/ui/logout")
     entries = [e for e in console_world.workspace.registry.audit_entries(1000) if e.id > first]
     done = {e.action: e.actor for e in entries}
@@ -204,3 +208,48 @@ def test_forgeml_serve_has_the_console_at_ui(console_world):
 
 def test_static_directory_exists():
     assert Path(HERE / "static" / "console.js").is_file()
+
+
+def test_feedback_is_corrected_and_made_into_datasets_in_the_console(console_url, console_world):
+    workspace = console_world.workspace
+    asked = [{"role": "user", "content": "Where is order 7?"}]
+    for completion, answer, rating in (("cmpl-a", "No idea.", 1), ("cmpl-b", "It ships today.", 5)):
+        add_feedback(
+            workspace,
+            FeedbackEntry(
+                completion_id=completion,
+                model="reviewed-model",
+                messages=asked,
+                output={"role": "assistant", "content": answer},
+                rating=rating,
+                source="server",
+            ),
+        )
+    bad_id = next(e.id for e in list_feedback(workspace) if e.completion_id == "cmpl-a")
+
+    viewer = login(console_url, console_world.viewer_key)
+    page = viewer.get("/ui/feedback?model=reviewed-model")
+    assert "No idea." in page.text and "Save correction" not in page.text  # read-only
+    admin = login(console_url, console_world.admin_key)
+    csrf = csrf_of(admin, "/ui/feedback?model=reviewed-model")
+    empty = admin.post(f"/ui/feedback/{bad_id}/correct", data={"correction": " ", "csrf": csrf})
+    assert empty.status_code == 400 and "a correction is 1 to 20,000 characters" in empty.text
+    missing = admin.post("/ui/feedback/999999/correct", data={"correction": "x", "csrf": csrf})
+    assert missing.status_code == 404 and "There is no feedback 999999" in missing.text
+    fixed = "Order 7 left our warehouse this morning."
+    saved = admin.post(f"/ui/feedback/{bad_id}/correct", data={"correction": fixed, "csrf": csrf})
+    assert saved.status_code == 303
+    page = admin.get(saved.headers["location"])
+    assert fixed in page.text and "No idea." in page.text  # the original stays as given
+    (entry,) = workspace.registry.audit_entries(1, action="feedback.create")
+    assert entry.details["corrects"] == bad_id and "admin key, console" in entry.actor
+
+    made = admin.post(
+        "/ui/feedback/datasets",
+        data={"model": "reviewed-model", "name": "reviewed", "min_rating": 4, "csrf": csrf},
+    )
+    assert made.status_code == 200, made.text
+    assert "3 feedback rows" in made.text.replace("From ", "")
+    sft = workspace.registry.resolve("reviewed-sft", kind="dataset")
+    rows = [json.dumps(r) for r in iter_records(workspace.root / sft.path)]
+    assert any(fixed in row for row in rows)  # the correction is what SFT trains on

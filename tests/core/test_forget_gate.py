@@ -26,6 +26,7 @@ LOOK_ONLY = {
     ("core/runs.py", "resolve_inputs"),  # ensure_usable checks every input just after
     ("eval/card.py", "model_card"),
     ("eval/promote.py", "alias_holder"),  # what an alias points at now
+    ("plan/estimate.py", "_artifact_facts"),  # sizing a plan; the run itself checks
     ("serve/export_files.py", "export_files"),  # the tokenizer of an export already checked
     ("serve/fine_tuning/serving.py", "_trained_tokens"),  # describing a finished job
     ("serve/on_demand.py", "may_load"),  # matching the allow list; the load itself checks

@@ -9,6 +9,7 @@ from forgeml.console.pages import (
     admin,
     data,
     evals,
+    feedback,
     jobs,
     lineage,
     login,
@@ -19,7 +20,7 @@ from forgeml.console.pages import (
 from forgeml.console.render import ConsoleRoute, error_page
 
 router = APIRouter(route_class=ConsoleRoute)
-for module in (login, models, lineage, runs, data, evals, jobs, monitor, admin):
+for module in (login, models, lineage, runs, data, feedback, evals, jobs, monitor, admin):
     router.include_router(module.router)
 
 

@@ -6,7 +6,7 @@ examples and evaluates; DPO adds a reference model; GRPO generates its completio
 token at a time, so its fixed cost is per step and completion token.
 
 `cpu-2` is measured: the two constants of each family are fitted to two quickstart runs
-on this project's 2-core machine (tiny size at the recipe's steps, mini size at fewer;
+on this project's 2-core machine (tiny size at the recipe's steps, mini size at 200 steps;
 docs/PERFORMANCE.md, "Plan before spending", has the runs and how to repeat them). The
 GPU rows are not measured here: the vendor's dense bf16 peak per device times an
 assumed model FLOP utilisation (MFU) of 35% for pre-training and less for the other
@@ -44,12 +44,13 @@ HARDWARE: dict[str, Hardware] = {
         "2 CPU cores (the CI machine), fp32",
         1,
         24.0,
-        # Fitted 2026-12-05 to `forgeml quickstart` (tiny: pre-train 32.4 s, SFT 62.1 s,
-        # DPO 17.6 s, GRPO 16.9 s) and `forgeml quickstart --size mini --pretrain-steps 100
-        # --sft-steps 100 --dpo-steps 20 --grpo-steps 10` (89.9, 73.4, 20.2, 10.2 s).
-        {"pretrain": 5.8e10, "sft": 8.7e10, "preference": 1.3e11, "rl": 1.5e11},
+        # Fitted 2026-12-05 on an otherwise idle machine to `forgeml quickstart` (tiny:
+        # pre-train 32.4 s, SFT 62.1 s, DPO 17.6 s, GRPO 16.9 s) and `forgeml quickstart
+        # --size mini --pretrain-steps 200 --sft-steps 200 --dpo-steps 40 --grpo-steps 20`
+        # (88.1, 131.4, 35.9, 18.4 s).
+        {"pretrain": 1.38e11, "sft": 1.01e11, "preference": 1.66e11, "rl": 1.89e11},
         measured=True,
-        step_seconds={"pretrain": 0.016, "sft": 0.090, "preference": 0.37, "rl": 0.021},
+        step_seconds={"pretrain": 0.070, "sft": 0.097, "preference": 0.386, "rl": 0.0218},
     ),
     "a100x8": _gpu("a100x8", "8 x NVIDIA A100 80GB, bf16", 8, 80.0, 312e12),
     "h100x8": _gpu("h100x8", "8 x NVIDIA H100 80GB SXM, bf16", 8, 80.0, 989e12),

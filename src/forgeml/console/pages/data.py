@@ -1,5 +1,5 @@
 """Data: datasets, assessment reports (their own HTML, served as written), what cleaning
-rejected; and Feedback: what people said about answers, for review."""
+rejected (feedback review is feedback.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from fastapi.responses import FileResponse
 
 from forgeml.console.render import ConsoleRoute, page
 from forgeml.core.errors import InputError
-from forgeml.core.feedback import list_feedback
 from forgeml.core.registry import forgotten_error
 from forgeml.data.rejects import SUMMARY_FILE, iter_rejects
 
@@ -64,9 +63,3 @@ def rejects(request: Request, sha: str):
     return page(
         request, "rejects.html", active="data", artifact=artifact, summary=summary, rows=rows
     )
-
-
-@router.get("/ui/feedback")
-def feedback(request: Request, model: str | None = None):
-    entries = list_feedback(request.app.state.workspace, model=model or None)[::-1][:200]
-    return page(request, "feedback.html", active="feedback", entries=entries, model=model or "")
