@@ -22,7 +22,12 @@ from rich.text import Text
 
 from forgeml.cli.output import console, emit, options, report_run
 from forgeml.core.runs import run_stage
-from forgeml.train.finetune_params import FinetuneParams, PreferenceParams, RLParams
+from forgeml.train.finetune_params import (
+    ClassifyParams,
+    FinetuneParams,
+    PreferenceParams,
+    RLParams,
+)
 from forgeml.train.rewards import parse_reward_option
 
 
@@ -270,3 +275,50 @@ def rl(
     result = _run(ctx, "train.rl", params, {"model": model, "dataset": data}, lora, merge, seed)
     if not options(ctx).json:
         console.print(_summary(result.metrics, "first_reward", "final_reward"))
+
+
+def classify(
+    ctx: typer.Context,
+    model: str = MODEL,
+    data: str = DATA,
+    validation: str | None = typer.Option(
+        None, "--validation", help="Held-out labelled dataset: accuracy, macro-F1, confusion."
+    ),
+    lora: bool = typer.Option(
+        False, "--lora", help="Train a LoRA adapter and the head, merged into the output."
+    ),
+    max_steps: int | None = MAX_STEPS,
+    epochs: float | None = typer.Option(None, "--epochs", help=_help("epochs", ClassifyParams)),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help=_help("batch_size", ClassifyParams)
+    ),
+    micro_batch_size: int | None = MICRO_BATCH_SIZE,
+    learning_rate: float | None = LEARNING_RATE,
+    seq_len: int | None = typer.Option(None, "--seq-len", help=_help("seq_len", ClassifyParams)),
+    warmup_fraction: float | None = WARMUP,
+    lora_rank: int | None = LORA_RANK,
+    checkpoint_every: int | None = CHECKPOINT_EVERY,
+    precision: str | None = PRECISION,
+    name: str | None = NAME,
+    seed: int = SEED,
+) -> None:
+    """Train a classifier: a head over the model, on Mistral's classifier format
+    ({"text" or "messages", "labels": {"set": "label" or [labels]}})."""
+    params = _common(
+        lora=lora or None,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        micro_batch_size=micro_batch_size,
+        learning_rate=learning_rate,
+        seq_len=seq_len,
+        warmup_fraction=warmup_fraction,
+        lora_rank=lora_rank,
+        checkpoint_every=checkpoint_every,
+        precision=precision,
+        name=name,
+    )
+    inputs = {"model": model, "dataset": data, "validation": validation}
+    result = _run(ctx, "train.classify", params, inputs, False, False, seed)
+    if not options(ctx).json:
+        console.print(_summary(result.metrics, "first_loss", "train_loss", "val_accuracy", "val_macro_f1"))  # fmt: skip

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, Mistral4Config, Mistral4ForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, Mistral4Config, Mistral4ForCausalLM
 from transformers.utils import logging as hf_logging
 
 from forgeml.core.errors import ForgeError, InputError
@@ -287,6 +287,19 @@ def build_model(config: Mistral4Config, seed: int) -> Mistral4ForCausalLM:
 
 def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torch.nn.Module:
     """Load any local Hugging Face causal-LM directory (never the hub)."""
+    return load_pretrained(path, AutoModelForCausalLM, "a causal language model", dtype)
+
+
+def load_pretrained(
+    path: str | Path,
+    auto_class: Any,
+    what: str,
+    dtype: Any = None,
+    ignore_mismatched_sizes: bool = False,
+    **overrides: Any,
+) -> torch.nn.Module:
+    """A local Hugging Face directory through `auto_class`, its config changed by
+    `overrides` (a classifier's labels over a causal LM's weights)."""
     directory = Path(path)
     if not directory.is_dir():
         raise InputError("model directory not found", path=directory)
@@ -305,13 +318,21 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torc
         {"experts_implementation": experts.NAME} if _model_type(directory) == "mistral4" else {}
     )
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, dtype=dtype, **options
+        config = None
+        if overrides:
+            config = AutoConfig.from_pretrained(directory, local_files_only=True)
+            config.update(overrides)
+        return auto_class.from_pretrained(
+            directory,
+            local_files_only=True,
+            dtype=dtype,
+            config=config,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            **options,
         )
     except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise InputError(
-            f"cannot load a causal language model from this directory: {error}",
-            path=directory,
+            f"cannot load {what} from this directory: {error}", path=directory
         ) from error
     finally:
         if bar_was_on:

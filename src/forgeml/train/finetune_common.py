@@ -88,7 +88,9 @@ def load_base(ctx: StageContext) -> tuple[torch.nn.Module, Any]:
     return load_model(directory, dtype=torch.float32), tokenizer
 
 
-def apply_lora(model: torch.nn.Module, params: FinetuneParams, seed: int) -> torch.nn.Module:
+def apply_lora(
+    model: torch.nn.Module, params: FinetuneParams, seed: int, task_type: str = "CAUSAL_LM"
+) -> torch.nn.Module:
     """Wrap the model in a LoRA adapter; only the adapter's weights will train.
 
     The adapter's A matrices start random: they are drawn from `seed` on a forked
@@ -104,7 +106,7 @@ def apply_lora(model: torch.nn.Module, params: FinetuneParams, seed: int) -> tor
         lora_alpha=params.lora_alpha,
         lora_dropout=params.lora_dropout,
         target_modules=targets,
-        task_type="CAUSAL_LM",
+        task_type=task_type,  # SEQ_CLS also trains (and saves) the fresh `score` head
     )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # PEFT 0.21 asks transformers 5.23 the deprecated `is_gradient_checkpointing`.
@@ -334,6 +336,7 @@ def save_output(
     *,
     adapter: bool,
     title: str,
+    meta: dict[str, Any] | None = None,
 ) -> Artifact:
     """Commit the trained model (LoRA merged in) or, with `adapter`, the adapter alone.
 
@@ -374,6 +377,7 @@ def save_output(
         title,
     )
     writer.meta.update(steps=history.steps, base_model=base.sha256, train_loss=history.final())
+    writer.meta.update(meta or {})
     return ctx.commit(writer)
 
 

@@ -137,6 +137,15 @@ class RLParams(FinetuneParams):
         return self
 
 
+class ClassifyParams(FinetuneParams):
+    learning_rate: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
+    batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step.")
+    seq_len: int = Field(
+        default=512, ge=8, description="Tokens per input; longer ones are cut at the end."
+    )
+
+
 # The `_lora` stages output an adapter, so for them LoRA is not a choice.
 _ADAPTER = "Always true: this stage's output is an adapter."
 

@@ -8,7 +8,8 @@ file; `row` (csv) is the 0-based index of the data row, as in pandas and pyarrow
 Fine-tuning lines without a text field keep their own fields under `metadata["fields"]`,
 so training reads back what the file said: a chat line's other fields (`reference` and
 the like, for RL rewards), and preference or prompt lines (`prompt`/`chosen`/`rejected`,
-OpenAI's `input`/`preferred_output`/`non_preferred_output`) whole.
+OpenAI's `input`/`preferred_output`/`non_preferred_output`) whole. A text line's
+`labels` (Mistral's classifier format) is kept there too.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def _jsonl_record(source: SourceFile, options: ReadOptions, line: _Line) -> Docu
         return _chat_document(source, options, record, line.number, metadata)
     if field not in record and record.keys() & set(TRAINING_FIELDS):
         return _training_document(source, options, record, line.number, metadata)
+    if "labels" in record:  # a classifier line (Mistral's format): its labels train
+        metadata["fields"] = json_safe({"labels": record["labels"]})
     return _text_document(source, options, record, line.number, metadata, line=line.number)
 
 

@@ -1,0 +1,183 @@
+"""`train.classify`: a classifier (sequence-classification head) on labelled records.
+
+    forgeml train classify --model base --data tickets-labelled --validation held-out
+
+The input model's decoder is kept and a fresh linear `score` head is added over its
+last real token (transformers' `Mistral4ForSequenceClassification`); every weight trains,
+or with `lora: true` a LoRA adapter plus the head, merged into the output. The data is
+Mistral's classifier format (see classify_data.py), one or several label sets, single-
+or multi-label. The output is a `model` artifact whose config names its label sets, so
+`forgeml classify`, `eval.classify` and the server's `/v1/classifications` know it.
+
+Resume, cancellation, checkpoints and determinism are the fine-tuning stages' own
+(finetune_common.py); the loss is HeadLayout.loss (cross-entropy per single-label set,
+binary cross-entropy per multi-label one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from forgeml.core.context import StageContext
+from forgeml.core.errors import InputError
+from forgeml.core.stages import stage
+from forgeml.eval.classification import classifier_report
+from forgeml.models.classifier import Classifier, HeadLayout, decide
+from forgeml.train.classify_data import (
+    ClassifyRecord,
+    check_labels_known,
+    label_sets,
+    load_classification,
+)
+from forgeml.train.finetune_common import (
+    apply_lora,
+    eval_values,
+    fit,
+    quiet_libraries,
+    run_metrics,
+    save_output,
+    trainer_args,
+)
+from forgeml.train.finetune_params import ClassifyParams
+from forgeml.train.runtime import deterministic
+
+INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
+
+
+@stage("train.classify", params=ClassifyParams, inputs=INPUTS, outputs={"model": "model"})
+def classify(ctx: StageContext, params: ClassifyParams):
+    """Train a classifier head (one or several label sets) on labelled text or chats."""
+    from transformers import Trainer, TrainingArguments
+
+    with deterministic(ctx.seed) as determinism, quiet_libraries():
+        train_records = load_classification(ctx.input_path("dataset"))
+        layout = HeadLayout(tuple(label_sets(train_records)))
+        validation: list[ClassifyRecord] = []
+        if "validation" in ctx.inputs:
+            validation = load_classification(ctx.input_path("validation"))
+            check_labels_known(validation, list(layout.sets), "validation")
+        tokenizer, model = _base(ctx, layout)
+        if params.lora:
+            model = apply_lora(model, params, ctx.seed, task_type="SEQ_CLS")
+        train_rows = _rows(tokenizer, train_records, layout, params.seq_len)
+        eval_rows = _rows(tokenizer, validation, layout, params.seq_len) if validation else None
+        args = trainer_args(TrainingArguments, ctx, params, evaluate=eval_rows is not None)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            processing_class=tokenizer,
+            data_collator=_Collator(tokenizer.pad_token_id),
+            compute_loss_func=lambda outputs, labels, **_: layout.loss(outputs.logits, labels),
+        )
+        history = fit(ctx, trainer, params)
+        final_eval = trainer.evaluate() if eval_rows is not None else {}
+        trained = trainer.model
+        if hasattr(trained, "merge_and_unload"):
+            trained = trained.merge_and_unload()
+        report = _validate(trained, tokenizer, layout, validation, params.seq_len)
+        record = {
+            "stage": "train.classify",
+            "params": params.content_dump(exclude={"name"}),
+            "seed": ctx.seed,
+            "label_sets": [s.to_dict() for s in layout.sets],
+            "data": {
+                "dataset": ctx.inputs["dataset"].sha256,
+                "examples": len(train_records),
+                "tokens": sum(len(row) for row in train_rows["input_ids"]),
+                "validation": ctx.inputs["validation"].sha256 if validation else None,
+            },
+            "validation": report,
+            "determinism": determinism,
+        }
+        if final_eval:
+            history.evals.append({"step": history.steps, **eval_values(final_eval)})
+        artifact = save_output(
+            ctx,
+            trained,
+            tokenizer,
+            record,
+            history,
+            adapter=False,
+            title=f"train.classify: {history.steps} steps",
+            meta={"task": "classification", "label_sets": [s.name for s in layout.sets]},
+        )
+        scores = {f"val_{key}": value for key, value in (report or {}).get("metrics", {}).items()}
+        ctx.set_metrics(**run_metrics(history, val_loss=final_eval.get("eval_loss")), **scores)
+        ctx.name(artifact, params.name)
+        return {"model": artifact}
+
+
+def _base(ctx: StageContext, layout: HeadLayout) -> tuple[Any, Any]:
+    """The input model's decoder under a fresh head sized for the label sets."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from forgeml.models.sizes import load_pretrained
+
+    directory = ctx.input_path("model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot load the model's tokenizer: {error}", path=directory) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point
+    try:
+        model = load_pretrained(
+            directory,
+            AutoModelForSequenceClassification,
+            "a classifier base",
+            torch.float32,
+            ignore_mismatched_sizes=True,  # a classifier retrained on other labels
+            pad_token_id=tokenizer.pad_token_id,
+            **layout.config(),
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return tokenizer, model
+
+
+def _rows(
+    tokenizer: Any, records: list[ClassifyRecord], layout: HeadLayout, seq_len: int
+) -> Dataset:
+    texts = [record.input_text() for record in records]
+    ids = tokenizer(texts)["input_ids"]
+    return Dataset.from_list(
+        [
+            {"input_ids": row[:seq_len], "labels": layout.targets(record.labels)}
+            for row, record in zip(ids, records, strict=True)
+        ]
+    )
+
+
+class _Collator:
+    """Right padding (the head reads the last real token) and float multi-hot targets."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
+        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+        return {
+            "input_ids": torch.tensor(ids),
+            "attention_mask": torch.tensor(mask),
+            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.float32),
+        }
+
+
+def _validate(
+    model: Any, tokenizer: Any, layout: HeadLayout, records: list[ClassifyRecord], seq_len: int
+) -> dict[str, Any] | None:
+    if not records:
+        return None
+    classifier = Classifier(model.eval(), tokenizer, layout, seq_len)
+    scores = classifier.scores([record.input_text() for record in records])
+    return classifier_report(records, [decide(s, layout) for s in scores], layout)
