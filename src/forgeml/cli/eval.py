@@ -3,6 +3,7 @@
 forgeml eval run my-model --suite qa.jsonl --perplexity-on docs-mix --reasoning none,high
 forgeml eval compare my-model:3 my-model:4 --suite qa.jsonl
 forgeml eval endpoint https://vendor.example/v1 --model vendor-large --suite qa.jsonl
+forgeml eval classifier router-cls --data held-out-tickets     # accuracy, F1, confusion
 """
 
 from __future__ import annotations
@@ -229,4 +230,23 @@ def endpoint(
         "name": name,
     }
     result = run_stage(workspace, "eval.endpoint", params, force=True)
+    _report(ctx, result, "eval.html")
+
+
+@app.command("classifier")
+def classifier(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Classifier model (trained with train classify)."),
+    data: str = typer.Option(..., "--data", help="Labelled dataset (Mistral classifier format)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Inputs per forward pass."),
+    seq_len: int = typer.Option(1024, "--seq-len", help="Tokens per input; longer are cut."),
+    name: str | None = typer.Option(None, "--name", help="Name the eval artifact."),
+    seed: int = typer.Option(0, help="Seed recorded with the run."),
+) -> None:
+    """Evaluate a classifier: accuracy, macro-F1 and a confusion matrix per label set."""
+    workspace = options(ctx).open()
+    params = {"batch_size": batch_size, "seq_len": seq_len, "name": name}
+    result = run_stage(
+        workspace, "eval.classifier", params, {"model": model, "dataset": data}, seed=seed
+    )
     _report(ctx, result, "eval.html")

@@ -91,3 +91,17 @@ class CompareParams(SuiteParams):
         default_factory=PerplexityParams,
         description="Windows for held-out perplexity (with a dataset or mixture input).",
     )
+
+
+class ClassifierEvalParams(StageParams):
+    batch_size: int = Field(default=16, ge=1, le=512, description="Inputs per forward pass.")
+    seq_len: int = Field(
+        default=1024, ge=8, le=8192, description="Tokens per input; longer ones are cut."
+    )
+    examples_kept: int = Field(
+        default=200, ge=0, le=100_000, description="Per-example rows kept in eval.json."
+    )
+    gates: GateSpec | None = Field(
+        default=None, description="Promotion gates this evaluation carries (as eval.run's)."
+    )
+    name: str | None = Field(default=None, description="Name the eval artifact.")

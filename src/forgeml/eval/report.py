@@ -184,6 +184,8 @@ def eval_html(data: dict[str, Any]) -> str:
                         f"<td class=num>{row['support']}</td></tr>"
                     )
                 body += "</table>"
+    if data.get("classifier"):
+        body += _classifier_html(data["classifier"], data.get("classifier_examples", []))
     if data["examples"]:
         body += (
             "<h2>Examples</h2><table><tr><th>task</th><th>reasoning</th><th>prompt</th>"
@@ -267,3 +269,47 @@ def compare_html(data: dict[str, Any]) -> str:
             )
         body += "</table></div>"
     return _page("Comparison: " + " vs ".join(labels), body)
+
+
+def _classifier_html(sets: dict[str, Any], examples: list[dict[str, Any]]) -> str:
+    """Per label set: accuracy, F1, the confusion matrix; then the examples it got wrong."""
+    body = ""
+    for name, report in sets.items():
+        f1 = report.get("macro_f1", report.get("micro_f1"))
+        body += (
+            f"<h2>Label set {escape(name)}</h2><p class=meta>{report['examples']} examples, "
+            f"accuracy {_num(report['accuracy'])}, F1 {_num(f1)}</p>"
+        )
+        confusion = report.get("confusion")
+        if confusion:
+            labels = sorted({*confusion, *(p for row in confusion.values() for p in row)})
+            body += (
+                "<table><tr><th>gold \\ predicted</th>"
+                + "".join(f"<th>{escape(label)}</th>" for label in labels)
+                + "</tr>"
+            )
+            for gold in labels:
+                row = confusion.get(gold, {})
+                body += (
+                    f"<tr><th>{escape(gold)}</th>"
+                    + "".join(
+                        f"<td class='num{' ok' if gold == p and row.get(p) else ''}'>{row.get(p, 0)}</td>"
+                        for p in labels
+                    )
+                    + "</tr>"
+                )
+            body += "</table>"
+    wrong = [e for e in examples if not e["correct"]]
+    if wrong:
+        body += (
+            f"<h2>Misclassified</h2><p class=meta>{len(wrong)} of {len(examples)} kept examples</p>"
+            "<table><tr><th>source</th><th>input</th><th>gold</th><th>predicted</th></tr>"
+        )
+        for example in wrong[:100]:
+            body += (
+                f"<tr><td>{escape(example['source'])}</td><td><pre>{escape(example['input'])}</pre>"
+                f"</td><td>{escape(json.dumps(example['gold']))}</td>"
+                f"<td class=bad>{escape(json.dumps(example['predicted']))}</td></tr>"
+            )
+        body += "</table>"
+    return body

@@ -174,13 +174,13 @@ def _result(
     }
 
 
-def _write_eval(ctx: StageContext, params: SuiteParams, data: dict[str, Any], started: float):
+def write_eval(ctx: StageContext, params: Any, data: dict[str, Any], started: float):
     writer = ctx.new_artifact("eval")
     write_json_atomic(writer.path / "eval.json", data)
     write_text_atomic(writer.path / "eval.html", eval_html(data))
     headline = {
         k: data["metrics"][k]
-        for k in ("score", "perplexity", "bits_per_byte")
+        for k in ("score", "perplexity", "bits_per_byte", "accuracy", "macro_f1")
         if k in data["metrics"]
     }
     writer.meta.update(type="evaluation", subject=data["subject"], **headline)
@@ -243,7 +243,7 @@ def run(ctx: StageContext, params: EvalParams):
     data = _result(subject, settings, sections, records, perplexity, notes)
     if params.gates is not None:
         data["gates"] = params.gates.model_dump(exclude_defaults=True)
-    return _write_eval(ctx, params, data, started)
+    return write_eval(ctx, params, data, started)
 
 
 @stage(
@@ -260,7 +260,7 @@ def endpoint(ctx: StageContext, params: EndpointEvalParams):
     records, sections, notes = _run_suites(ctx, chat, suites, params.reasoning, judge)
     subject = {"type": "endpoint", "url": params.endpoint.url, "model": params.endpoint.model}
     data = _result(subject, _settings(params), sections, records, None, notes)
-    return _write_eval(ctx, params, data, started)
+    return write_eval(ctx, params, data, started)
 
 
 @stage(
@@ -330,3 +330,7 @@ def compare(ctx: StageContext, params: CompareParams):
     artifact = ctx.commit(writer)
     ctx.name(artifact, params.name)
     return {"comparison": artifact}
+
+
+# The classifier evaluation lives in its own module; importing it registers it here.
+from forgeml.eval import classifier_stage  # noqa: E402, F401
