@@ -34,6 +34,7 @@ class Accounting:
     json_mode: bool = False  # the request asked for JSON: usage reports how often it parsed
     prompt_logprob: float | None = None  # from the engine's prefill, where it computes one
     label_fields: dict[str, set[str]] = field(default_factory=dict)  # the schema's enums
+    predicted_labels: dict[str, Any] | None = None  # a classifier's answer, as labels
 
     def token_arrived(self, chunk: GenerationChunk | None = None) -> None:
         if self.first_token is None:
@@ -90,6 +91,8 @@ class Accounting:
                 record.signals["json_valid"] = all(_parses(text) for text in outputs or [])
                 valid = str(record.signals["json_valid"]).lower()
                 state.metrics.json_answers.labels(self.served.id, valid).inc()
+            if self.predicted_labels:
+                record.signals["labels"] = self.predicted_labels
             if self.label_fields and outputs:
                 labels = answer_labels(outputs[0], self.label_fields)
                 if labels:

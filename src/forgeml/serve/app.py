@@ -43,6 +43,7 @@ from forgeml.monitor.signals import warm_up as warm_up_signals
 from forgeml.serve import errors
 from forgeml.serve.auth import KeyChecker, require
 from forgeml.serve.chat.router import router as chat_router
+from forgeml.serve.classifications.router import router as classifications_router
 from forgeml.serve.completions.router import router as completions_router
 from forgeml.serve.deployments import start_deployments, stop_deployments
 from forgeml.serve.drift_watch import DriftWatch
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(health_router)
     app.include_router(chat_router)
     app.include_router(completions_router)
+    app.include_router(classifications_router)
     app.include_router(models_router)
     app.include_router(feedback_router)
     app.include_router(files_router)

@@ -31,6 +31,7 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.registry import ForgottenError
 from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
+from forgeml.models.classifier import Classifier, is_classifier
 from forgeml.models.sizes import load_model
 from forgeml.serve.auth import Caller
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
@@ -85,17 +86,23 @@ def load_directory(
     tokenizer_dir: Path | None = None,
     log_dir: Path | None = None,
 ) -> ServedModel:
-    """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick."""
+    """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick;
+    a classifier behind its own engine, whatever the settings (it does not generate)."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
-    engine = make_engine(
-        served_id,
-        path,
-        tokenizer,
-        settings,
-        gguf=gguf,
-        tokenizer_dir=tokenizer_dir,
-        log_dir=log_dir,
-    )
+    if gguf is None and is_classifier(path):
+        from forgeml.serve.engine.classifier import ClassifierEngine
+
+        engine: Engine = ClassifierEngine(Classifier.load(path), served_id, settings.max_waiting)
+    else:
+        engine = make_engine(
+            served_id,
+            path,
+            tokenizer,
+            settings,
+            gguf=gguf,
+            tokenizer_dir=tokenizer_dir,
+            log_dir=log_dir,
+        )
     return ServedModel(
         id=served_id,
         artifact_id=artifact.id if artifact is not None else None,

@@ -48,14 +48,14 @@ def prepare(
     body: ChatCompletionRequest, served: ServedModel, settings: ServeSettings
 ) -> PreparedChat:
     _refuse_unsupported(body)
-    messages = [_message(message.model_dump(exclude_none=True)) for message in body.messages]
+    messages = [request_message(message.model_dump(exclude_none=True)) for message in body.messages]
     if messages[-1]["role"] not in ("user", "tool"):
         raise InputError(
             "the last message must be from the user or a tool",
             field=f"messages[{len(messages) - 1}].role",
         )
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
-    _refuse_control_tokens(messages, tools)
+    refuse_control_tokens(messages, tools)
     effort = _reasoning_effort(body)
     spec = _output_spec(body, served, tools, effort, settings)
     text = ct.render(messages, tools or None, effort)
@@ -118,7 +118,7 @@ def _refuse_unsupported(body: ChatCompletionRequest) -> None:
         )
 
 
-def _refuse_control_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
+def refuse_control_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
     """Refuse text holding a control token such as `[INST]`.
 
     The rendered prompt is tokenized as a whole, so such text would become chat
@@ -149,7 +149,7 @@ def _check_text(value: Any, field: str) -> None:
             _check_text(item, f"{field}[{position}]")
 
 
-def _message(message: dict[str, Any]) -> dict[str, Any]:
+def request_message(message: dict[str, Any]) -> dict[str, Any]:
     message.pop("prefix", None)
     if message["role"] == "developer":  # OpenAI's newer name for the system role
         message["role"] = "system"

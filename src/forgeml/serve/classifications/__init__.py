@@ -1,0 +1,1 @@
+"""Mistral's classifier API: POST /v1/classifications and /v1/chat/classifications."""
