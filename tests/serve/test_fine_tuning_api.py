@@ -323,3 +323,49 @@ def test_on_demand_models_load_once_and_the_least_recently_used_is_unloaded(serv
     assert on_demand.count(("other-chat", "running")) == 1  # loaded once for two requests
     for unloaded in before - {MODEL_NAME}:  # the fine-tuned model, if the test before ran
         assert (unloaded, "stopped") in on_demand
+
+
+def test_a_mistral_classifier_job_trains_a_model_that_classifies_at_once(server):
+    labelled = "".join(
+        json.dumps({"text": text, "labels": {"team": team}}) + "\n"
+        for text, team in [("Where is my parcel?", "shipping"), ("Refund me", "billing"),
+                           ("The parcel is late", "shipping"), ("Wrong invoice", "billing")]
+    ).encode()  # fmt: skip
+    admin = httpx.Client(
+        base_url=server.url + "/v1",
+        headers={"Authorization": f"Bearer {server.admin_key}"},
+        timeout=30,
+    )
+    uploaded = admin.post(
+        "/files", files={"file": ("labels.jsonl", labelled)}, data={"purpose": "fine-tune"}
+    ).json()
+    chats = admin.post(
+        "/files", files={"file": ("chats.jsonl", TRAINING)}, data={"purpose": "fine-tune"}
+    ).json()
+    body = {"model": MODEL_NAME, "job_type": "classifier", "hyperparameters": {"training_steps": 2}}
+    wrong = admin.post(
+        "/fine_tuning/jobs", json={**body, "training_files": [{"file_id": chats["id"]}]}
+    )
+    assert wrong.status_code == 400 and "trains on classification records" in wrong.text
+    created = admin.post(
+        "/fine_tuning/jobs", json={**body, "training_files": [{"file_id": uploaded["id"]}]}
+    )
+    assert created.status_code == 200, created.text
+    job = created.json()
+    assert job["job_type"] == "classifier"
+    done = wait_for(
+        lambda: (
+            (j := admin.get(f"/fine_tuning/jobs/{job['id']}").json())["status"]
+            in ("SUCCESS", "FAILED")
+            and j
+        )
+    )
+    assert done["status"] == "SUCCESS", done
+    answer = httpx.post(
+        server.url + "/v1/classifications",
+        headers={"Authorization": f"Bearer {server.inference_key}"},
+        json={"model": done["fine_tuned_model"], "input": ["Where is my parcel?"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()["results"][0]["team"]["scores"]) == {"billing", "shipping"}

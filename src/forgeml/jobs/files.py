@@ -199,7 +199,8 @@ def _write_lines(content: bytes, name: str, out: BinaryIO) -> tuple[int, str]:
 
 
 def _validate_training_file(name: str, path: Path) -> dict:
-    """Every line must be a chat, preference or prompt record; one format per file."""
+    """Every line must be a chat, preference, prompt or classifier record; one format per
+    file."""
     report = validate_jsonl(path)
     if not report.ok:
         shown = "; ".join(
@@ -210,7 +211,8 @@ def _validate_training_file(name: str, path: Path) -> dict:
         raise InputError(
             f"not a valid fine-tuning file: {shown}{more}",
             field="file",
-            hint="Each line must be a JSON object in the chat, preference (DPO) or prompt format.",
+            hint="Each line must be a JSON object in the chat, preference (DPO), prompt or "
+            'classifier ({"text", "labels"}) format.',
         )
     return {"counts": dict(report.counts)}
 

@@ -39,7 +39,7 @@ from forgeml.core.store import _pid_alive
 if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
 
-METHODS = ("supervised", "dpo", "reinforcement")
+METHODS = ("supervised", "dpo", "reinforcement", "classifier")
 # Job statuses are forgeml run statuses plus `created` (Mistral's auto_start=false) and
 # `pausing` / `paused` (OpenAI's pause).
 JOB_TERMINAL = ("succeeded", "failed", "cancelled")

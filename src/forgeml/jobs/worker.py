@@ -31,6 +31,7 @@ STAGE_FOR_METHOD = {
     "supervised": "train.sft",
     "dpo": "train.preference",
     "reinforcement": "train.rl",
+    "classifier": "train.classify",  # Mistral's job_type "classifier"
 }
 # API hyperparameter names (OpenAI and Mistral) -> our stage parameter names.
 HYPERPARAMETER_NAMES = {

@@ -30,6 +30,7 @@ DEFAULT_CHARS_PER_TOKEN = 4.0  # a byte-level BPE on English prose (the quicksta
 TEMPLATE_TOKENS = 24  # control tokens and settings a chat example adds
 FAMILY = {"train.pretrain": "pretrain", "train.sft": "sft", "train.preference": "preference"}
 FAMILY["train.rl"] = "rl"
+FAMILY["train.classify"] = "sft"  # a forward and backward pass per example, as SFT
 BYTES_FP32 = 4
 
 
@@ -172,7 +173,7 @@ def _outputs(stage: str, params: dict, inputs: dict[str, Facts], out: StepEstima
         steps, batch, seq_len = params["max_steps"], params["batch_size"], params["seq_len"]
         _training(out, config, steps, batch * seq_len, seq_len, batch, sequences=1)
         return Facts(config=config, chars_per_token=tokenizer.chars_per_token)
-    if stage in ("train.sft", "train.preference", "train.rl"):
+    if stage in ("train.sft", "train.preference", "train.rl", "train.classify"):
         return _finetune(stage, params, inputs.get("model") or Facts(), dataset, out)
     out.note = "not training: not estimated"
     return Facts()

@@ -23,11 +23,10 @@ from typing import Any
 
 from forgeml.core.errors import InputError
 from forgeml.data.dataset import iter_records
+from forgeml.data.formats import check_record
 from forgeml.models.chat_template import render
 
-MAX_LABEL_SETS = 16
 MAX_LABELS_PER_SET = 1_000
-MAX_LABEL_CHARS = 200
 MAX_ERRORS_SHOWN = 5
 HINT = (
     'each record: {"text": "...", "labels": {"category": "returns"}} or '
@@ -72,7 +71,7 @@ def classification_input(messages: list[dict[str, Any]]) -> str:
 
 def load_classification(directory: Path) -> list[ClassifyRecord]:
     """Every record of a dataset in classifier form, or an `InputError` listing the first
-    problems by source file and line."""
+    problems by source file and line (checked by forgeml.data.formats, as uploads are)."""
     records: list[ClassifyRecord] = []
     problems: list[str] = []
     for row in iter_records(directory):
@@ -80,11 +79,23 @@ def load_classification(directory: Path) -> list[ClassifyRecord]:
         line = metadata.get("line")
         where = f"{row.get('source') or row['id']}{f':{line}' if line else ''}"
         labels = (metadata.get("fields") or {}).get("labels", metadata.get("labels"))
-        record, problem = _record(row, labels, where)
-        if problem:
-            problems.append(f"{where}: {problem}")
-        elif record is not None:
-            records.append(record)
+        if labels is None:
+            problems.append(f"{where}: no 'labels' field")
+            continue
+        given = {"messages": row["messages"]} if row.get("messages") else {"text": row["text"]}
+        _, canonical, found = check_record({**given, "labels": labels}, "classification")
+        if canonical is None:
+            problems += [f"{where}: {problem}" for problem in found]
+            continue
+        records.append(
+            ClassifyRecord(
+                text=canonical.get("text"),
+                messages=canonical.get("messages"),
+                labels=canonical["labels"],
+                multi=frozenset(canonical["multi_label"]),
+                where=where,
+            )
+        )
     if problems:
         shown = "\n".join(problems[:MAX_ERRORS_SHOWN])
         more = len(problems) - MAX_ERRORS_SHOWN
@@ -96,43 +107,6 @@ def load_classification(directory: Path) -> list[ClassifyRecord]:
     if not records:
         raise InputError("the dataset has no records", path=directory)
     return records
-
-
-def _record(
-    row: dict[str, Any], labels: Any, where: str
-) -> tuple[ClassifyRecord | None, str | None]:
-    if labels is None:
-        return None, "no 'labels' field"
-    if not isinstance(labels, dict) or not labels:
-        return None, "'labels' must be an object of label set -> label (or list of labels)"
-    if len(labels) > MAX_LABEL_SETS:
-        return None, f"'labels' has {len(labels)} label sets; at most {MAX_LABEL_SETS}"
-    parsed: dict[str, list[str]] = {}
-    multi = set()
-    for name, value in labels.items():
-        values = value if isinstance(value, list) else [value]
-        if isinstance(value, list):
-            multi.add(name)
-        if not values and not isinstance(value, list):
-            return None, f"labels.{name}: empty"
-        for item in values:
-            if not isinstance(item, str) or not item.strip() or len(item) > MAX_LABEL_CHARS:
-                return None, (
-                    f"labels.{name}: expected a label (1 to {MAX_LABEL_CHARS} characters) "
-                    f"or a list of labels; got {item!r}"[:300]
-                )
-        parsed[name] = sorted(set(values))
-    messages = row.get("messages")
-    return (
-        ClassifyRecord(
-            text=None if messages else row["text"],
-            messages=messages or None,
-            labels=parsed,
-            multi=frozenset(multi),
-            where=where,
-        ),
-        None,
-    )
 
 
 def label_sets(records: list[ClassifyRecord]) -> list[LabelSet]:

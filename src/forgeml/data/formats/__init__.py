@@ -8,6 +8,8 @@ preference  {"prompt"?, "chosen", "rejected"} (strings or messages), DPO / ORPO
             "non_preferred_output"}
 prompt      {"prompt": ...} or {"messages": [...]} ending in a     RL (GRPO); other
             user turn, plus any fields ("answer", "reference")     fields go to rewards
+classification  {"text" or "messages", "labels": {"set": "label"  classifiers (Mistral's
+            or [labels]}}                                         classifier format)
 
 validate_jsonl(path, expected_format="chat").raise_for_errors()
 for record in iter_normalized(path, "chat"): ...      # canonical dicts, see normalize.py

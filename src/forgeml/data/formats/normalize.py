@@ -7,6 +7,8 @@ Canonical records (what `normalize_record` returns):
     {"format": "preference", "prompt": [message, ...], "chosen": [...], "rejected": [...],
      "tools"?: [...]}
     {"format": "prompt", "prompt": [message, ...], "tools"?: [...], "extra": {...}}
+    {"format": "classification", "text" | "messages": ..., "labels": {set: [label, ...]},
+     "multi_label": [set, ...]}
 
 A canonical message is OpenAI-style: `role`, `content` (a string; None only for an
 assistant message that only calls tools), and where they apply `tool_calls` (with
@@ -33,6 +35,7 @@ from forgeml.data.formats.checks import (
 )
 from forgeml.data.formats.schema import (
     ChatRecord,
+    ClassificationRecord,
     Message,
     MessagesPromptRecord,
     OpenAIPreferenceRecord,
@@ -41,10 +44,11 @@ from forgeml.data.formats.schema import (
     PromptRecord,
     TextRecord,
     Tool,
+    label_problem,
     type_name,
 )
 
-FORMATS = ("text", "chat", "preference", "prompt")
+FORMATS = ("text", "chat", "preference", "prompt", "classification")
 
 SHAPES: dict[str, type[BaseModel]] = {
     "text": TextRecord,
@@ -54,6 +58,7 @@ SHAPES: dict[str, type[BaseModel]] = {
     "openai_preference": OpenAIPreferenceRecord,
     "prompt": PromptRecord,
     "messages_prompt": MessagesPromptRecord,
+    "classification": ClassificationRecord,
 }
 FORMAT_OF_SHAPE = {
     "text": "text",
@@ -63,6 +68,7 @@ FORMAT_OF_SHAPE = {
     "openai_preference": "preference",
     "prompt": "prompt",
     "messages_prompt": "prompt",
+    "classification": "classification",
 }
 _UNKNOWN = (
     "cannot tell the format: expected a 'text', 'messages', 'prompt' or 'chosen'/'rejected' "
@@ -82,6 +88,8 @@ def _detect_shape(record: Any) -> str:
     if not isinstance(record, dict):
         raise InputError(f"expected a JSON object; got {type_name(record)}")
     keys = record.keys()
+    if "labels" in keys and keys & {"text", "messages"}:
+        return "classification"
     if keys & {"input", "preferred_output", "non_preferred_output"}:
         return "openai_preference"
     if keys & {"chosen", "rejected"}:
@@ -109,6 +117,8 @@ def _shape_for(record: dict[str, Any], expected_format: str) -> str:
         return "openai_preference" if keys & {"input", "preferred_output"} else "preference"
     if expected_format == "prompt":
         return "messages_prompt" if "messages" in keys and "prompt" not in keys else "prompt"
+    if expected_format == "classification":
+        return "classification"
     return "text"
 
 
@@ -290,6 +300,28 @@ def _messages_prompt(record: MessagesPromptRecord) -> tuple[dict[str, Any], list
     return _prompt_from(turns, record.tools, record.model_extra, "messages")
 
 
+def _classification(record: ClassificationRecord) -> tuple[dict[str, Any], list[Problem]]:
+    labels = record.labels
+    problems = [
+        Problem(f"labels.{name}", found)
+        for name, value in labels.items()
+        if (found := label_problem(value)) is not None
+    ]
+    if problems:
+        return {}, problems
+    canonical: dict[str, Any] = {
+        "format": "classification",
+        "labels": {k: sorted(set(v if isinstance(v, list) else [v])) for k, v in labels.items()},
+        "multi_label": sorted(k for k, v in labels.items() if isinstance(v, list)),
+    }
+    if record.messages is not None:
+        turns = _turns(record.messages, "messages")
+        canonical["messages"] = [message_dict(m) for _, m in turns]
+        return canonical, check_conversation(turns, None)
+    canonical["text"] = record.text
+    return canonical, []
+
+
 _CANONICAL: dict[str, Any] = {
     "text": _text,
     "chat": _chat,
@@ -298,4 +330,5 @@ _CANONICAL: dict[str, Any] = {
     "openai_preference": _openai_preference,
     "prompt": _prompt,
     "messages_prompt": _messages_prompt,
+    "classification": _classification,
 }

@@ -296,6 +296,49 @@ class PromptRecord(_Open):
     tools: Tools = None
 
 
+# Classifier -------------------------------------------------------------------------
+
+
+MAX_LABEL_SETS = 16
+MAX_LABEL_CHARS = 200
+
+
+def label_problem(labels: Any) -> str | None:
+    """What is wrong with one label set's value (a label, or a list of them), if anything."""
+    for label in labels if isinstance(labels, list) else [labels]:
+        if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_CHARS:
+            shown = f"{label!r}"[:60] if isinstance(label, str) else type_name(label)
+            return (
+                f"expected a label (1 to {MAX_LABEL_CHARS} characters) or a list of labels; "
+                f"got {shown}"
+            )
+    return None
+
+
+class ClassificationRecord(_Open):
+    """Mistral's classifier line: `{"text"}` or `{"messages"}`, with `labels` per label set
+    (one label, or a list for a multi-label set)."""
+
+    text: str | None = None
+    messages: list[Message] | None = None
+    labels: dict[str, Any]
+
+    @field_validator("labels")
+    @classmethod
+    def _label_sets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value or len(value) > MAX_LABEL_SETS:
+            raise ValueError(f"give 1 to {MAX_LABEL_SETS} label sets; got {len(value)}")
+        return value  # each set's labels: label_problems, which names the set
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ClassificationRecord:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give the input as 'text' or as 'messages' (one of them)")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("empty text")
+        return self
+
+
 class MessagesPromptRecord(_Open):
     """A prompt given as a conversation that ends with the turn to answer."""
 

@@ -55,7 +55,7 @@ class CreateJobRequest(BaseModel):
     training_files: list[TrainingFile] | None = None
     validation_files: list[str] | None = None
     auto_start: bool | None = None
-    job_type: Literal["completion"] | None = None
+    job_type: Literal["completion", "classifier"] | None = None
 
 
 # --- OpenAI responses --------------------------------------------------------------------
@@ -182,7 +182,7 @@ class MistralCheckpoint(BaseModel):
 class MistralJob(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    job_type: Literal["completion"] = "completion"
+    job_type: Literal["completion", "classifier"] = "completion"
     auto_start: bool
     model: str
     status: MistralStatus

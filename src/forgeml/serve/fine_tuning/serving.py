@@ -284,6 +284,7 @@ def mistral_job(view: JobView, details: bool = True) -> p.MistralJob:
     checkpoint = _checkpoint(view)
     return p.MistralJob(
         id=job.id,
+        job_type="classifier" if job.method == "classifier" else "completion",
         auto_start=spec.get("auto_start", True),
         model=job.base_model,
         status=mistral_status(job),

@@ -3,7 +3,8 @@
 Everything that can be checked before training starts is checked here, so a bad
 request is a 400 naming its field, not a job that fails an hour later: the base model
 exists, each file was uploaded for fine-tuning and holds the records the method trains
-on (chat for supervised, preference pairs for dpo, prompts for reinforcement), and the
+on (chat for supervised, preference pairs for dpo, prompts for reinforcement, labelled
+records for Mistral's classifier jobs), and the
 hyperparameters are valid for the method's stage.
 """
 
@@ -21,14 +22,26 @@ from forgeml.jobs import files, policy, queue
 from forgeml.jobs.worker import HYPERPARAMETER_NAMES
 from forgeml.serve.errors import ModelNotServed
 from forgeml.serve.fine_tuning.protocol import CreateJobRequest
-from forgeml.train.finetune_params import FinetuneParams, PreferenceParams, RLParams, SFTParams
+from forgeml.train.finetune_params import (
+    ClassifyParams,
+    FinetuneParams,
+    PreferenceParams,
+    RLParams,
+    SFTParams,
+)
 
 PARAMS_FOR_METHOD: dict[str, type[FinetuneParams]] = {
     "supervised": SFTParams,
     "dpo": PreferenceParams,
     "reinforcement": RLParams,
+    "classifier": ClassifyParams,
 }
-FORMAT_FOR_METHOD = {"supervised": "chat", "dpo": "preference", "reinforcement": "prompt"}
+FORMAT_FOR_METHOD = {
+    "supervised": "chat",
+    "dpo": "preference",
+    "reinforcement": "prompt",
+    "classifier": "classification",
+}
 
 
 def is_mistral_body(body: CreateJobRequest) -> bool:
@@ -96,7 +109,7 @@ def mistral_job(body: CreateJobRequest) -> dict[str, Any]:
         raise InputError("one validation file is supported", field="validation_files")
     policy.check_hyperparameters(body.hyperparameters or {})
     return {
-        "method": "supervised",
+        "method": "classifier" if body.job_type == "classifier" else "supervised",
         "training_files": [entry.model_dump() for entry in body.training_files],
         "validation_file": (body.validation_files or [None])[0],
         "hyperparameters": body.hyperparameters or {},
