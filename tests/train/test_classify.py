@@ -92,13 +92,14 @@ def test_the_evaluation_has_accuracy_f1_and_a_confusion_matrix(trained):
 
 
 def test_the_output_is_a_hugging_face_sequence_classifier(trained):
-    from transformers import AutoConfig
+    from transformers import AutoModelForSequenceClassification
 
     workspace = Workspace.open(trained / "ws")
     directory = workspace.root / workspace.registry.resolve("router").path
     workspace.close()
-    config = AutoConfig.from_pretrained(directory)
-    assert config.architectures == ["Mistral4ForSequenceClassification"]
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    config = model.config
+    assert type(model).__name__ == config.architectures[0] == "Mistral4ForSequenceClassification"
     assert config.id2label[0] == "category:account" and config.num_labels == 3 + 2
 
 
