@@ -286,6 +286,34 @@ class FineTuningJob(Base):
     run_ids: Mapped[list[Any]] = mapped_column(default=list)  # every run the job started
 
 
+class Batch(Base):
+    """A batch of API requests run offline (OpenAI's /v1/batches, `forgeml batch run`)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # batch_<hex>
+    endpoint: Mapped[str] = mapped_column(String(64))  # /v1/chat/completions, ...
+    input_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    # queued, in_progress, completed, failed, cancelling, cancelled (OpenAI's names)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))  # runs as it
+    # metadata, completion_window, the default model, the input's sha256, errors
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The process running it and until when (renewed while it runs): a batch whose
+    # runner died is taken up again and goes on from its results file.
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+
+
 class RequestLog(Base):
     """One served request: metadata always, prompt and output text only when enabled."""
 

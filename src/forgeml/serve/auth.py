@@ -41,6 +41,7 @@ from forgeml.serve.errors import APIError
 log = logging.getLogger("forgeml.serve")
 
 KEY_PREFIX = "fml-"
+INTERNAL_PREFIX = "fml-internal-"  # acting_as secrets: in memory, never stored or sent out
 SHOWN_PREFIX_LENGTH = 12  # "fml-" + 8 characters
 SCOPES = ("inference", "viewer", "admin")
 TOUCH_INTERVAL_SECONDS = 60.0
@@ -130,9 +131,24 @@ class KeyChecker:
         self._cache: OrderedDict[str, tuple[float, Caller]] = OrderedDict()  # oldest use first
         self._used: dict[int, datetime] = {}
         self._written: dict[int, float] = {}
+        self._acting: dict[str, int] = {}  # in-process secret -> the key id it acts as
+
+    def acting_as(self, key_id: int) -> str:
+        """A secret for this process's own calls into the app on a key's behalf (a batch
+        runs as the key that created it). It lives in memory only, never leaves the
+        process, and passes only while the key itself is valid: revoke the key and its
+        batches stop."""
+        secret = INTERNAL_PREFIX + secrets.token_urlsafe(32)
+        self._acting[secret] = key_id
+        return secret
+
+    def stop_acting(self, secret: str) -> None:
+        self._acting.pop(secret, None)
 
     async def authenticate(self, authorization: str | None) -> Caller:
         scheme, _, secret = (authorization or "").partition(" ")
+        if secret in self._acting:
+            return await self._acting_caller(self._acting[secret])
         if scheme.lower() != "bearer" or not secret.strip():
             raise APIError(
                 401,
@@ -179,6 +195,20 @@ class KeyChecker:
                 code="registry_unavailable",
                 headers={"Retry-After": "5"},
             ) from error
+
+    async def _acting_caller(self, key_id: int) -> Caller:
+        digest = await asyncio.to_thread(self._digest_of, key_id)
+        if digest is None:
+            raise APIError(
+                401, "the API key this work runs as was revoked", "authentication_error",
+                code="invalid_api_key",
+            )  # fmt: skip
+        return await self.authenticate_digest(digest)
+
+    def _digest_of(self, key_id: int) -> str | None:
+        with self.workspace.registry.reading() as session:
+            row = session.get(ApiKey, key_id)
+            return None if row is None or row.revoked_at is not None else row.key_hash
 
     def _lookup(self, digest: str) -> Caller | None:
         with self.workspace.registry.reading() as session:

@@ -1,0 +1,1 @@
+"""Batches of API requests run offline: OpenAI's /v1/batches and `forgeml batch run`."""
