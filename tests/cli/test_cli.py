@@ -24,7 +24,7 @@ FORGEML_WITH_TOYS = [
     "import toy_stages; from forgeml.cli.app import main; main()",
 ]
 GROUPS = ["data", "tokenizer", "train", "eval", "models", "serve", "run", "runs", "artifacts",
-          "lineage", "reproduce", "audit", "stages", "init", "export", "jobs", "quickstart", "monitor", "admin", "deploy", "plan"]  # fmt: skip
+          "lineage", "reproduce", "audit", "stages", "init", "export", "jobs", "quickstart", "monitor", "admin", "deploy", "plan", "batch", "classify"]  # fmt: skip
 
 
 def cli(workspace: Path, *args: str, ok: bool = True):

@@ -30,6 +30,7 @@ from forgeml.cli import (
     recipes,
     runs,
 )
+from forgeml.cli import batch as batch_cli
 from forgeml.cli import classify as classify_cli
 from forgeml.cli import eval as eval_cli
 from forgeml.cli import export as export_cli
@@ -126,6 +127,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(admin.app, name="admin")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(batch_cli.app, name="batch")
 models.register(app)
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from forgeml.core.workspace import Workspace
 
 PURPOSES = ("fine-tune", "batch", "assistants", "evals", "user_data")
+PRODUCED_PURPOSES = ("batch_output",)  # files forgeml writes (a batch's results), not uploads
 MAX_BYTES = 512 * 1024 * 1024
 MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # a compressed fine-tuning file, once decompressed
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one record of a fine-tuning file
@@ -53,9 +54,12 @@ def store_file(
     content: bytes,
     purpose: str,
     audit: dict[str, Any] | None = None,
+    *,
+    produced: bool = False,
 ) -> StoredFile:
-    """Validate and store an upload; `audit` adds details to its audit entry (the key)."""
-    if purpose not in PURPOSES:
+    """Validate and store an upload; `audit` adds details to its audit entry (the key).
+    `produced`: a file forgeml made itself, which may have a PRODUCED_PURPOSES purpose."""
+    if purpose not in PURPOSES + (PRODUCED_PURPOSES if produced else ()):
         raise InputError(
             f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}", field="purpose"
         )

@@ -42,6 +42,8 @@ from forgeml.jobs.files import clean_interrupted_uploads
 from forgeml.monitor.signals import warm_up as warm_up_signals
 from forgeml.serve import errors
 from forgeml.serve.auth import KeyChecker, require
+from forgeml.serve.batches.router import router as batches_router
+from forgeml.serve.batches.runner import BatchRunner
 from forgeml.serve.chat.router import router as chat_router
 from forgeml.serve.classifications.router import router as classifications_router
 from forgeml.serve.completions.router import router as completions_router
@@ -97,9 +99,12 @@ def create_app(
         await traffic.start()  # after the deployment rows: a canary's audit entry names them
         await workers.start()
         await drift_watch.start()
+        if settings.batch_runner:
+            await app.state.batches.start()
         try:
             yield
         finally:
+            await app.state.batches.stop()  # first: its requests need the engines
             await drift_watch.stop()
             await traffic.stop()
             await workers.stop()  # first: a running job goes back to the queue
@@ -119,6 +124,7 @@ def create_app(
     app.state.pool = pool
     app.state.traffic = traffic
     app.state.job_workers = workers
+    app.state.batches = BatchRunner(app, workspace, settings.batch_concurrency)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.keys = KeyChecker(workspace, settings.key_cache_seconds, settings.key_cache_size)
@@ -138,6 +144,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(classifications_router)
+    app.include_router(batches_router)
     app.include_router(models_router)
     app.include_router(feedback_router)
     app.include_router(files_router)

@@ -32,7 +32,7 @@ from forgeml.serve.settings import ServeSettings
 
 OPEN_PATHS = frozenset({"/health", "/health/ready"})
 UPLOAD_PREFIX = "/v1/files"
-ADMIN_PREFIXES = ("/v1/files", "/v1/fine_tuning")
+ADMIN_PREFIXES = ("/v1/files", "/v1/fine_tuning", "/v1/batches")
 
 
 class BodyTooLarge(HTTPException):

@@ -131,6 +131,18 @@ class ServeSettings(BaseModel):
         "on 2 cores); off: a thread in the server's process (starts faster, shares memory).",
     )
     endpoint: str = Field("", description="Where the server listens, recorded on deployments.")
+    batch_concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Requests of a batch (/v1/batches, `forgeml batch run`) in flight at once; "
+        "the engine batches them.",
+    )
+    batch_runner: bool = Field(
+        True,
+        description="Run batches in this server (false: another server or `forgeml batch "
+        "run` sharing the registry runs them).",
+    )
     job_workers: int = Field(
         1,
         ge=0,

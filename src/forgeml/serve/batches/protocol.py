@@ -25,7 +25,15 @@ ENDPOINTS = (
     "/v1/classifications",
     "/v1/chat/classifications",
 )
-STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "cancelling", "cancelled")
+STATUSES = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "cancelling",
+    "cancelled",
+)
 
 
 class CreateBatchRequest(BaseModel):

@@ -27,7 +27,9 @@ class BatchRequest:
     body: dict[str, Any]
 
 
-def read_requests(path: Path, endpoint: str, default_model: str | None = None) -> list[BatchRequest]:
+def read_requests(
+    path: Path, endpoint: str, default_model: str | None = None
+) -> list[BatchRequest]:
     requests: list[BatchRequest] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -46,7 +48,11 @@ def read_requests(path: Path, endpoint: str, default_model: str | None = None) -
                 seen[request.custom_id] = number
     if problems:
         shown = "; ".join(problems[:MAX_ERRORS_SHOWN])
-        more = f" (and {len(problems) - MAX_ERRORS_SHOWN} more)" if len(problems) > MAX_ERRORS_SHOWN else ""
+        more = (
+            f" (and {len(problems) - MAX_ERRORS_SHOWN} more)"
+            if len(problems) > MAX_ERRORS_SHOWN
+            else ""
+        )
         raise InputError(
             f"the batch input file is not valid: {shown}{more}",
             field="input_file_id",
@@ -72,7 +78,10 @@ def _request(
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID_CHARS:
         return None, f"custom_id: expected a string of 1 to {MAX_CUSTOM_ID_CHARS} characters"
     if custom_id in seen:
-        return None, f"custom_id {custom_id!r} is also on line {seen[custom_id]}; each must be unique"
+        return (
+            None,
+            f"custom_id {custom_id!r} is also on line {seen[custom_id]}; each must be unique",
+        )
     if line.get("method", "POST") != "POST":
         return None, "method: only POST"
     if line.get("url") != endpoint:

@@ -83,7 +83,10 @@ def find_unfinished(workspace: Workspace, input_sha256: str, model: str) -> Batc
     with workspace.registry.reading() as session:
         for batch in session.scalars(select(Batch).where(Batch.status.in_(WORKING))):
             details = batch.details or {}
-            if details.get("input_sha256") == input_sha256 and details.get("default_model") == model:
+            if (
+                details.get("input_sha256") == input_sha256
+                and details.get("default_model") == model
+            ):
                 session.expunge(batch)
                 return batch
     return None
@@ -155,7 +158,9 @@ def finish(
         )  # fmt: skip
 
 
-def request_cancel(workspace: Workspace, batch_id: str, audit: dict[str, Any] | None = None) -> Batch:
+def request_cancel(
+    workspace: Workspace, batch_id: str, audit: dict[str, Any] | None = None
+) -> Batch:
     with workspace.registry.session() as session:
         batch = session.get(Batch, batch_id)
         if batch is None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from forgeml.core.schema import StoredFile, unix_time
 
 # Mistral's sample types: what the lines of a file are for.
-SAMPLE_TYPES = {"fine-tune": "instruct", "batch": "batch_request"}
+SAMPLE_TYPES = {"fine-tune": "instruct", "batch": "batch_request", "batch_output": "batch_result"}
 
 
 class FileObject(BaseModel):
