@@ -185,3 +185,23 @@ def test_the_server_classifies_for_the_mistral_client(trained):
         signals = [row.request["signals"]["labels"] for row in logged if row.status == 200]
     workspace.close()
     assert signals[0] == {"category": "shipping", "flags": signals[0]["flags"]}
+
+
+def test_a_backlog_is_classified_with_forgeml_batch_run(trained, tmp_path):
+    backlog = tmp_path / "backlog.jsonl"
+    write_jsonl(backlog, [
+        {"custom_id": "a", "method": "POST", "url": "/v1/classifications",
+         "body": {"input": "the courier lost my parcel"}},
+        {"custom_id": "b", "method": "POST", "url": "/v1/classifications",
+         "body": {"input": ["reset my password", "the invoice is wrong"]}},
+    ])  # fmt: skip
+    result = forgeml(trained / "ws", "--json", "batch", "run", "router", str(backlog),
+                     "--endpoint", "/v1/classifications")  # fmt: skip
+    assert json.loads(result.stdout)["completed"] == 2
+    answers = [json.loads(x) for x in (tmp_path / "backlog.results.jsonl").read_text().splitlines()]
+    top = [
+        max(scores["category"]["scores"], key=scores["category"]["scores"].get)
+        for answer in answers
+        for scores in answer["response"]["body"]["results"]
+    ]
+    assert top == ["shipping", "account", "billing"]
