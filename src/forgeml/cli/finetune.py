@@ -53,6 +53,11 @@ CHECKPOINT_EVERY = typer.Option(None, "--checkpoint-every", help=_help("checkpoi
 PRECISION = typer.Option(None, "--precision", help=_help("precision"))
 NAME = typer.Option(None, "--name", help="Name the fine-tuned model or adapter.")
 SEED = typer.Option(0, "--seed", help="Seed: LoRA initialisation, data order, sampling.")
+COLLAPSE_CHECK = typer.Option(
+    True,
+    "--collapse-check/--no-collapse-check",
+    help="Fail the run when the trained model answers its own prompts with one repeated token.",
+)
 
 
 def _common(**given: Any) -> dict[str, Any]:
@@ -118,6 +123,7 @@ def sft(
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
+    collapse_check: bool = COLLAPSE_CHECK,
     preview: bool = typer.Option(
         False, "--preview", help="Show one example's trained (bold) and masked (dim) text."
     ),
@@ -136,6 +142,7 @@ def sft(
         checkpoint_every=checkpoint_every,
         precision=precision,
         name=name,
+        collapse_check=None if collapse_check else False,
     )
     if preview:
         _preview(ctx, model, data, index, params)

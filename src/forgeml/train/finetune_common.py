@@ -50,6 +50,7 @@ from forgeml.core.schema import Artifact
 from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
 from forgeml.models.sizes import load_model
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
+from forgeml.train.guards import DivergenceGuard
 from forgeml.train.report import curve, write_loss_curve, write_training_record
 
 ADAPTER_RECORD = "forgeml_adapter.json"
@@ -270,11 +271,19 @@ def eval_values(logs: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def fit(ctx: StageContext, trainer: Any, params: FinetuneParams) -> History:
-    """Train from the newest complete checkpoint of this run (or from the start)."""
+def fit(
+    ctx: StageContext, trainer: Any, params: FinetuneParams, watch_rise: bool = True
+) -> History:
+    """Train from the newest complete checkpoint of this run (or from the start).
+
+    Training stops at a loss that is not a number, or (`watch_rise`) one far above where
+    it started (guards.py), and the run fails saying so. GRPO's loss is a policy-gradient
+    surrogate that may sit anywhere around zero, so RL watches for NaN only."""
     callback = StageCallback(ctx, params.log_every)
+    guard = DivergenceGuard(watch_rise)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(callback)
+    trainer.add_callback(guard)
     _remove_incomplete(ctx.checkpoint_dir)
     resume = checkpoints(ctx.checkpoint_dir)[-1:] or [None]
     resumed_from = None
@@ -286,6 +295,7 @@ def fit(ctx: StageContext, trainer: Any, params: FinetuneParams) -> History:
     seconds = time.monotonic() - started
     if callback.cancelled:
         raise RunCancelled(f"run {ctx.run_id} was cancelled at step {trainer.state.global_step}")
+    guard.check(params.learning_rate)
     logs = [log for log in trainer.state.log_history if "loss" in log and "step" in log]
     evals = [
         {"step": log["step"], **eval_values(log)}

@@ -76,6 +76,11 @@ class FinetuneParams(StageParams):
     precision: Precision = Field(
         default="auto", description="auto (fp32 on CPU, bf16 on a GPU that has it), fp32 or bf16."
     )
+    collapse_check: bool = Field(
+        default=True,
+        description="After training, fail the run if most greedy answers to its own "
+        "training prompts are one token repeated (a model that learned nothing usable).",
+    )
     name: str | None = Field(default=None, description="Name the output.")
 
     @model_validator(mode="after")

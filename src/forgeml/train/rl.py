@@ -144,7 +144,7 @@ def _train(ctx: StageContext, params: RLParams, adapter: bool):
             train_dataset=Dataset.from_list(kept),
             processing_class=tokenizer,
         )
-        history = fit(ctx, trainer, params)
+        history = fit(ctx, trainer, params, watch_rise=False)
         mean_rewards = [float(log["reward"]) for log in history.logs if "reward" in log]
         stage_name = "train.rl_lora" if adapter else "train.rl"
         record = {

@@ -46,6 +46,7 @@ from forgeml.train.finetune_common import (
 )
 from forgeml.train.finetune_data import Preview, load_records, preview_example, sft_example
 from forgeml.train.finetune_params import SFTLoraParams, SFTParams
+from forgeml.train.guards import check_not_collapsed
 from forgeml.train.runtime import deterministic
 
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
@@ -111,6 +112,13 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
         )
         history = fit(ctx, trainer, params)
         final_eval = trainer.evaluate() if eval_rows is not None else {}
+        collapse = (
+            check_not_collapsed(
+                trainer.model, tokenizer, training_prompts(train_records), params.learning_rate
+            )
+            if params.collapse_check
+            else {"checked": 0}
+        )
         trained_tokens = sum(sum(label != -100 for label in row) for row in train_rows["labels"])
         record = {
             "stage": "train.sft_lora" if adapter else "train.sft",
@@ -124,6 +132,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
                 "validation": ctx.inputs["validation"].sha256 if eval_rows is not None else None,
             },
             "determinism": determinism,
+            "collapse_check": collapse,
         }
         if final_eval:
             history.evals.append({"step": history.steps, **eval_values(final_eval)})
@@ -139,6 +148,18 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
         ctx.set_metrics(**run_metrics(history, val_loss=final_eval.get("eval_loss")))
         ctx.name(artifact, params.name)
         return artifact
+
+
+def training_prompts(records: list[dict]) -> list[tuple[list[dict], str]]:
+    """Each conversation up to its last assistant turn, and that turn's text."""
+    prompts = []
+    for record in records:
+        messages = record["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        if last > 0:
+            shown = [{k: v for k, v in m.items() if k != "weight"} for m in messages[:last]]
+            prompts.append((shown, messages[last].get("content") or ""))
+    return prompts
 
 
 def preview(model_dir: Path, dataset_dir: Path, index: int = 0, **settings: Any) -> Preview:

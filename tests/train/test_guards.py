@@ -1,0 +1,82 @@
+"""Fine-tuning that went wrong fails and says so: a diverging loss stops training, and a
+model whose answers collapse into one repeated token is not registered."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from finetune_fixtures import build_base, chat_lines, ingest, register_model, write_jsonl
+
+from forgeml.core.runs import run_stage
+from forgeml.train.guards import TrainingFailed, degenerate
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    return build_base(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def collapsed_dir(tmp_path_factory):
+    """A base whose final norm and output layer are zero: every logit is 0 (and stays 0
+    under training: both get zero gradients), so greedy decoding repeats token 0 whatever
+    the prompt (a stand-in for a model that learned nothing usable)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    directory = build_base(tmp_path_factory.mktemp("collapsed"))
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    with torch.no_grad():
+        model.model.norm.weight.zero_()
+        model.lm_head.weight.zero_()
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def inputs(workspace, collapsed_dir, tmp_path):
+    base = register_model(workspace, collapsed_dir)
+    data = ingest(workspace, write_jsonl(tmp_path / "chat.jsonl", chat_lines()))
+    return {"model": base, "dataset": data}
+
+
+def test_repeated_tokens_are_degenerate_and_varied_ones_are_not():
+    assert degenerate([7] * 20) and degenerate([7] * 18 + [1, 2])
+    assert not degenerate(list(range(20))) and not degenerate([7] * 5)
+
+
+def test_an_untrained_model_collapses_and_the_run_fails(workspace, inputs):
+    # One step at a tiny learning rate leaves the model as it was: it repeats a token.
+    params = {"max_steps": 1, "learning_rate": 1e-7, "batch_size": 4, "seq_len": 128}
+    with pytest.raises(TrainingFailed) as failed:
+        run_stage(workspace, "train.sft", params, inputs)
+    assert "collapsed" in failed.value.message and "one token repeated" in failed.value.message
+    assert "higher learning rate (it was 1e-07" in failed.value.hint
+    assert len(workspace.registry.list_artifacts("model")) == 1  # the base only
+    kept = run_stage(workspace, "train.sft", {**params, "collapse_check": False}, inputs)
+    assert kept.outputs["model"].kind == "model"
+
+
+def test_a_diverging_loss_stops_training(workspace, base_dir, tmp_path):
+    inputs = {
+        "model": register_model(workspace, base_dir, name="healthy"),
+        "dataset": ingest(workspace, write_jsonl(tmp_path / "chat.jsonl", chat_lines())),
+    }
+    params = {"max_steps": 30, "learning_rate": 50.0, "batch_size": 4, "seq_len": 128}
+    with pytest.raises(TrainingFailed) as failed:
+        run_stage(workspace, "train.sft", params, inputs)
+    assert "training diverged" in failed.value.message
+    assert "lower the learning rate (it was 50)" in failed.value.hint
+
+
+def test_the_command_line_says_what_collapsed(workspace, inputs, tmp_path):
+    command = [sys.executable, "-m", "forgeml", "--workspace", str(workspace.root), "train",
+               "sft", "--model", "base", "--data", inputs["dataset"].ref, "--max-steps", "1",
+               "--lr", "1e-7", "--batch-size", "4", "--seq-len", "128"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the fine-tuned model collapsed" in result.stderr and "collapse_check" in result.stderr
+    kept = subprocess.run([*command, "--no-collapse-check"], capture_output=True, text=True)
+    assert kept.returncode == 0, kept.stderr
