@@ -223,7 +223,12 @@ def test_supervised_job_trains_a_model_that_answers_at_once(server):
     FineTuningJob.model_validate(done.to_dict())  # every field OpenAI requires, well typed
     with server.workspace.registry.session() as session:
         trained_with = session.get(Run, queue.get_job(server.workspace, job.id).run_id).params
-    assert trained_with["learning_rate"] == pytest.approx(2e-4)  # 2 x SFT's default rate
+    assert trained_with["learning_rate_multiplier"] == 2
+    model_dir = (
+        server.workspace.root / server.workspace.registry.resolve(done.fine_tuned_model).path
+    )
+    resolved = json.loads((model_dir / "training.json").read_text())["params"]
+    assert resolved["learning_rate"] == pytest.approx(2e-3)  # 2 x what a tiny model gets
     assert client.fine_tuning.jobs.retrieve(waiting.id).status == "cancelled"
 
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data

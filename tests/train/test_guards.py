@@ -80,3 +80,22 @@ def test_the_command_line_says_what_collapsed(workspace, inputs, tmp_path):
     assert "the fine-tuned model collapsed" in result.stderr and "collapse_check" in result.stderr
     kept = subprocess.run([*command, "--no-collapse-check"], capture_output=True, text=True)
     assert kept.returncode == 0, kept.stderr
+
+
+def test_the_learning_rate_is_chosen_from_the_model_size(workspace, base_dir, tmp_path):
+    import json
+
+    from forgeml.train.finetune_params import auto_learning_rate
+
+    inputs = {
+        "model": register_model(workspace, base_dir, name="healthy"),
+        "dataset": ingest(workspace, write_jsonl(tmp_path / "chat.jsonl", chat_lines())),
+    }
+    result = run_stage(workspace, "train.sft", {"max_steps": 2, "seq_len": 128}, inputs)
+    record = json.loads(
+        (workspace.root / result.outputs["model"].path / "training.json").read_text()
+    )
+    assert record["params"]["learning_rate"] == 1e-3  # the tiny size
+    assert auto_learning_rate(7_000_000_000, "sft", lora=False) == 2e-5
+    assert auto_learning_rate(7_000_000_000, "sft", lora=True) == 2e-4
+    assert auto_learning_rate(7_000_000_000, "preference", lora=False) == 1e-7

@@ -45,7 +45,9 @@ MAX_STEPS = typer.Option(None, "--max-steps", help=_help("max_steps"))
 EPOCHS = typer.Option(None, "--epochs", help=_help("epochs"))
 BATCH_SIZE = typer.Option(None, "--batch-size", help=_help("batch_size"))
 MICRO_BATCH_SIZE = typer.Option(None, "--micro-batch-size", help=_help("micro_batch_size"))
-LEARNING_RATE = typer.Option(None, "--lr", help="Peak AdamW learning rate.")
+LEARNING_RATE = typer.Option(
+    None, "--lr", help="Peak AdamW learning rate [default: chosen from the model's size]."
+)
 SEQ_LEN = typer.Option(None, "--seq-len", help=_help("seq_len"))
 WARMUP = typer.Option(None, "--warmup-fraction", help=_help("warmup_fraction"))
 LORA_RANK = typer.Option(None, "--lora-rank", help=_help("lora_rank"))

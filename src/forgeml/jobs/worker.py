@@ -66,11 +66,7 @@ def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], l
         target = HYPERPARAMETER_NAMES.get(key, key)
         if value in (None, "auto") or target == "name":
             continue
-        if key == "learning_rate_multiplier" and "learning_rate" in fields:
-            # OpenAI scales the method's own default rate; an explicit rate wins.
-            if hyperparameters.get("learning_rate") in (None, "auto"):
-                params["learning_rate"] = float(value) * fields["learning_rate"].default
-        elif target in fields:
+        if target in fields:  # learning_rate_multiplier scales the chosen rate (params)
             params[target] = value
         else:
             ignored.append(key)

@@ -36,6 +36,7 @@ from forgeml.train.finetune_common import (
     apply_lora,
     eval_values,
     fit,
+    parameter_count,
     quiet_libraries,
     run_metrics,
     save_output,
@@ -60,6 +61,7 @@ def classify(ctx: StageContext, params: ClassifyParams):
             validation = load_classification(ctx.input_path("validation"))
             check_labels_known(validation, list(layout.sets), "validation")
         tokenizer, model = _base(ctx, layout)
+        params = params.resolved(parameter_count(model))  # the learning rate, if unset
         if params.lora:
             model = apply_lora(model, params, ctx.seed, task_type="SEQ_CLS")
         train_rows = _rows(tokenizer, train_records, layout, params.seq_len)

@@ -89,6 +89,11 @@ def load_base(ctx: StageContext) -> tuple[torch.nn.Module, Any]:
     return load_model(directory, dtype=torch.float32), tokenizer
 
 
+def parameter_count(model: torch.nn.Module) -> int:
+    """Every weight of the model (an MoE's experts included): what picks the learning rate."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def apply_lora(
     model: torch.nn.Module, params: FinetuneParams, seed: int, task_type: str = "CAUSAL_LM"
 ) -> torch.nn.Module:

@@ -8,7 +8,7 @@ Kept apart from the stages so the command line can show them without importing t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,7 +25,36 @@ MISTRAL4_LORA_TARGETS = (
 )  # fmt: skip
 
 
+def auto_learning_rate(parameters: int, family: str, lora: bool) -> float:
+    """The peak learning rate when none is given: by model size, for full fine-tuning
+    (SFT, classifiers), scaled down for preference and RL stages, up for LoRA.
+
+    Anchored on what trains the quickstart's tiny model well (SFT 1e-3, DPO 5e-6, GRPO
+    2e-5: docs/PERFORMANCE.md) and on the rates common for 1-70B models (full SFT 1e-5
+    to 2e-5, LoRA ~10x that). SFT at 1e-4 on the tiny model collapses into one repeated
+    token (issue #18), which is why a fixed default cannot serve every size.
+    """
+    if parameters < 20_000_000:
+        rate = 1e-3
+    elif parameters < 300_000_000:
+        rate = 3e-4
+    elif parameters < 3_000_000_000:
+        rate = 1e-4
+    elif parameters < 30_000_000_000:
+        rate = 2e-5
+    else:
+        rate = 1e-5
+    rate *= FAMILY_SCALE[family]
+    if lora:
+        rate = min(rate * 10, 2e-3)
+    return float(f"{rate:.3g}")
+
+
+FAMILY_SCALE = {"sft": 1.0, "classify": 1.0, "preference": 1 / 200, "rl": 1 / 50}
+
+
 class FinetuneParams(StageParams):
+    FAMILY: ClassVar[str] = "sft"
     # --- optimisation --------------------------------------------------------------------
     epochs: float = Field(default=1.0, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(
@@ -38,7 +67,18 @@ class FinetuneParams(StageParams):
         description="Examples per forward pass (gradient accumulation makes up the rest); "
         "default: batch_size.",
     )
-    learning_rate: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Peak AdamW learning rate; unset: chosen from the model's size and the "
+        "stage (auto_learning_rate), recorded in the output's training.json.",
+    )
+    learning_rate_multiplier: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="Scales the chosen learning rate when none is given (OpenAI's hyperparameter).",
+    )
     warmup_fraction: float = Field(
         default=0.0, ge=0, lt=1, description="Share of the steps spent warming up, linearly."
     )
@@ -92,17 +132,26 @@ class FinetuneParams(StageParams):
             )
         return self
 
+    def resolved(self, parameters: int) -> FinetuneParams:
+        """These parameters with the learning rate chosen, for a model of this size."""
+        if self.learning_rate is not None:
+            return self
+        rate = auto_learning_rate(parameters, self.FAMILY, self.lora)
+        return self.model_copy(
+            update={"learning_rate": float(f"{rate * self.learning_rate_multiplier:.3g}")}
+        )
+
 
 class SFTParams(FinetuneParams):
     pass
 
 
 class PreferenceParams(FinetuneParams):
+    FAMILY: ClassVar[str] = "preference"
     algorithm: Literal["dpo", "orpo", "kto"] = Field(
         default="dpo",
         description="dpo (with a frozen reference), orpo (no reference) or kto (unpaired).",
     )
-    learning_rate: float = Field(default=5e-6, gt=0, description="Peak AdamW learning rate.")
     beta: float = Field(
         default=0.1, gt=0, description="Strength of the pull towards the reference (ORPO: λ)."
     )
@@ -116,12 +165,12 @@ class PreferenceParams(FinetuneParams):
 
 
 class RLParams(FinetuneParams):
+    FAMILY: ClassVar[str] = "rl"
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [ExactMatch(type="exact_match")],
         min_length=1,
         description="Reward functions, summed with their weights (see forgeml.train.rewards).",
     )
-    learning_rate: float = Field(default=1e-6, gt=0, description="Peak AdamW learning rate.")
     batch_size: int = Field(
         default=8, ge=1, description="Completions per optimizer step (prompts x num_generations)."
     )
@@ -143,7 +192,7 @@ class RLParams(FinetuneParams):
 
 
 class ClassifyParams(FinetuneParams):
-    learning_rate: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
+    FAMILY: ClassVar[str] = "classify"
     epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
     batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step.")
     seq_len: int = Field(

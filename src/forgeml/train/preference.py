@@ -36,6 +36,7 @@ from forgeml.train.finetune_common import (
     apply_lora,
     fit,
     load_base,
+    parameter_count,
     quiet_libraries,
     run_metrics,
     save_output,
@@ -112,6 +113,7 @@ def _train(ctx: StageContext, params: PreferenceParams, adapter: bool):
         if not held_out:
             ctx.warn("no held-out pairs: reward accuracy is not measured")
         model, tokenizer = load_base(ctx)
+        params = params.resolved(parameter_count(model))  # the learning rate, if unset
         reference = None
         if params.lora:
             model = apply_lora(model, params, ctx.seed)

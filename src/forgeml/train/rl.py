@@ -35,6 +35,7 @@ from forgeml.train.finetune_common import (
     apply_lora,
     fit,
     load_base,
+    parameter_count,
     quiet_libraries,
     run_metrics,
     save_output,
@@ -112,6 +113,7 @@ def _train(ctx: StageContext, params: RLParams, adapter: bool):
     with deterministic(ctx.seed) as determinism, quiet_libraries():
         records = load_records(ctx.input_path("dataset"), "prompt")
         model, tokenizer = load_base(ctx)
+        params = params.resolved(parameter_count(model))  # the learning rate, if unset
         rows = [prompt_row(record, params.reasoning_effort) for record in records]
         kept = [row for row in rows if len(tokenizer(row["prompt"])["input_ids"]) <= params.seq_len]
         if not kept:

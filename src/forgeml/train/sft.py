@@ -39,6 +39,7 @@ from forgeml.train.finetune_common import (
     eval_values,
     fit,
     load_base,
+    parameter_count,
     quiet_libraries,
     run_metrics,
     save_output,
@@ -85,6 +86,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             load_records(ctx.input_path("validation"), "chat") if "validation" in ctx.inputs else []
         )
         model, tokenizer = load_base(ctx)
+        params = params.resolved(parameter_count(model))  # the learning rate, if unset
         train_rows = tokenized(tokenizer, train_records, params)
         if len(train_rows) == 0:
             raise InputError(

@@ -159,7 +159,7 @@ MistralStatus = Literal[
 
 class MistralHyperparameters(BaseModel):
     training_steps: int | None = None
-    learning_rate: float
+    learning_rate: float | None = None  # None: chosen from the model's size, not known yet
     weight_decay: float | None = None
     warmup_fraction: float | None = None
     epochs: float | None = None

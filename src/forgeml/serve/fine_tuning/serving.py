@@ -102,7 +102,7 @@ def load_view(
             run_metrics = dict(run.metrics or {}) if run is not None else {}
     return JobView(
         job=job,
-        params=_params(job),
+        params=_resolved(workspace, job, _params(job)),
         run_metrics=run_metrics,
         trained_tokens=_trained_tokens(workspace, job),
         events=_events(workspace, job) if events else [],
@@ -124,6 +124,29 @@ def _params(job: FineTuningJob) -> FinetuneParams:
         return training_params(job.method, job.spec.get("hyperparameters") or {})
     except InputError:  # queued by other means than the API: show the defaults
         return PARAMS_FOR_METHOD[job.method]()
+
+
+def _resolved(workspace: Workspace, job: FineTuningJob, params: FinetuneParams) -> FinetuneParams:
+    """The parameters with the learning rate the stage will choose for the base model's
+    size (its weight files' bytes over the bytes a weight takes)."""
+    if params.learning_rate is not None:
+        return params
+    try:
+        directory = (
+            workspace.root
+            / workspace.registry.resolve(
+                f"model/{job.spec['base_sha256']}", purpose="be fine-tuned"
+            ).path
+        )
+        config = json.loads((directory / "config.json").read_text())
+        width = 2 if str(config.get("torch_dtype") or config.get("dtype")) in BF16 else 4
+        size = sum(path.stat().st_size for path in directory.glob("*.safetensors"))
+        return params.resolved(size // width)
+    except (ForgeError, OSError, KeyError, ValueError):
+        return params
+
+
+BF16 = ("bfloat16", "float16")
 
 
 def _trained_tokens(workspace: Workspace, job: FineTuningJob) -> int | None:
@@ -199,11 +222,11 @@ def _checkpoint(view: JobView) -> p.CheckpointMetrics | None:
 
 
 def openai_hyperparameters(view: JobView) -> dict[str, Any]:
-    params, default = view.params, type(view.params).model_fields["learning_rate"].default
+    params = view.params
     epochs = int(params.epochs) if float(params.epochs).is_integer() else params.epochs
     shown: dict[str, Any] = {
         "batch_size": params.batch_size,
-        "learning_rate_multiplier": round(params.learning_rate / default, 6),
+        "learning_rate_multiplier": params.learning_rate_multiplier,
         "n_epochs": epochs,
     }
     if view.job.method == "dpo":

@@ -151,15 +151,10 @@ def training_params(method: str, hyperparameters: dict[str, Any]) -> FinetunePar
     for key, value in hyperparameters.items():
         if value in (None, "auto"):
             continue
-        if key == "learning_rate_multiplier":
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise InputError(
-                    f"must be a positive number, got {value!r}", field=f"hyperparameters.{key}"
-                )
-            if hyperparameters.get("learning_rate") in (None, "auto"):
-                values["learning_rate"] = value * fields["learning_rate"].default
-                api_name["learning_rate"] = key
-            continue
+        if key == "learning_rate_multiplier" and isinstance(value, bool):
+            raise InputError(
+                f"must be a positive number, got {value!r}", field=f"hyperparameters.{key}"
+            )
         target = HYPERPARAMETER_NAMES.get(key, key)
         if target in fields and target != "name":
             values[target], api_name[target] = value, key
