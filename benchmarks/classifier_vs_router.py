@@ -10,7 +10,8 @@ classifier is `train classify` on the same SFT tickets, their JSON answers as la
 
 - `templates`: the quickstart's held-out routing tickets (same templates as training,
   unseen ticket texts), and
-- `unseen`: hand-written tickets in phrasings no generator template has (UNSEEN below),
+- `unseen`: hand-written tickets in phrasings no generator template has
+  (forgeml.quickstart.unseen, also the quickstart's `eval-routing-unseen` suite),
 
 for accuracy (both labels right) and wall time per ticket, one at a time and in
 batches of 16, greedy, on this machine's CPU threads. The same process measures both,
@@ -33,30 +34,9 @@ from forgeml.core.workspace import Workspace
 from forgeml.eval.local import LocalChatModel
 from forgeml.eval.suite import ChatRequest
 from forgeml.models.classifier import Classifier, decide
+from forgeml.quickstart.unseen import UNSEEN_TICKETS
 
-# Written for this benchmark; no quickstart template phrases them this way.
-UNSEEN = [
-    ("The package never showed up at my door.", "shipping", "normal"),
-    ("Tracking has said 'in transit' for two weeks.", "shipping", "normal"),
-    ("Courier left my box in the rain, where is the rest of my delivery?", "shipping", "normal"),
-    ("I need the parcel by tomorrow morning or the event is ruined!", "shipping", "high"),
-    ("You took money from my account twice this month.", "billing", "normal"),
-    ("My receipt shows a price higher than the one on your site.", "billing", "normal"),
-    ("Stop charging my card immediately, I cancelled last year!", "billing", "high"),
-    ("Can I get VAT details added to last month's bill?", "billing", "normal"),
-    ("The blender arrived broken and I want to send it back.", "returns", "normal"),
-    ("How many days do I have to give back the jacket?", "returns", "normal"),
-    ("I sent the item back a month ago and still have no money, fix this now!", "returns", "high"),
-    ("Which address do I ship the unwanted shoes to?", "returns", "normal"),
-    ("I can't sign in any more, it says my email is unknown.", "account", "normal"),
-    ("Please change the phone number on my profile.", "account", "normal"),
-    ("Someone else is logged into my profile, lock it right away!", "account", "high"),
-    ("How do I close my customer account?", "account", "normal"),
-    ("The app crashes as soon as I open the settings screen.", "technical", "normal"),
-    ("Your website shows a blank page on checkout.", "technical", "normal"),
-    ("Our whole store's card terminal is down, we cannot sell anything!", "technical", "high"),
-    ("Bluetooth pairing fails with the speaker every time.", "technical", "normal"),
-]
+UNSEEN = UNSEEN_TICKETS  # hand-written, in phrasings no quickstart template has
 TRAIN = ["--max-steps", "300", "--batch-size", "16", "--lr", "1e-3", "--seq-len", "128"]
 
 

@@ -26,6 +26,7 @@ FINAL_MODEL = "quickstart-router"
 EVAL_STEPS = {"eval-base": "base", "eval-sft": "+ SFT", "eval-dpo": "+ DPO", "eval-final": "+ GRPO"}
 EVAL_COLUMNS = {
     "routing (JSON exact)": "eval-routing/json_match",
+    "unseen phrasing": "eval-routing-unseen/json_match",
     "valid JSON": "eval-routing/json_schema",
     "tool call": "eval-tools/tool_call",
     "bits/byte": "bits_per_byte",

@@ -14,6 +14,8 @@ Files written into `routing/` (OpenAI fine-tuning JSONL shapes, as a user would 
     prompts.jsonl        prompts with a reference answer, for GRPO
     eval-routing.jsonl   held-out tickets (task suite, scored by exact JSON match)
     eval-tools.jsonl     held-out tickets with the tool offered (scored as tool calls)
+    eval-routing-unseen.jsonl  hand-written tickets in phrasings no template has
+                         (unseen.py): does the model route, or recall templates?
     schema.json          the answer's JSON schema (GRPO's validity reward)
 
 Held-out tickets never appear verbatim in any training file.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from forgeml.core.atomic import write_text_if_changed
+from forgeml.quickstart.unseen import UNSEEN_TICKETS
 from forgeml.quickstart.vocabulary import CALM, CATEGORIES, PRODUCTS, URGENT
 
 SYSTEM_PROMPT = (
@@ -155,6 +158,16 @@ def write_routing_task(
                 "metric": "json_match",
             }
             for i, (text, label) in enumerate(evaluation)
+        ],
+        "eval-routing-unseen.jsonl": [
+            {
+                "id": f"unseen-{i:03d}",
+                "messages": _prompt(text),
+                "reference": {"category": category, "priority": priority},
+                "schema": SCHEMA,
+                "metric": "json_match",
+            }
+            for i, (text, category, priority) in enumerate(UNSEEN_TICKETS)
         ],
         "eval-tools.jsonl": [
             {
