@@ -168,3 +168,36 @@ def test_forgeml_batch_run_resumes_after_a_kill_without_asking_twice(tmp_path):
     workspace.close()
     # The second run asked exactly what the first had not answered.
     assert sum(when >= resumed_at for when in times) == 300 - len(before)
+
+
+def test_a_batch_goes_on_after_its_server_restarts(tmp_path):
+    from serving_fixtures import ServerThread, register_tiny_model
+
+    from forgeml.core.workspace import Workspace
+    from forgeml.serve import ServeSettings, create_app
+    from forgeml.serve.auth import create_key
+
+    workspace = Workspace.init(tmp_path / "ws")
+    register_tiny_model(workspace, MODEL)
+    _, key = create_key(workspace, "ops", "admin")
+    settings = ServeSettings(key_cache_seconds=0.0, job_workers=0, batch_concurrency=1)
+    with ServerThread(create_app(workspace, [MODEL], settings)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        upload = client.files.create(file=("r.jsonl", lines(150)), purpose="batch")
+        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")  # fmt: skip
+        while client.batches.retrieve(batch.id).request_counts.completed < 10:
+            time.sleep(0.1)
+    results = tmp_path / "ws" / "batches" / batch.id / "results.jsonl"
+    before = {
+        json.loads(x)["custom_id"]: json.loads(x)["id"] for x in results.read_text().splitlines()
+    }
+    assert 10 <= len(before) < 150
+    with ServerThread(create_app(workspace, [MODEL], settings)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        done = wait_for_end(client, batch.id)
+        output = client.files.content(done.output_file_id).text.splitlines()
+    workspace.close()
+    assert done.status == "completed" and done.request_counts.completed == 150
+    kept = {json.loads(x)["custom_id"]: json.loads(x)["id"] for x in output}
+    assert all(kept[custom_id] == rid for custom_id, rid in before.items())  # not asked again

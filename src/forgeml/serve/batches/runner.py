@@ -83,15 +83,21 @@ class BatchRunner:
         self.owner = worker_id()
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self.running: str | None = None  # the batch being run now
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        """Stop at once; a batch half done is given back, to go on from its results file
+        under the next runner (this server restarted, or another)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.running is not None:
+            await asyncio.to_thread(store.release, self.workspace, self.running, self.owner)
+            self.running = None
 
     def wake(self) -> None:
         """A batch was created: look now rather than at the next poll."""
@@ -114,6 +120,12 @@ class BatchRunner:
 
     async def run(self, batch: Any) -> str:
         """Run a claimed batch to its end; returns its final status."""
+        self.running = batch.id
+        status = await self._run(batch)
+        self.running = None
+        return status
+
+    async def _run(self, batch: Any) -> str:
         stored = await asyncio.to_thread(files.get_file, self.workspace, batch.input_file_id)
         default_model = (batch.details or {}).get("default_model")
         requests = await asyncio.to_thread(

@@ -123,6 +123,14 @@ def progress(workspace: Workspace, batch_id: str, owner: str, completed: int, fa
         return batch.cancel_requested
 
 
+def release(workspace: Workspace, batch_id: str, owner: str) -> None:
+    """Give a batch back (its server is stopping): the next runner takes it up at once."""
+    with workspace.registry.session() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is not None and batch.lease_owner == owner and batch.status in WORKING:
+            batch.lease_owner, batch.lease_expires_at = None, None
+
+
 def finalizing(workspace: Workspace, batch_id: str) -> None:
     with workspace.registry.session() as session:
         batch = session.get(Batch, batch_id)
