@@ -75,7 +75,7 @@ def test_session_cookie_is_httponly_strict_and_expires(console_url, console_worl
     # Time runs out (the store's own expiry, as after the idle limit).
     from forgeml.console.sessions import SessionStore
 
-    store = SessionStore(idle_seconds=-1.0)
+    store = SessionStore(console_world.workspace, idle_seconds=-1.0)
     assert store.get(store.create("digest").token) is None
     # An off-site `next` is ignored: no open redirect from the login form.
     other = httpx.Client(base_url=console_url).post(
@@ -253,3 +253,27 @@ def test_feedback_is_corrected_and_made_into_datasets_in_the_console(console_url
     sft = workspace.registry.resolve("reviewed-sft", kind="dataset")
     rows = [json.dumps(r) for r in iter_records(workspace.root / sft.path)]
     assert any(fixed in row for row in rows)  # the correction is what SFT trains on
+
+
+def test_a_session_outlives_a_restart_and_ends_everywhere_at_logout(console_world):
+    from forgeml.console.app import create_console_app
+    from forgeml.core.schema import ConsoleSession
+    from forgeml.serve.background import BackgroundServer
+    from forgeml.serve.settings import ServeSettings
+
+    settings = ServeSettings(key_cache_seconds=0.0)
+    with BackgroundServer(create_console_app(console_world.workspace, settings)) as first:
+        client = login(first, console_world.viewer_key)
+        cookie = client.cookies["forgeml_session"]
+    with console_world.workspace.registry.session() as db:  # only the token's hash is kept
+        assert db.get(ConsoleSession, hashlib.sha256(cookie.encode()).hexdigest()) is not None
+        assert not db.query(ConsoleSession).filter_by(token_hash=cookie).count()
+    with BackgroundServer(create_console_app(console_world.workspace, settings)) as second, \
+            BackgroundServer(create_console_app(console_world.workspace, settings)) as third:  # fmt: skip
+        again = httpx.Client(base_url=second, cookies={"forgeml_session": cookie})
+        assert again.get("/ui/models").status_code == 200  # the restart kept the session
+        elsewhere = httpx.Client(base_url=third, cookies={"forgeml_session": cookie})
+        assert elsewhere.get("/ui/models").status_code == 200  # a replica knows it too
+        again.post("/ui/logout", headers={"Origin": second})
+        gone = httpx.Client(base_url=second, cookies={"forgeml_session": cookie})
+        assert gone.get("/ui/models").status_code in (302, 303)

@@ -21,7 +21,7 @@ from forgeml.serve.auth import KeyChecker
 def mount_console(app: FastAPI, workspace: Workspace, keys: KeyChecker) -> ConsoleGate:
     """Add the /ui pages and static files; returns the gate for GuardMiddleware."""
     app.state.workspace = workspace
-    app.state.console_sessions = SessionStore()
+    app.state.console_sessions = SessionStore(workspace)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(router)
     return ConsoleGate(keys, app.state.console_sessions)

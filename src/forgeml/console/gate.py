@@ -12,6 +12,7 @@ page and the static files (vendored libraries and the stylesheet: nothing privat
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
@@ -60,7 +61,7 @@ class ConsoleGate:
         if path in OPEN_PATHS or path.startswith(STATIC_PREFIX):
             return None
         token = _cookie(headers)
-        session = self.sessions.get(token)
+        session = await asyncio.to_thread(self.sessions.get, token)
         if session is None:
             raise Refused(_to_login(scope, headers, "expired" if token else ""))
         try:
@@ -68,10 +69,10 @@ class ConsoleGate:
         except APIError as error:
             if error.status != 401:
                 raise
-            self.sessions.end(token)
+            await asyncio.to_thread(self.sessions.end, token)
             raise Refused(_to_login(scope, headers, "revoked")) from None
         if not caller.allows("viewer"):
-            self.sessions.end(token)
+            await asyncio.to_thread(self.sessions.end, token)
             raise Refused(_to_login(scope, headers, "scope"))
         scope.setdefault("state", {})["console_session"] = session
         return caller

@@ -286,6 +286,18 @@ class FineTuningJob(Base):
     run_ids: Mapped[list[Any]] = mapped_column(default=list)  # every run the job started
 
 
+class ConsoleSession(Base):
+    """A console login: the cookie's token is stored only as its sha256."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))  # the API key that logged in
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Batch(Base):
     """A batch of API requests run offline (OpenAI's /v1/batches, `forgeml batch run`)."""
 
