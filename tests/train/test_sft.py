@@ -251,3 +251,22 @@ def test_a_supervised_job_runs_train_sft(setup, tmp_path):
     model = workspace.registry.resolve(job.fine_tuned_model)
     record = json.loads((workspace.root / model.path / "training.json").read_text())
     assert model.kind == "model" and record["steps"] == 4  # 16 conversations, batch 4
+
+
+def test_replay_mixes_general_text_into_sft_by_its_share(setup, corpus_dir):
+    workspace, inputs = setup
+    dataset = run_stage(workspace, "data.ingest", {"paths": [str(corpus_dir)]}).outputs["dataset"]
+    mixture = run_stage(
+        workspace, "data.mix", {"validation_fraction": 0.2}, {"datasets": [dataset]}
+    ).outputs["mixture"]
+    params = {**TRAIN, "replay_fraction": 0.25}
+    result = run_stage(workspace, "train.sft", params, {**inputs, "replay": mixture})
+    record = json.loads((path_of(workspace, result.outputs["model"]) / "training.json").read_text())
+    replay = record["replay"]
+    assert replay["mixture"] == mixture.sha256 and replay["blocks"] >= 1
+    chat_tokens = record["data"]["trained_tokens"] - replay["tokens"]
+    # a quarter of the trained tokens, to within one block
+    assert abs(replay["tokens"] - chat_tokens / 3) <= replay["block_tokens"]
+    assert record["data"]["conversations"] == len(chat_lines())
+    with pytest.raises(InputError, match="replay_fraction needs a replay mixture"):
+        run_stage(workspace, "train.sft", params, inputs)

@@ -27,6 +27,7 @@ from forgeml.train.finetune_params import (
     FinetuneParams,
     PreferenceParams,
     RLParams,
+    SFTParams,
 )
 from forgeml.train.rewards import parse_reward_option
 
@@ -111,6 +112,12 @@ def sft(
     model: str = MODEL,
     data: str = DATA,
     validation: str | None = typer.Option(None, "--validation", help="Held-out chat dataset."),
+    replay: str | None = typer.Option(
+        None, "--replay", help="Mixture of general text to mix in (the base's pre-training)."
+    ),
+    replay_fraction: float | None = typer.Option(
+        None, "--replay-fraction", help=_help("replay_fraction", SFTParams)
+    ),
     lora: bool = LORA,
     merge: bool = MERGE,
     max_steps: int | None = MAX_STEPS,
@@ -145,11 +152,13 @@ def sft(
         precision=precision,
         name=name,
         collapse_check=None if collapse_check else False,
+        replay_fraction=replay_fraction,
     )
     if preview:
         _preview(ctx, model, data, index, params)
         return
-    result = _run(ctx, "train.sft", params, {"model": model, "dataset": data, "validation": validation}, lora, merge, seed)  # fmt: skip
+    inputs = {"model": model, "dataset": data, "validation": validation, "replay": replay}
+    result = _run(ctx, "train.sft", params, inputs, lora, merge, seed)
     if not options(ctx).json:
         console.print(_summary(result.metrics, "first_loss", "train_loss", "val_loss"))
 

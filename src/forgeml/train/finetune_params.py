@@ -143,7 +143,13 @@ class FinetuneParams(StageParams):
 
 
 class SFTParams(FinetuneParams):
-    pass
+    replay_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.9,
+        description="Share of the trained tokens that are general text from the `replay` "
+        "mixture (the base's pre-training text), so fine-tuning keeps what the base knew.",
+    )
 
 
 class PreferenceParams(FinetuneParams):

@@ -50,7 +50,7 @@ from forgeml.train.finetune_params import SFTLoraParams, SFTParams
 from forgeml.train.guards import check_not_collapsed
 from forgeml.train.runtime import deterministic
 
-INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
+INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?", "replay": "mixture?"}
 
 
 @stage("train.sft", params=SFTParams, inputs=INPUTS, outputs={"model": "model"})
@@ -97,6 +97,10 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
         if len(train_rows) < len(train_records):
             ctx.warn(f"{len(train_records) - len(train_rows)} conversations have nothing to train")
         eval_rows = tokenized(tokenizer, validation, params) if validation else None
+        conversations = len(train_rows)
+        replay = _replay(ctx, params, tokenizer, train_rows)
+        if replay is not None:
+            train_rows = Dataset.from_list([*train_rows.to_list(), *replay[0]])
         if params.lora:
             model = apply_lora(model, params, ctx.seed)
         # The rows are already tokenized and cut; no packing: one conversation's tokens
@@ -128,13 +132,14 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             "seed": ctx.seed,
             "data": {
                 "dataset": ctx.inputs["dataset"].sha256,
-                "conversations": len(train_rows),
+                "conversations": conversations,
                 "tokens": sum(len(row) for row in train_rows["input_ids"]),
                 "trained_tokens": trained_tokens,
                 "validation": ctx.inputs["validation"].sha256 if eval_rows is not None else None,
             },
             "determinism": determinism,
             "collapse_check": collapse,
+            "replay": replay[1] if replay else None,
         }
         if final_eval:
             history.evals.append({"step": history.steps, **eval_values(final_eval)})
@@ -150,6 +155,34 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
         ctx.set_metrics(**run_metrics(history, val_loss=final_eval.get("eval_loss")))
         ctx.name(artifact, params.name)
         return artifact
+
+
+def _replay(ctx: StageContext, params: SFTParams, tokenizer: Any, rows: Dataset):
+    """Replay rows and their record, or None (see replay.py)."""
+    if "replay" not in ctx.inputs:
+        if params.replay_fraction:
+            raise InputError(
+                "replay_fraction needs a replay mixture (inputs: {replay: MIXTURE})",
+                field="replay_fraction",
+            )
+        return None
+    if not params.replay_fraction:
+        ctx.warn("a replay mixture was given with replay_fraction 0: it is not used")
+        return None
+    from forgeml.train.replay import replay_rows
+
+    labels = rows["labels"]
+    trained = sum(sum(label != -100 for label in row) for row in labels)
+    rows_, record = replay_rows(
+        tokenizer,
+        ctx.input_path("replay"),
+        params.replay_fraction,
+        trained,
+        [len(row) for row in rows["input_ids"]],
+        ctx.seed,
+    )
+    record["mixture"] = ctx.inputs["replay"].sha256
+    return rows_, record
 
 
 def training_prompts(records: list[dict]) -> list[tuple[list[dict], str]]:
