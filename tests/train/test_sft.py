@@ -270,3 +270,22 @@ def test_replay_mixes_general_text_into_sft_by_its_share(setup, corpus_dir):
     assert record["data"]["conversations"] == len(chat_lines())
     with pytest.raises(InputError, match="replay_fraction needs a replay mixture"):
         run_stage(workspace, "train.sft", params, inputs)
+
+
+def test_early_stopping_outputs_the_best_validation_checkpoint(setup, tmp_path):
+    workspace, inputs = setup
+    conflicting = [  # the same questions, other answers: validation loss soon rises
+        {"messages": [line["messages"][0], {"role": "assistant", "content": "Nope."}]}
+        for line in chat_lines()[1:]
+    ]
+    validation = ingest(workspace, write_jsonl(tmp_path / "val.jsonl", conflicting))
+    params = {**TRAIN, "max_steps": 40, "eval_every": 2, "checkpoint_every": 4,
+              "early_stopping_patience": 2}  # fmt: skip
+    result = run_stage(workspace, "train.sft", params, {**inputs, "validation": validation})
+    record = json.loads((path_of(workspace, result.outputs["model"]) / "training.json").read_text())
+    losses = {e["step"]: e["eval_loss"] for e in record["evals"] if e["step"] < record["steps"]}
+    assert record["best_step"] == min(losses, key=losses.get)
+    assert record["steps"] < 40  # it stopped: two validations without improvement
+    assert record["steps"] - record["best_step"] == 2 * params["eval_every"]
+    with pytest.raises(InputError, match="early stopping needs a validation dataset"):
+        run_stage(workspace, "train.sft", {**TRAIN, "early_stopping_patience": 2}, inputs)

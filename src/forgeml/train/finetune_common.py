@@ -151,6 +151,23 @@ def trainer_args(
             f"{world} processes",
             field="batch_size",
         )
+    if params.early_stopping_patience is not None:
+        if not evaluate or not params.eval_every:
+            raise InputError(
+                "early stopping needs a validation dataset and eval_every",
+                field="early_stopping_patience",
+                hint="give --validation (inputs: {validation: ...}) and eval_every",
+            )
+        # transformers compares validation losses when it saves: a checkpoint at every
+        # validation, so the best one is among them (older ones rotate out, not the best).
+        save_every = params.eval_every
+        extra = {
+            "load_best_model_at_end": True,
+            "metric_for_best_model": "eval_loss",
+            "greater_is_better": False,
+            "save_steps": save_every,
+            **extra,
+        }
     return config_class(
         output_dir=str(ctx.checkpoint_dir),
         use_cpu=not cuda,
@@ -169,7 +186,7 @@ def trainer_args(
         max_grad_norm=params.max_grad_norm,
         logging_steps=1,  # every step's loss goes into the curve; the registry gets fewer
         save_strategy="steps",
-        save_steps=params.checkpoint_every,
+        **({} if "save_steps" in extra else {"save_steps": params.checkpoint_every}),
         save_total_limit=KEEP_CHECKPOINTS,
         eval_strategy="steps" if evaluate and params.eval_every else "no",
         eval_steps=params.eval_every if evaluate else None,
@@ -241,6 +258,7 @@ class History:
     logs: list[dict[str, Any]] = field(default_factory=list)  # every step's full log
     resumed_from: int | None = None
     seconds: float = 0.0
+    best_step: int | None = None  # early stopping: the checkpoint whose weights are output
 
     def final(self, key: str = "loss", last: int = 10) -> float | None:
         """Mean of `key` over the last `last` logged steps (one step is noisy)."""
@@ -289,6 +307,10 @@ def fit(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(callback)
     trainer.add_callback(guard)
+    if params.early_stopping_patience is not None:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(params.early_stopping_patience))
     _remove_incomplete(ctx.checkpoint_dir)
     resume = checkpoints(ctx.checkpoint_dir)[-1:] or [None]
     resumed_from = None
@@ -307,7 +329,9 @@ def fit(
         for log in trainer.state.log_history
         if any(key.startswith("eval_") for key in log)
     ]
+    best = trainer.state.best_model_checkpoint
     return History(
+        best_step=int(best.rsplit("-", 1)[-1]) if best else None,
         steps=trainer.state.global_step,
         losses=[float(log["loss"]) for log in logs],
         evals=evals,
@@ -381,6 +405,7 @@ def save_output(
         **record,
         "base_model": base.sha256,
         "steps": history.steps,
+        "best_step": history.best_step,
         "evals": history.evals,
         "loss_curve": curve(history.losses),
     }
@@ -417,6 +442,7 @@ def run_metrics(history: History, **extra: Any) -> dict[str, Any]:
         "seconds": round(history.seconds, 2),
         "seconds_per_step": round(history.seconds / computed, 3),
         "resumed_from_step": history.resumed_from,
+        "best_step": history.best_step,
         "train_loss": history.final(),
         "first_loss": history.losses[0] if history.losses else None,
         "torch_threads": torch.get_num_threads(),

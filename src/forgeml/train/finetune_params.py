@@ -112,6 +112,12 @@ class FinetuneParams(StageParams):
         default=None, ge=1, description="Validate every N steps (default: at the end only)."
     )
     checkpoint_every: int = Field(default=50, ge=1, description="Checkpoint every N steps.")
+    early_stopping_patience: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stop after this many validations without a lower validation loss, and "
+        "output the best checkpoint's weights (needs a validation dataset and eval_every).",
+    )
     log_every: int = Field(default=10, ge=1, description="Record metrics every N steps.")
     precision: Precision = Field(
         default="auto", description="auto (fp32 on CPU, bf16 on a GPU that has it), fp32 or bf16."
