@@ -53,6 +53,8 @@ SEQ_LEN = typer.Option(None, "--seq-len", help=_help("seq_len"))
 WARMUP = typer.Option(None, "--warmup-fraction", help=_help("warmup_fraction"))
 LORA_RANK = typer.Option(None, "--lora-rank", help=_help("lora_rank"))
 CHECKPOINT_EVERY = typer.Option(None, "--checkpoint-every", help=_help("checkpoint_every"))
+EVAL_EVERY = typer.Option(None, "--eval-every", help=_help("eval_every"))
+PATIENCE = typer.Option(None, "--early-stopping-patience", help=_help("early_stopping_patience"))
 PRECISION = typer.Option(None, "--precision", help=_help("precision"))
 NAME = typer.Option(None, "--name", help="Name the fine-tuned model or adapter.")
 SEED = typer.Option(0, "--seed", help="Seed: LoRA initialisation, data order, sampling.")
@@ -129,6 +131,8 @@ def sft(
     warmup_fraction: float | None = WARMUP,
     lora_rank: int | None = LORA_RANK,
     checkpoint_every: int | None = CHECKPOINT_EVERY,
+    eval_every: int | None = EVAL_EVERY,
+    early_stopping_patience: int | None = PATIENCE,
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
@@ -153,6 +157,8 @@ def sft(
         name=name,
         collapse_check=None if collapse_check else False,
         replay_fraction=replay_fraction,
+        eval_every=eval_every,
+        early_stopping_patience=early_stopping_patience,
     )
     if preview:
         _preview(ctx, model, data, index, params)
@@ -316,6 +322,8 @@ def classify(
     warmup_fraction: float | None = WARMUP,
     lora_rank: int | None = LORA_RANK,
     checkpoint_every: int | None = CHECKPOINT_EVERY,
+    eval_every: int | None = EVAL_EVERY,
+    early_stopping_patience: int | None = PATIENCE,
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
@@ -333,6 +341,8 @@ def classify(
         warmup_fraction=warmup_fraction,
         lora_rank=lora_rank,
         checkpoint_every=checkpoint_every,
+        eval_every=eval_every,
+        early_stopping_patience=early_stopping_patience,
         precision=precision,
         name=name,
     )
