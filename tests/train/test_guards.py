@@ -99,3 +99,36 @@ def test_the_learning_rate_is_chosen_from_the_model_size(workspace, base_dir, tm
     assert auto_learning_rate(7_000_000_000, "sft", lora=False) == 2e-5
     assert auto_learning_rate(7_000_000_000, "sft", lora=True) == 2e-4
     assert auto_learning_rate(7_000_000_000, "preference", lora=False) == 1e-7
+
+
+def test_replay_and_early_stopping_from_the_command_line(workspace, base_dir, tmp_path, corpus_dir):
+    import json
+
+    register_model(workspace, base_dir, name="healthy")
+    write_jsonl(tmp_path / "chat.jsonl", chat_lines())
+    conflicting = [{"messages": [line["messages"][0], {"role": "assistant", "content": "Nope."}]}
+                   for line in chat_lines()[1:]]  # fmt: skip
+    write_jsonl(tmp_path / "val.jsonl", conflicting)
+
+    def forgeml(*args: str) -> str:
+        command = [sys.executable, "-m", "forgeml", "--workspace", str(workspace.root), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    forgeml("data", "ingest", str(tmp_path / "chat.jsonl"), "--name", "chats")
+    forgeml("data", "ingest", str(tmp_path / "val.jsonl"), "--name", "held-out")
+    forgeml("data", "ingest", str(corpus_dir), "--name", "docs")
+    forgeml("data", "mix", "docs=1", "--name", "mix")
+    report = json.loads(forgeml(
+        "--json", "train", "sft", "--model", "healthy", "--data", "chats", "--replay", "mix",
+        "--replay-fraction", "0.25", "--validation", "held-out", "--eval-every", "2",
+        "--early-stopping-patience", "2", "--max-steps", "40", "--batch-size", "4",
+        "--seq-len", "128",
+    ))  # fmt: skip
+    directory = workspace.root / workspace.registry.resolve(report["outputs"]["model"]).path
+    record = json.loads((directory / "training.json").read_text())
+    assert record["replay"]["blocks"] >= 1
+    losses = {e["step"]: e["eval_loss"] for e in record["evals"][:-1]}  # [-1]: the final one
+    assert record["best_step"] == min(losses, key=losses.get)  # the output is the best one
+    assert report["metrics"]["best_step"] == record["best_step"]
