@@ -5,7 +5,7 @@ pre-training text mixed in, against the same step without.
     python benchmarks/replay.py --workspace /tmp/qs --fractions 0,0.25,0.5
 
 Each row: `train sft` on the quickstart's routing data with the quickstart's settings
-(200 steps, batch 16, lr 1e-3, warmup 5%, seq_len 256) from `quickstart-base`, with
+(200 steps unless --steps, batch 16, lr 1e-3, warmup 5%, seq_len 256) from `quickstart-base`, with
 `--replay <the quickstart mixture> --replay-fraction F`; then `eval run` on the routing
 suites and the mixture's held-out text. The base's own bits/byte is the first row.
 Goal (issue #18): bits/byte after SFT within +5% of the base, routing unchanged or better.
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SFT = ["--max-steps", "200", "--batch-size", "16", "--lr", "1e-3", "--warmup-fraction", "0.05",
+SFT = ["--batch-size", "16", "--lr", "1e-3", "--warmup-fraction", "0.05",
        "--seq-len", "256"]  # fmt: skip
 
 
@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--fractions", default="0,0.25,0.5")
+    parser.add_argument("--steps", type=int, default=200, help="SFT steps (the quickstart's)")
     args = parser.parse_args()
     root = args.workspace
     mixture = next(a["ref"] for a in forgeml(root, "artifacts", "list") if a["kind"] == "mixture")
@@ -54,15 +55,15 @@ def main() -> None:
     rows = [("base", evaluate(root, "quickstart-base", mixture))]
     for fraction in [float(f) for f in args.fractions.split(",")]:
         extra = ["--replay", mixture, "--replay-fraction", str(fraction)] if fraction else []
-        name = f"replay-{fraction:g}"
+        name = f"replay-{fraction:g}-{args.steps}"
         forgeml(root, "train", "sft", "--model", "quickstart-base", "--data", "routing-sft",
-                *SFT, *extra, "--name", name)  # fmt: skip
-        rows.append((f"SFT, replay {fraction:g}", evaluate(root, name, mixture)))
+                "--max-steps", str(args.steps), *SFT, *extra, "--name", name)  # fmt: skip
+        rows.append((f"{args.steps} steps, replay {fraction:g}", evaluate(root, name, mixture)))
     base_bpb = rows[0][1]["bits_per_byte"]
-    print(f"{'model':<18} {'bits/byte':>9} {'vs base':>8} {'routing':>8} {'unseen':>7}")
+    print(f"{'model':<24} {'bits/byte':>9} {'vs base':>8} {'routing':>8} {'unseen':>7}")
     for label, metrics in rows:
         bpb = metrics["bits_per_byte"]
-        print(f"{label:<18} {bpb:>9.3f} {bpb / base_bpb - 1:>+8.1%} "
+        print(f"{label:<24} {bpb:>9.3f} {bpb / base_bpb - 1:>+8.1%} "
               f"{metrics.get('eval-routing/json_match', 0):>8.2f} "
               f"{metrics.get('eval-routing-unseen/json_match', 0):>7.2f}")  # fmt: skip
 

@@ -13,7 +13,8 @@ from forgeml.cli.quickstart import EVAL_STEPS
 
 runner = CliRunner()
 # The recipe's full schedule takes minutes; the same recipe with a few steps each.
-SHORT = ["--pretrain-steps", "12", "--sft-steps", "12", "--dpo-steps", "2", "--grpo-steps", "2"]
+SHORT = ["--pretrain-steps", "12", "--sft-steps", "12", "--dpo-steps", "2", "--grpo-steps", "2",
+         "--no-collapse-check"]  # fmt: skip
 STAGES = [
     "data.ingest", "data.ingest", "data.assess", "data.clean", "data.mix", "tokenizer.train",
     "train.pretrain", "data.ingest", "train.sft", "data.ingest", "train.preference",

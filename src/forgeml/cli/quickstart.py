@@ -47,6 +47,11 @@ def quickstart(
     serve: bool = typer.Option(
         True, "--serve/--no-serve", help="Serve the final model and chat with it at the end."
     ),
+    collapse_check: bool = typer.Option(
+        True,
+        "--collapse-check/--no-collapse-check",
+        help="Fail SFT if the model only repeats a token (turn off for few-step smoke runs).",
+    ),
 ) -> None:
     """Run the whole lifecycle on shipped data: Python's docs and a generated help desk."""
     opts = options(ctx)
@@ -59,6 +64,7 @@ def quickstart(
         "sft_steps": sft_steps,
         "dpo_steps": dpo_steps,
         "grpo_steps": grpo_steps,
+        "collapse_check": None if collapse_check else False,
     }
     variables = {"data": str(data_dir), **{k: v for k, v in chosen.items() if v is not None}}
     loaded = load_recipe(recipe, variables=variables)
