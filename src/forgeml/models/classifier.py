@@ -174,10 +174,15 @@ class Classifier:
 
 def encode(tokenizer: Any, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
     """Right-padded ids and mask: the head reads the last token that is not padding."""
-    ids = [row[:max_tokens] for row in tokenizer(texts)["input_ids"]]
-    width = max(len(row) for row in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_right([row[:max_tokens] for row in tokenizer(texts)["input_ids"]], pad)
+
+
+def pad_right(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """Ids padded on the right to the longest row, and the attention mask (training and
+    inference pad alike, so the head reads the same token)."""
+    width = max(len(row) for row in rows)
     return {
-        "input_ids": torch.tensor([row + [pad] * (width - len(row)) for row in ids]),
-        "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+        "input_ids": torch.tensor([row + [pad] * (width - len(row)) for row in rows]),
+        "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows]),
     }

@@ -86,23 +86,17 @@ def load_directory(
     tokenizer_dir: Path | None = None,
     log_dir: Path | None = None,
 ) -> ServedModel:
-    """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick;
-    a classifier behind its own engine, whatever the settings (it does not generate)."""
+    """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
-    if gguf is None and is_classifier(path):
-        from forgeml.serve.engine.classifier import ClassifierEngine
-
-        engine: Engine = ClassifierEngine(Classifier.load(path), served_id, settings.max_waiting)
-    else:
-        engine = make_engine(
-            served_id,
-            path,
-            tokenizer,
-            settings,
-            gguf=gguf,
-            tokenizer_dir=tokenizer_dir,
-            log_dir=log_dir,
-        )
+    engine = make_engine(
+        served_id,
+        path,
+        tokenizer,
+        settings,
+        gguf=gguf,
+        tokenizer_dir=tokenizer_dir,
+        log_dir=log_dir,
+    )
     return ServedModel(
         id=served_id,
         artifact_id=artifact.id if artifact is not None else None,
@@ -123,7 +117,12 @@ def make_engine(
     tokenizer_dir: Path | None = None,
     log_dir: Path | None = None,
 ) -> Engine:
-    """The engine `settings.engine` names; by default llama.cpp for a GGUF, else transformers."""
+    """The engine `settings.engine` names; by default llama.cpp for a GGUF, else transformers.
+    A classifier gets its own engine whatever the settings: it does not generate."""
+    if gguf is None and is_classifier(path):
+        from forgeml.serve.engine.classifier import ClassifierEngine
+
+        return ClassifierEngine(Classifier.load(path), served_id, settings.max_waiting)
     kind = settings.engine or ("llama.cpp" if gguf is not None else "transformers")
     if kind == "llama.cpp":
         if gguf is None:

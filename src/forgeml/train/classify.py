@@ -25,7 +25,7 @@ from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
 from forgeml.core.stages import stage
 from forgeml.eval.classification import classifier_report
-from forgeml.models.classifier import Classifier, HeadLayout, decide
+from forgeml.models.classifier import Classifier, HeadLayout, decide, pad_right
 from forgeml.train.classify_data import (
     ClassifyRecord,
     check_labels_known,
@@ -165,14 +165,9 @@ class _Collator:
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
-        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
-        return {
-            "input_ids": torch.tensor(ids),
-            "attention_mask": torch.tensor(mask),
-            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.float32),
-        }
+        batch = pad_right([f["input_ids"] for f in features], self.pad_id)
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
+        return batch
 
 
 def _validate(
