@@ -251,6 +251,7 @@ ENVIRONMENT = [
     ["`FORGEML_DEBUG`", "Any value: print tracebacks of user errors (`--debug` sets it)."],
     ["`FORGEML_EVAL_API_KEY`", "API key for `forgeml eval endpoint` and the endpoints of `forgeml eval compare` (`--api-key` sets it). Stages name the variable (`api_key_env`), never the key."],
     ["`FORGEML_JUDGE_API_KEY`", "API key of the judge model (`--judge-api-key` sets it)."],
+    ["`FORGEML_TEACHER_API_KEY`", "API key of the teacher endpoint of `forgeml data synthesize --generator teacher`; the stage names the variable, never the key."],
     ["`FORGEML_LLAMA_CPP_SRC`", "A llama.cpp checkout (or unpacked llama-cpp-python sdist) holding `convert_hf_to_gguf.py`, for GGUF export."],
     ["`XDG_CACHE_HOME`", "Where the unpacked llama.cpp converter is looked for: `$XDG_CACHE_HOME/forgeml` (default `~/.cache/forgeml`)."],
     ["`VLLM_API_KEY`", "API key of the vLLM server named by `serving.vllm_url`."],

@@ -61,3 +61,12 @@ def write_text_if_changed(path: Path, text: str) -> bool:
         return False
     write_text_atomic(path, text)
     return True
+
+
+def append_durable(path: Path, text: str) -> None:
+    """Append and fsync: what returned is on disk. A crash mid-write can leave one cut
+    line at the end, which readers of such logs skip."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -230,7 +230,12 @@ def next_steps(report: dict[str, Any], report_ref: str) -> list[str]:
     if verdicts["fine_tuning"]["verdict"] != "ready":
         steps.append(
             "To fine-tune, add chat examples (10k-50k for a pilot) and check them with "
-            "`forgeml data validate FILE --format chat`."
+            "`forgeml data validate FILE --format chat`"
+            + (
+                f", or make them from these documents: `forgeml data synthesize {dataset}`."
+                if report["structure"].get("text")
+                else "."
+            )
         )
     steps.append(
         "Then mix the cleaned dataset and train a tokenizer: `forgeml data mix CLEANED` and "
