@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 
 from forgeml.cli.output import console, emit, options, table
+from forgeml.core.errors import InputError
 from forgeml.core.recipes import PlannedStep, execute, load_recipe, parse_variables, plan
 from forgeml.core.stages import get_stage, list_stages
+from forgeml.core.sweeps import Cell, parse_axis, parse_duration, run_sweep
 
 stages_app = typer.Typer(
     help="List the stages recipes can use, with their parameters.", no_args_is_help=True
@@ -28,9 +30,39 @@ def run_recipe(
     variables: list[str] = typer.Option(
         [], "--var", help="Set a recipe variable `${NAME}`: NAME=VALUE (repeatable)."
     ),
+    sweep: list[str] = typer.Option(
+        [],
+        "--sweep",
+        help="Run the recipe for each value: STEP.PARAM=V1,V2,... or VAR=V1,V2 (repeatable: "
+        "the grid of all combinations). Needs --select.",
+    ),
+    select: str | None = typer.Option(
+        None,
+        "--select",
+        help="STEP/METRIC naming the sweep's winner, e.g. eval-final/eval-routing/json_match.",
+    ),
+    minimize: bool = typer.Option(
+        False, "--minimize", help="The lowest --select metric wins (a loss); else the highest."
+    ),
+    max_runs: int = typer.Option(
+        16, "--max-runs", min=1, max=1024, help="Refuse a sweep of more cells than this."
+    ),
+    time_budget: str | None = typer.Option(
+        None,
+        "--time-budget",
+        help="Start no new sweep cell after this long, e.g. 90m or 2h (finished cells count).",
+    ),
 ) -> None:
     """Run a recipe's steps in order, reusing every step that already succeeded."""
     opts = options(ctx)
+    if sweep or select:
+        if not (sweep and select):
+            raise InputError("a sweep needs both --sweep and --select (STEP/METRIC)")
+        if dry_run:
+            raise InputError("--dry-run plans one recipe run; drop --sweep to use it")
+        run_recipe_sweep(ctx, recipe, overrides, variables, sweep, select, minimize, max_runs,
+                         time_budget)  # fmt: skip
+        return
     loaded = load_recipe(recipe, overrides, parse_variables(variables))
     workspace = opts.open(create=True)
     if dry_run:
@@ -70,6 +102,68 @@ def run_recipe(
         },
         lambda: console.print(f"{loaded.recipe.name}: {len(done)} steps in {total:.1f}s"),
     )
+
+
+def run_recipe_sweep(
+    ctx: typer.Context,
+    recipe: Path,
+    overrides: list[str],
+    variables: list[str],
+    sweep: list[str],
+    select: str,
+    minimize: bool,
+    max_runs: int,
+    time_budget: str | None,
+) -> None:
+    opts = options(ctx)
+    axes = [parse_axis(item) for item in sweep]
+    budget = parse_duration(time_budget) if time_budget else None
+
+    def on_cell(cell: Cell) -> None:
+        if opts.json:
+            return
+        values = ", ".join(f"{k}={v}" for k, v in cell.values.items())
+        score = f"{cell.metric:.4g}" if cell.metric is not None else "-"
+        detail = f"  {cell.error}" if cell.error else ""
+        console.print(
+            f"cell {cell.index}: {values:<40} {cell.status:<7} {score:>8} {cell.seconds:7.1f}s"
+            f"{detail}"
+        )
+
+    result = run_sweep(
+        lambda: opts.open(create=True), recipe, axes, select, overrides=overrides,
+        variables=parse_variables(variables), minimize=minimize, max_runs=max_runs,
+        time_budget=budget, quiet=opts.json, on_cell=on_cell,
+    )  # fmt: skip
+    winner = result.winner
+
+    def show() -> None:
+        targets = [axis.target for axis in axes]
+        table(
+            f"sweep of {recipe.name} by {select} ({'lowest' if minimize else 'highest'} wins)",
+            ["cell", *targets, "status", select, "seconds"],
+            [
+                [
+                    f"{cell.index}{' *' if cell is winner else ''}",
+                    *(str(cell.values[t]) for t in targets),
+                    cell.status,
+                    f"{cell.metric:.4g}" if cell.metric is not None else "-",
+                    f"{cell.seconds:.1f}",
+                ]
+                for cell in result.cells
+            ],
+        )
+        if winner:
+            values = " ".join(f"--set {k}={v}" if "." in k else f"--var {k}={v}"
+                              for k, v in winner.values.items())  # fmt: skip
+            console.print(f"winner: cell {winner.index} ({select} {winner.metric:.4g}): {values}")
+
+    emit(ctx, result.as_dict(), show)
+    if winner is None:
+        raise InputError(
+            "no cell of the sweep finished with the selected metric",
+            hint="the errors are in the table above (or in the JSON's cells)",
+        )
 
 
 def _step_dict(step: PlannedStep) -> dict:
