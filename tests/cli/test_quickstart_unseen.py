@@ -7,7 +7,7 @@ import json
 import re
 
 from forgeml.quickstart.routing import write_routing_task
-from forgeml.quickstart.unseen import UNSEEN_TICKETS
+from forgeml.quickstart.unseen import FRESH_TICKETS, UNSEEN_TICKETS
 
 
 def four_grams(text: str) -> set[tuple[str, ...]]:
@@ -21,12 +21,14 @@ def test_unseen_tickets_share_no_phrase_with_generated_ones(tmp_path):
     for name in ("sft.jsonl", "preferences.jsonl", "prompts.jsonl", "eval-routing.jsonl"):
         for line in (tmp_path / name).read_text().splitlines():
             generated |= four_grams(line)
-    shared = {text: four_grams(text) & generated for text, _, _ in UNSEEN_TICKETS}
+    hand_written = [*UNSEEN_TICKETS, *FRESH_TICKETS]
+    shared = {text: four_grams(text) & generated for text, _, _ in hand_written}
     assert not {text: runs for text, runs in shared.items() if runs}
     suite = [
         json.loads(x) for x in (tmp_path / "eval-routing-unseen.jsonl").read_text().splitlines()
     ]
-    assert len(suite) == len(UNSEEN_TICKETS) == 40
+    assert len(suite) == len(hand_written) == 80
+    assert len({text for text, _, _ in hand_written}) == 80
     assert {s["reference"]["category"] for s in suite} == {
         "billing", "shipping", "returns", "account", "technical"
     }  # fmt: skip

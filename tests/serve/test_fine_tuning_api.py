@@ -7,6 +7,8 @@ the tiny model runs end to end, then its model answers a chat completion.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -297,8 +299,36 @@ def test_a_running_job_pauses_after_a_checkpoint_and_resumes_from_it(server):
     with server.workspace.registry.session() as session:
         run = session.get(Run, queue.get_job(server.workspace, job.id).run_id)
         assert run.attempt == 2 and run.status == "succeeded"  # the same run, resumed
-    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert checkpoint.step_number == 800
+    # The run kept checkpoints at 750 and 800: the final model, and one made of step 750.
+    final, earlier = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert (final.step_number, earlier.step_number) == (800, 750)
+    assert final.fine_tuned_model_checkpoint == done.fine_tuned_model
+    assert earlier.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}-step-750"
+    assert earlier.metrics.train_loss > 0
+    FineTuningJobCheckpoint.model_validate(earlier.to_dict())
+    # Servable by that name, through the inference key...
+    chat = server.openai(server.inference_key).chat.completions.create(
+        model=earlier.fine_tuned_model_checkpoint,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=3,
+    )
+    assert chat.model == earlier.fine_tuned_model_checkpoint
+    # ...and promotable like any model, with its lineage back to the job's training file.
+    promoted = subprocess.run(
+        [sys.executable, "-m", "forgeml", "--workspace", str(server.workspace.root), "models",
+         "promote", earlier.fine_tuned_model_checkpoint, "--alias", "candidate", "--force",
+         "--reason", "less over-fitted"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert promoted.returncode == 0, promoted.stderr
+    resolved = server.workspace.registry.resolve(f"{earlier.fine_tuned_model_checkpoint}@candidate")
+    assert resolved.kind == "model"
+    lineage = subprocess.run(
+        [sys.executable, "-m", "forgeml", "--workspace", str(server.workspace.root), "--json",
+         "lineage", earlier.fine_tuned_model_checkpoint],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert f"{job.id}-training" in lineage.stdout and "train.from_checkpoint" in lineage.stdout
 
 
 def test_on_demand_models_load_once_and_the_least_recently_used_is_unloaded(server):

@@ -126,7 +126,10 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
         log.warning(
             "%s: hyperparameters not used by %s: %s", job.id, stage_name, ", ".join(ignored)
         )
-    run_stage(
+    if "max_steps" in params and "checkpoint_every" in get_stage(stage_name).params.model_fields:
+        # Three checkpoints over the run, so the last ones kept are worth serving.
+        params["checkpoint_every"] = max(1, -(-int(params["max_steps"]) // 3))
+    trained = run_stage(
         workspace,
         stage_name,
         params,
@@ -135,7 +138,36 @@ def run_job(workspace: Workspace, job: FineTuningJob) -> str:
         quiet=True,
         on_start=lambda run_id: queue.attach_run(workspace, job.id, run_id),
     )
+    checkpoint_models(workspace, job, trained.outputs["model"], seed)
     return model_name(job)
+
+
+def checkpoint_name(job: FineTuningJob, step: int) -> str:
+    return f"{model_name(job)}-step-{step}"
+
+
+def checkpoint_models(workspace: Workspace, job: FineTuningJob, model, seed: int) -> list[str]:
+    """Make a model of each checkpoint the run kept before its last step (OpenAI's job
+    checkpoints), named `<fine_tuned_model>-step-N`: servable and promotable by name."""
+    from forgeml.train.from_checkpoint import run_checkpoints, source_run
+
+    if model.kind != "model":
+        return []
+    run = source_run(workspace, model)
+    final = run.metrics.get("steps")
+    names = []
+    for step in sorted(run_checkpoints(workspace, run)):
+        if final is not None and step >= final:
+            continue
+        name = checkpoint_name(job, step)
+        try:
+            run_stage(workspace, "train.from_checkpoint", {"step": step, "name": name},
+                      {"model": model}, seed=seed, quiet=True)  # fmt: skip
+        except ForgeError as exc:  # the job's model stands; only this checkpoint is missing
+            log.warning("%s: checkpoint %d not made a model: %s", job.id, step, exc.message)
+            continue
+        names.append(name)
+    return names
 
 
 def work_once(workspace: Workspace, owner: str | None = None) -> FineTuningJob | None:

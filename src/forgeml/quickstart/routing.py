@@ -14,8 +14,8 @@ Files written into `routing/` (OpenAI fine-tuning JSONL shapes, as a user would 
     prompts.jsonl        prompts with a reference answer, for GRPO
     eval-routing.jsonl   held-out tickets (task suite, scored by exact JSON match)
     eval-tools.jsonl     held-out tickets with the tool offered (scored as tool calls)
-    eval-routing-unseen.jsonl  hand-written tickets in phrasings no template has
-                         (unseen.py): does the model route, or recall templates?
+    eval-routing-unseen.jsonl  80 hand-written tickets in phrasings the generator never
+                         writes (unseen.py): does the model route, or recall phrasings?
     schema.json          the answer's JSON schema (GRPO's validity reward)
 
 Held-out tickets never appear verbatim in any training file.
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from forgeml.core.atomic import write_text_if_changed
-from forgeml.quickstart.unseen import UNSEEN_TICKETS
-from forgeml.quickstart.vocabulary import CALM, CATEGORIES, PRODUCTS, URGENT
+from forgeml.quickstart.phrasing import ticket
+from forgeml.quickstart.unseen import FRESH_TICKETS, UNSEEN_TICKETS
+from forgeml.quickstart.vocabulary import CATEGORIES
 
 SYSTEM_PROMPT = (
     "You route customer support tickets. Answer with JSON only: "
@@ -66,16 +67,7 @@ GIST = {
 
 
 def _ticket_text(rng: random.Random) -> tuple[str, dict[str, str]]:
-    category = rng.choice(LABELS)
-    urgent = rng.random() < 0.4
-    body = rng.choice(CATEGORIES[category]).format(
-        product=rng.choice(PRODUCTS),
-        order=f"ORD-{rng.randint(10000, 99999)}",
-        code=rng.randint(100, 999),
-    )
-    closing = rng.choice(URGENT if urgent else CALM)
-    text = f"{body[0].upper()}{body[1:]}. {closing}"
-    return text, {"category": category, "priority": "high" if urgent else "normal"}
+    return ticket(rng)
 
 
 def _tickets(count: int, rng: random.Random, exclude: set[str]) -> Iterator[tuple[str, dict]]:
@@ -168,6 +160,16 @@ def write_routing_task(
                 "metric": "json_match",
             }
             for i, (text, category, priority) in enumerate(UNSEEN_TICKETS)
+        ]
+        + [
+            {
+                "id": f"fresh-{i:03d}",
+                "messages": _prompt(text),
+                "reference": {"category": category, "priority": priority},
+                "schema": SCHEMA,
+                "metric": "json_match",
+            }
+            for i, (text, category, priority) in enumerate(FRESH_TICKETS)
         ],
         "eval-tools.jsonl": [
             {

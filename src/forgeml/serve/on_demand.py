@@ -7,12 +7,15 @@ Loading a model costs memory and may unload another, so it is an admin's decisio
   versions and aliases; a reference such as `support-bot:3` or `model/3fa2b1c0` only
   that artifact);
 - any key may name the model of a fine-tuning job that succeeded (an admin created the
-  job, so the model answers as soon as it is made, as the README promises).
+  job, so the model answers as soon as it is made, as the README promises), or one of
+  its checkpoint models (`<model>-step-N`, jobs/worker.py).
 
 Anything else is answered as an unknown model (404), so a key cannot probe the registry.
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlalchemy import select
 
@@ -20,6 +23,8 @@ from forgeml.core.errors import ForgeError
 from forgeml.core.schema import Artifact, FineTuningJob, Version
 from forgeml.core.workspace import Workspace
 from forgeml.serve.auth import Caller
+
+_CHECKPOINT_MODEL = re.compile(r"(.+)-step-\d+")
 
 
 def may_load(
@@ -34,8 +39,10 @@ def may_load(
         if names & set(allowed):
             return True
         if names:
+            job_models = names | {match.group(1) for name in names
+                                  if (match := _CHECKPOINT_MODEL.fullmatch(name))}  # fmt: skip
             made_by_job = select(FineTuningJob.id).where(
-                FineTuningJob.status == "succeeded", FineTuningJob.fine_tuned_model.in_(names)
+                FineTuningJob.status == "succeeded", FineTuningJob.fine_tuned_model.in_(job_models)
             )
             if session.scalars(made_by_job.limit(1)).first() is not None:
                 return True

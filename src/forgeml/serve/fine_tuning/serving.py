@@ -90,6 +90,8 @@ class JobView:
     trained_tokens: int | None
     events: list[Event]  # oldest first
     estimate: dict[str, Any] | None = None  # a created job's plan (Mistral's `metadata`)
+    # Models made of the run's earlier kept checkpoints: (name, checkpoint.json), by step.
+    earlier_checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def load_view(
@@ -107,7 +109,28 @@ def load_view(
         trained_tokens=_trained_tokens(workspace, job),
         events=_events(workspace, job) if events else [],
         estimate=_estimate(workspace, job, hardware) if job.status == "created" else None,
+        earlier_checkpoints=_earlier_checkpoints(workspace, job),
     )
+
+
+def _earlier_checkpoints(
+    workspace: Workspace, job: FineTuningJob
+) -> list[tuple[str, dict[str, Any]]]:
+    """The `<fine_tuned_model>-step-N` models the worker made (jobs/worker.py)."""
+    if job.status != "succeeded" or not job.fine_tuned_model:
+        return []
+    prefix = f"{job.fine_tuned_model}-step-"
+    found = []
+    for row in workspace.registry.list_versions(kind="model"):
+        if not row["name"].startswith(prefix) or not row["name"][len(prefix) :].isdigit():
+            continue
+        try:
+            model = workspace.registry.resolve(f"{row['name']}:{row['version']}", kind="model")
+            record = json.loads((workspace.root / model.path / "checkpoint.json").read_text())
+        except (ForgeError, OSError, ValueError):
+            continue
+        found.append((row["name"], record))
+    return sorted(found, key=lambda item: item[1].get("step") or 0)
 
 
 def _estimate(workspace: Workspace, job: FineTuningJob, hardware: str) -> dict[str, Any] | None:
@@ -283,19 +306,40 @@ def openai_events(view: JobView, after: str | None, limit: int) -> p.OpenAIEvent
 
 
 def openai_checkpoints(view: JobView) -> p.OpenAICheckpointList:
+    """The final model and the models made of earlier kept checkpoints, newest first
+    (as OpenAI lists them); each `fine_tuned_model_checkpoint` is a servable model name."""
     metrics = _checkpoint(view)
     if metrics is None:
         return p.OpenAICheckpointList(data=[])
     job = view.job
-    checkpoint = p.OpenAICheckpoint(
-        id="ftckpt-" + job.id.removeprefix("ftjob-"),
-        created_at=unix_time(job.finished_at or job.created_at),
+    created = unix_time(job.finished_at or job.created_at)
+    short = job.id.removeprefix("ftjob-")
+    found = [
+        p.OpenAICheckpoint(
+            id=f"ftckpt-{short}-step-{record.get('step')}",
+            created_at=created,
+            fine_tuned_model_checkpoint=name,
+            fine_tuning_job_id=job.id,
+            metrics=p.CheckpointMetrics(
+                step=record.get("step"),
+                train_loss=record.get("train_loss"),
+                valid_loss=record.get("valid_loss"),
+                full_valid_loss=record.get("valid_loss"),
+            ),
+            step_number=int(record.get("step") or 0),
+        )
+        for name, record in view.earlier_checkpoints
+    ]
+    final = p.OpenAICheckpoint(
+        id="ftckpt-" + short,
+        created_at=created,
         fine_tuned_model_checkpoint=job.fine_tuned_model,
         fine_tuning_job_id=job.id,
         metrics=metrics,
         step_number=int(metrics.step or 0),
     )
-    return p.OpenAICheckpointList(data=[checkpoint], first_id=checkpoint.id, last_id=checkpoint.id)
+    data = [final, *reversed(found)]
+    return p.OpenAICheckpointList(data=data, first_id=data[0].id, last_id=data[-1].id)
 
 
 # --- Mistral -------------------------------------------------------------------------------
@@ -304,7 +348,6 @@ def openai_checkpoints(view: JobView) -> p.OpenAICheckpointList:
 def mistral_job(view: JobView, details: bool = True) -> p.MistralJob:
     job, spec, params = view.job, view.job.spec, view.params
     times = [job.created_at, job.started_at, job.finished_at]
-    checkpoint = _checkpoint(view)
     return p.MistralJob(
         id=job.id,
         job_type="classifier" if job.method == "classifier" else "completion",
@@ -339,17 +382,14 @@ def mistral_job(view: JobView, details: bool = True) -> p.MistralJob:
         ]
         if details
         else None,
-        checkpoints=(
-            [
-                p.MistralCheckpoint(
-                    metrics=checkpoint,
-                    step_number=int(checkpoint.step or 0),
-                    created_at=unix_time(job.finished_at or job.created_at),
-                )
-            ]
-            if checkpoint
-            else []
-        )
+        checkpoints=[
+            p.MistralCheckpoint(
+                metrics=item.metrics,
+                step_number=item.step_number,
+                created_at=item.created_at,
+            )
+            for item in openai_checkpoints(view).data
+        ]
         if details
         else None,
     )
