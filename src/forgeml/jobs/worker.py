@@ -153,7 +153,10 @@ def checkpoint_models(workspace: Workspace, job: FineTuningJob, model, seed: int
 
     if model.kind != "model":
         return []
-    run = source_run(workspace, model)
+    try:
+        run = source_run(workspace, model)
+    except ForgeError:  # a stage that keeps no checkpoints (a plug-in's own trainer)
+        return []
     final = run.metrics.get("steps")
     names = []
     for step in sorted(run_checkpoints(workspace, run)):
