@@ -205,3 +205,69 @@ def test_a_backlog_is_classified_with_forgeml_batch_run(trained, tmp_path):
         for scores in answer["response"]["body"]["results"]
     ]
     assert top == ["shipping", "account", "billing"]
+    moderations = write_jsonl(tmp_path / "moderate.jsonl", [
+        {"custom_id": "m", "method": "POST", "url": "/v1/moderations",
+         "body": {"input": "the invoice is wrong"}},
+    ])  # fmt: skip
+    forgeml(
+        trained / "ws", "batch", "run", "router", str(moderations), "--endpoint", "/v1/moderations"
+    )
+    (answer,) = [
+        json.loads(x) for x in (tmp_path / "moderate.results.jsonl").read_text().splitlines()
+    ]
+    assert answer["response"]["body"]["results"][0]["categories"]["category/billing"] is True
+
+
+def test_the_server_moderates_for_the_openai_and_mistral_clients(trained):
+    """/v1/moderations: each label a category (`set/label` with several sets), flagged when
+    a decided label is not a negative class; the openai and mistralai clients read it."""
+    from mistralai.client import Mistral
+    from openai import OpenAI
+
+    from forgeml.serve import ServeSettings, create_app
+    from forgeml.serve.auth import create_key
+    from forgeml.serve.background import BackgroundServer
+
+    workspace = Workspace.open(trained / "ws")
+    _, key = create_key(workspace, "tests", "inference")
+    app = create_app(workspace, ["router", "base"], ServeSettings(key_cache_seconds=0.0))
+    with BackgroundServer(app) as url:
+        openai = OpenAI(api_key=key, base_url=f"{url}/v1", max_retries=0)
+        answer = openai.moderations.create(
+            model="router", input=["the courier lost my parcel now", "reset my password"]
+        )
+        first, second = answer.results
+        assert answer.id.startswith("modr") and answer.model == "router"
+        scores = first.model_dump()["category_scores"]
+        assert {"category/shipping", "flags/urgent", "flags/polite"} <= set(scores)
+        categories = first.model_dump()["categories"]
+        assert categories["category/shipping"] and not categories["category/billing"]
+        assert categories["flags/urgent"] and not second.model_dump()["categories"]["flags/urgent"]
+        assert first.flagged  # a routing classifier has no negative class: a label flags
+        parts = openai.moderations.create(model="router", input=[{"type": "text", "text": "hi"}])
+        assert len(parts.results) == 1
+        with Mistral(api_key=key, server_url=url) as mistral:
+            moderated = mistral.classifiers.moderate(
+                model="router", inputs=["the invoice is wrong"]
+            )
+        assert moderated.results[0].categories["category/billing"] is True
+        headers = {"Authorization": f"Bearer {key}"}
+        not_classifier = httpx.post(f"{url}/v1/moderations", headers=headers,
+                                    json={"model": "base", "input": "hi"})  # fmt: skip
+        assert not_classifier.status_code == 400
+        assert "not a classifier" in not_classifier.json()["error"]["message"]
+        image = httpx.post(f"{url}/v1/moderations", headers=headers, json={
+            "model": "router", "input": [{"type": "image_url", "image_url": {"url": "x"}}]})  # fmt: skip
+        assert image.status_code in (400, 422) and "Traceback" not in image.text
+    workspace.close()
+
+
+def test_a_negative_class_does_not_flag():
+    from forgeml.models.classifier import HeadLayout, LabelSet
+    from forgeml.serve.moderations.serving import moderation_result
+
+    layout = HeadLayout((LabelSet("safety", ("abuse", "ok"), multi_label=False),))
+    safe = moderation_result({"safety": {"ok": 0.9, "abuse": 0.1}}, layout)
+    abusive = moderation_result({"safety": {"ok": 0.2, "abuse": 0.8}}, layout)
+    assert not safe.flagged and safe.categories == {"ok": True, "abuse": False}
+    assert abusive.flagged and abusive.category_scores["abuse"] == 0.8

@@ -59,6 +59,7 @@ from forgeml.serve.job_workers import JobWorkers
 from forgeml.serve.limits import KeyLimits
 from forgeml.serve.metrics import CONTENT_TYPE, RequestMetricsMiddleware, ServerMetrics
 from forgeml.serve.model_list.router import router as models_router
+from forgeml.serve.moderations.router import router as moderations_router
 from forgeml.serve.recent_completions import RecentCompletions
 from forgeml.serve.request_log import RegistryRequestLog, RequestLog
 from forgeml.serve.served_models import ModelPool, ServedModel, load_served_models
@@ -144,6 +145,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(classifications_router)
+    app.include_router(moderations_router)
     app.include_router(batches_router)
     app.include_router(models_router)
     app.include_router(feedback_router)

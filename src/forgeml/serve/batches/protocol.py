@@ -24,6 +24,7 @@ ENDPOINTS = (
     "/v1/completions",
     "/v1/classifications",
     "/v1/chat/classifications",
+    "/v1/moderations",
 )
 STATUSES = (
     "validating",

@@ -10,12 +10,13 @@ Inputs are not kept unless `serving.log_prompts` is on.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 
 from forgeml.core.errors import InputError
-from forgeml.models.classifier import decide
+from forgeml.models.classifier import HeadLayout, decide
 from forgeml.serve.accounting import Accounting
 from forgeml.serve.chat.prompt import refuse_control_tokens, request_message
 from forgeml.serve.classifications.protocol import (
@@ -35,15 +36,29 @@ from forgeml.serve.streaming import completion_id
 from forgeml.train.classify_data import classification_input
 
 
+@dataclass
+class Classified:
+    """One request's scores: per input, per label set, per label."""
+
+    id: str
+    model: str  # the name the request was answered as
+    scores: list[dict[str, dict[str, float]]]
+    layout: HeadLayout
+    tokens: int
+
+
 class ClassificationService:
     def __init__(self, app_state: Any) -> None:
         self.state = app_state
 
     async def texts(self, body: ClassificationRequest, request: Request) -> ClassificationResponse:
         inputs = [body.input] if isinstance(body.input, str) else body.input
+        return _response(await self.classify_texts(body.model, inputs, request))
+
+    async def classify_texts(self, model: str, inputs: list[str], request: Request) -> Classified:
         for index, text in enumerate(inputs):
             _check_length(text, f"input[{index}]")
-        return await self._classify(body.model, inputs, "\n".join(inputs), request)
+        return await self._classify(model, inputs, "\n".join(inputs), request)
 
     async def chats(
         self, body: ChatClassificationRequest, request: Request
@@ -51,11 +66,11 @@ class ClassificationService:
         conversations = body.input if isinstance(body.input, list) else [body.input]
         texts = [_rendered(c, f"input[{i}]") for i, c in enumerate(conversations)]
         users = [m.content for c in conversations for m in c.messages if isinstance(m.content, str)]
-        return await self._classify(body.model, texts, "\n".join(users), request)
+        return _response(await self._classify(body.model, texts, "\n".join(users), request))
 
     async def _classify(
         self, model: str, texts: list[str], user_text: str, request: Request
-    ) -> ClassificationResponse:
+    ) -> Classified:
         started = time.perf_counter()
         if not texts or len(texts) > MAX_INPUTS:
             raise InputError(f"give 1 to {MAX_INPUTS} inputs; got {len(texts)}", field="input")
@@ -87,15 +102,20 @@ class ClassificationService:
             for name, value in labels.items()
         }
         accounting.close(200, None, 0, ["classified"], outputs=None)
-        return ClassificationResponse(
-            id=cid,
-            model=request.state.route.answered_as,
-            results=[
-                {name: TargetResult(scores=values) for name, values in row.items()}
-                for row in scores
-            ],
-            usage=ClassificationUsage(prompt_tokens=tokens, total_tokens=tokens),
-        )
+        answered_as = request.state.route.answered_as
+        return Classified(cid, answered_as, scores, engine.classifier.layout, tokens)
+
+
+def _response(classified: Classified) -> ClassificationResponse:
+    return ClassificationResponse(
+        id=classified.id,
+        model=classified.model,
+        results=[
+            {name: TargetResult(scores=values) for name, values in row.items()}
+            for row in classified.scores
+        ],
+        usage=ClassificationUsage(prompt_tokens=classified.tokens, total_tokens=classified.tokens),
+    )
 
 
 def _check_length(text: str, field: str) -> None:
