@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import openai
@@ -136,6 +137,14 @@ def test_a_bad_job_is_refused_before_it_is_queued(server):
     with pytest.raises(openai.NotFoundError) as no_model:
         client.fine_tuning.jobs.create(model="no-such-model", training_file=file_id)
     assert no_model.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad_tracker:
+        client.fine_tuning.jobs.create(model=MODEL_NAME, training_file=file_id,
+                                       integrations=[{"type": "neptune"}])  # fmt: skip
+    assert bad_tracker.value.body["param"] == "integrations.0.type"
+    with pytest.raises(openai.BadRequestError) as no_project:
+        client.fine_tuning.jobs.create(model=MODEL_NAME, training_file=file_id,
+                                       integrations=[{"type": "wandb", "wandb": {"dir": "/etc"}}])  # fmt: skip
+    assert "unknown field(s) dir" in no_project.value.body["message"]
     assert client.fine_tuning.jobs.list().data == []
 
 
@@ -203,8 +212,13 @@ def test_supervised_job_trains_a_model_that_answers_at_once(server):
         method={"type": "supervised", "supervised": {"hyperparameters": TINY}},
         suffix="helpdesk",
         seed=7,
+        integrations=[
+            {"type": "wandb", "wandb": {"project": "helpdesk", "tags": ["nightly"]}},
+            {"type": "mlflow", "mlflow": {"experiment": "helpdesk"}},  # forgeml's addition
+        ],
     )
     assert job.status == "queued" and job.model == MODEL_NAME and job.seed == 7
+    assert job.integrations[0].wandb.project == "helpdesk"
     assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 2
     assert job.method.type == "supervised"
 
@@ -232,6 +246,7 @@ def test_supervised_job_trains_a_model_that_answers_at_once(server):
     resolved = json.loads((model_dir / "training.json").read_text())["params"]
     assert resolved["learning_rate"] == pytest.approx(2e-3)  # 2 x what a tiny model gets
     assert client.fine_tuning.jobs.retrieve(waiting.id).status == "cancelled"
+    _assert_tracked(server.workspace.root / "tracking", job.id)
 
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
     assert events[0].message == "The job has successfully completed"  # newest first
@@ -255,6 +270,36 @@ def test_supervised_job_trains_a_model_that_answers_at_once(server):
     assert [j.id for j in client.fine_tuning.jobs.list(limit=1).data] == [waiting.id]
 
 
+def _assert_tracked(tracking: Path, job_id: str) -> None:
+    """The job's training metrics reached its offline W&B run and its MLflow run, both
+    named after the job."""
+    from mlflow import MlflowClient
+
+    import wandb_log
+
+    (log,) = tracking.glob("wandb/offline-run-*/*.wandb")
+    run = wandb_log.run(log)
+    assert run.display_name == job_id and run.project == "helpdesk"
+    assert list(run.tags) == ["nightly", f"forgeml/{job_id}", "forgeml/train.sft"]
+    assert any("loss" in row for row in wandb_log.history(log))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tracking / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("helpdesk")
+    (tracked,) = client.search_runs([experiment.experiment_id])
+    assert tracked.info.run_name == job_id and f"forgeml/{job_id}" in tracked.data.tags
+    assert client.get_metric_history(tracked.info.run_id, "loss")
+
+
+def _assert_one_tracker_run_across_the_pause(tracking: Path) -> None:
+    """The resumed run went on logging to the MLflow run it started, not a new one."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tracking / 'mlflow.db'}")
+    (tracked,) = client.search_runs([client.get_experiment_by_name("paused").experiment_id])
+    steps = [m.step for m in client.get_metric_history(tracked.info.run_id, "loss")]
+    assert tracked.info.status == "FINISHED" and steps[-1] == 800
+    assert len(steps) >= 40 and steps == sorted(set(steps))  # each step once, none repeated
+
+
 def test_a_running_job_pauses_after_a_checkpoint_and_resumes_from_it(server):
     client = server.openai()
     file_id = client.files.create(file=("train.jsonl", TRAINING), purpose="fine-tune").id
@@ -266,6 +311,7 @@ def test_a_running_job_pauses_after_a_checkpoint_and_resumes_from_it(server):
         training_file=file_id,
         method={"type": "supervised", "supervised": {"hyperparameters": many_steps}},
         seed=11,
+        integrations=[{"type": "mlflow", "mlflow": {"experiment": "paused"}}],
     )
 
     def training():
@@ -299,6 +345,7 @@ def test_a_running_job_pauses_after_a_checkpoint_and_resumes_from_it(server):
     with server.workspace.registry.session() as session:
         run = session.get(Run, queue.get_job(server.workspace, job.id).run_id)
         assert run.attempt == 2 and run.status == "succeeded"  # the same run, resumed
+    _assert_one_tracker_run_across_the_pause(server.workspace.root / "tracking")
     # The run kept checkpoints at 750 and 800: the final model, and one made of step 750.
     final, earlier = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert (final.step_number, earlier.step_number) == (800, 750)

@@ -29,6 +29,7 @@ from forgeml.train.finetune_params import (
     RLParams,
     SFTParams,
 )
+from forgeml.train.integrations import parse_report_to
 from forgeml.train.rewards import parse_reward_option
 
 
@@ -58,6 +59,13 @@ PATIENCE = typer.Option(None, "--early-stopping-patience", help=_help("early_sto
 PRECISION = typer.Option(None, "--precision", help=_help("precision"))
 NAME = typer.Option(None, "--name", help="Name the fine-tuned model or adapter.")
 SEED = typer.Option(0, "--seed", help="Seed: LoRA initialisation, data order, sampling.")
+REPORT_TO = typer.Option(
+    [],
+    "--report-to",
+    metavar="TRACKER",
+    help="Send the training metrics to wandb:PROJECT (offline) or mlflow[:EXPERIMENT] "
+    "(a local store), under tracking/ in the workspace; repeatable.",
+)
 COLLAPSE_CHECK = typer.Option(
     True,
     "--collapse-check/--no-collapse-check",
@@ -65,8 +73,10 @@ COLLAPSE_CHECK = typer.Option(
 )
 
 
-def _common(**given: Any) -> dict[str, Any]:
+def _common(report_to: list[str], **given: Any) -> dict[str, Any]:
     """The options given on the command line as stage parameters (None: the default)."""
+    if report_to:
+        given["integrations"] = parse_report_to(report_to)
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -136,6 +146,7 @@ def sft(
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
+    report_to: list[str] = REPORT_TO,
     collapse_check: bool = COLLAPSE_CHECK,
     preview: bool = typer.Option(
         False, "--preview", help="Show one example's trained (bold) and masked (dim) text."
@@ -144,6 +155,7 @@ def sft(
 ) -> None:
     """Supervised fine-tuning on chat data: the loss covers the assistant turns only."""
     params = _common(
+        report_to,
         max_steps=max_steps,
         epochs=epochs,
         batch_size=batch_size,
@@ -220,9 +232,11 @@ def preference(
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
+    report_to: list[str] = REPORT_TO,
 ) -> None:
     """Preference tuning (DPO, ORPO or KTO) on chosen / rejected pairs."""
     params = _common(
+        report_to,
         algorithm=algorithm,
         beta=beta,
         max_steps=max_steps,
@@ -276,9 +290,11 @@ def rl(
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
+    report_to: list[str] = REPORT_TO,
 ) -> None:
     """Reinforcement learning (GRPO) on prompts, scored by reward functions."""
     params = _common(
+        report_to,
         rewards=[parse_reward_option(text) for text in reward] or None,
         num_generations=num_generations,
         max_completion_length=max_completion_length,
@@ -327,10 +343,12 @@ def classify(
     precision: str | None = PRECISION,
     name: str | None = NAME,
     seed: int = SEED,
+    report_to: list[str] = REPORT_TO,
 ) -> None:
     """Train a classifier: a head over the model, on Mistral's classifier format
     ({"text" or "messages", "labels": {"set": "label" or [labels]}})."""
     params = _common(
+        report_to,
         lora=lora or None,
         max_steps=max_steps,
         epochs=epochs,

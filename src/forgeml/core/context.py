@@ -43,6 +43,7 @@ class StageContext:
     ) -> None:
         self.workspace = workspace
         self.run_id = run.id
+        self.stage_name = run.stage
         self.key = run.key
         self.seed = run.seed
         self.attempt = run.attempt

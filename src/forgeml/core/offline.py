@@ -20,6 +20,7 @@ OFFLINE_ENV = {
     "WANDB_MODE": "disabled",
     "WANDB_DISABLED": "true",
     "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     "TOKENIZERS_PARALLELISM": "false",
     "GRADIO_ANALYTICS_ENABLED": "False",
     "SCARF_NO_ANALYTICS": "true",

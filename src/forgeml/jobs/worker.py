@@ -19,7 +19,7 @@ from forgeml.core.errors import ForgeError, RunCancelled
 from forgeml.core.runs import run_stage
 from forgeml.core.schema import FineTuningJob, StoredFile
 from forgeml.core.stages import get_stage
-from forgeml.jobs import policy, queue
+from forgeml.jobs import integrations, policy, queue
 from forgeml.jobs.lease import LeaseKeeper
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], l
             ignored.append(key)
     if "name" in fields:
         params["name"] = model_name(job)
+    if job.spec.get("integrations") and "integrations" in fields:
+        params["integrations"] = integrations.stage_integrations(job.spec["integrations"], job.id)
     return params, ignored
 
 

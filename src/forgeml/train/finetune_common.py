@@ -49,6 +49,7 @@ from forgeml.core.errors import InputError, RunCancelled
 from forgeml.core.schema import Artifact
 from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
 from forgeml.models.sizes import load_model
+from forgeml.train import integration_callbacks
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
 from forgeml.train.report import curve, write_loss_curve, write_training_record
@@ -307,6 +308,8 @@ def fit(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(callback)
     trainer.add_callback(guard)
+    for reporter in integration_callbacks.callbacks(ctx, params):
+        trainer.add_callback(reporter)
     if params.early_stopping_patience is not None:
         from transformers import EarlyStoppingCallback
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from forgeml.core.stages import StageParams
+from forgeml.train.integrations import Integration, check_integrations
 from forgeml.train.params import Precision
 from forgeml.train.rewards import ExactMatch, RewardSpec
 
@@ -127,7 +128,16 @@ class FinetuneParams(StageParams):
         description="After training, fail the run if most greedy answers to its own "
         "training prompts are one token repeated (a model that learned nothing usable).",
     )
+    integrations: list[Integration] = Field(
+        default=[],
+        max_length=4,
+        description="Experiment trackers that receive the training metrics: "
+        "[{type: wandb, project: P}] (offline, under tracking/) or "
+        "[{type: mlflow, experiment: E}] (a local SQLite store under tracking/).",
+    )
     name: str | None = Field(default=None, description="Name the output.")
+
+    _integrations_installed = field_validator("integrations")(check_integrations)
 
     @model_validator(mode="after")
     def _check_batch(self) -> FinetuneParams:

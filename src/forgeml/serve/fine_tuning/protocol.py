@@ -44,7 +44,7 @@ class CreateJobRequest(BaseModel):
     model: str
     suffix: str | None = Field(None, max_length=64)
     hyperparameters: Hyperparameters | None = None  # OpenAI (legacy) and Mistral
-    integrations: list[dict[str, Any]] | None = None  # stored and echoed; we call none
+    integrations: list[dict[str, Any]] | None = Field(None, max_length=4)  # jobs/integrations.py
     # OpenAI
     training_file: str | None = None
     validation_file: str | None = None

@@ -31,7 +31,7 @@ from fastapi import Request
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.schema import FineTuningJob, Run, RunEvent, unix_time
 from forgeml.core.workspace import Workspace
-from forgeml.jobs import queue
+from forgeml.jobs import integrations, queue
 from forgeml.plan.hardware import HARDWARE
 from forgeml.serve.chat.serving import MISTRAL_USER_AGENT
 from forgeml.serve.fine_tuning import protocol as p
@@ -278,7 +278,7 @@ def openai_job(view: JobView) -> p.OpenAIJob:
         trained_tokens=view.trained_tokens,
         training_file=spec["training_files"][0]["file_id"],
         validation_file=spec.get("validation_file"),
-        integrations=spec.get("integrations") or None,
+        integrations=integrations.openai_view(spec.get("integrations") or []) or None,
         metadata=spec.get("metadata"),
         method=method,
     )
@@ -368,7 +368,7 @@ def mistral_job(view: JobView, details: bool = True) -> p.MistralJob:
         ),
         fine_tuned_model=job.fine_tuned_model,
         suffix=spec.get("suffix"),
-        integrations=spec.get("integrations") or [],
+        integrations=integrations.mistral_view(spec.get("integrations") or []),
         trained_tokens=view.trained_tokens,
         metadata=view.estimate,
         events=[

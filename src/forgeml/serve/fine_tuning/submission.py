@@ -18,7 +18,7 @@ from forgeml.core.errors import ForgeError, InputError, NotFoundError
 from forgeml.core.registry import ForgottenError
 from forgeml.core.schema import FineTuningJob
 from forgeml.core.workspace import Workspace
-from forgeml.jobs import files, policy, queue
+from forgeml.jobs import files, integrations, policy, queue
 from forgeml.jobs.worker import HYPERPARAMETER_NAMES
 from forgeml.serve.errors import ModelNotServed
 from forgeml.serve.fine_tuning.protocol import CreateJobRequest
@@ -91,7 +91,7 @@ def openai_job(body: CreateJobRequest) -> dict[str, Any]:
         "hyperparameters": hyperparameters,
         "suffix": body.suffix,
         "seed": body.seed,
-        "integrations": body.integrations,
+        "integrations": integrations.from_request(body.integrations),
         "api": "openai",
         "metadata": body.metadata,
     }
@@ -116,7 +116,7 @@ def mistral_job(body: CreateJobRequest) -> dict[str, Any]:
         "suffix": body.suffix,
         "seed": body.seed,
         "auto_start": True if body.auto_start is None else body.auto_start,
-        "integrations": body.integrations,
+        "integrations": integrations.from_request(body.integrations),
         "api": "mistral",
     }
 
