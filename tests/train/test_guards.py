@@ -101,6 +101,33 @@ def test_the_learning_rate_is_chosen_from_the_model_size(workspace, base_dir, tm
     assert auto_learning_rate(7_000_000_000, "preference", lora=False) == 1e-7
 
 
+def test_sft_with_no_flags_chooses_epochs_batch_and_rate_and_learns(workspace, base_dir, tmp_path):
+    """`forgeml train sft --model M --data D` alone: the learning rate from the model's
+    size, epochs and batch size from the data's (recorded in training.json), and a model
+    that answers its training prompts (the collapse check is on)."""
+    import json
+
+    from forgeml.train.finetune_params import auto_batch_size, auto_epochs
+
+    register_model(workspace, base_dir, name="unflagged-base")
+    write_jsonl(tmp_path / "chat.jsonl", chat_lines(16))
+    forgeml = [sys.executable, "-m", "forgeml", "--workspace", str(workspace.root)]
+    subprocess.run([*forgeml, "data", "ingest", str(tmp_path / "chat.jsonl"), "--name", "few"],
+                   check=True, capture_output=True)  # fmt: skip
+    result = subprocess.run([*forgeml, "--json", "train", "sft", "--model", "unflagged-base",
+                             "--data", "few", "--name", "unflagged"],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = workspace.registry.resolve("unflagged")
+    record = json.loads((workspace.root / model.path / "training.json").read_text())
+    chosen = record["params"]
+    assert (chosen["epochs"], chosen["batch_size"], chosen["learning_rate"]) == (7.0, 8, 1e-3)
+    assert json.loads(result.stdout)["metrics"]["steps"] == 14  # 7 epochs of 2 batches
+    # The rule at other sizes (OpenAI's epochs; ~0.2% of the examples a batch, 8 to 256).
+    assert [auto_epochs(n) for n in (1, 16, 34, 1000, 8334, 100_000)] == [25, 7, 3, 3, 2, 1]
+    assert [auto_batch_size(n) for n in (16, 7999, 8000, 50_000, 10**7)] == [8, 8, 16, 64, 256]
+
+
 def test_replay_and_early_stopping_from_the_command_line(workspace, base_dir, tmp_path, corpus_dir):
     import json
 

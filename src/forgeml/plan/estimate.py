@@ -25,6 +25,7 @@ from forgeml.core.stages import get_stage
 from forgeml.core.workspace import Workspace
 from forgeml.models.sizes import build_config, count_parameters, training_flops_per_token
 from forgeml.plan.hardware import Hardware
+from forgeml.train.finetune_params import auto_batch_size, auto_epochs
 
 DEFAULT_CHARS_PER_TOKEN = 4.0  # a byte-level BPE on English prose (the quickstart: 4.05)
 TEMPLATE_TOKENS = 24  # control tokens and settings a chat example adds
@@ -189,8 +190,10 @@ def _finetune(stage: str, params: dict, model: Facts, data: Facts, out: StepEsti
     per_token = data.chars_per_token or model.chars_per_token or DEFAULT_CHARS_PER_TOKEN
     seq_len = params["seq_len"]
     example = min(seq_len, TEMPLATE_TOKENS + (data.characters or 0) / data.documents / per_token)
-    batch = params["batch_size"]
-    steps = params.get("max_steps") or math.ceil(params.get("epochs", 1.0) * data.documents / batch)
+    # SFT leaves epochs and batch size unset to choose them from the data's size, as here.
+    batch = params["batch_size"] or auto_batch_size(data.documents)
+    epochs = params.get("epochs") or auto_epochs(data.documents)
+    steps = params.get("max_steps") or math.ceil(epochs * data.documents / batch)
     if stage == "train.preference":
         # chosen and rejected, each through the policy (forward + backward) and the
         # frozen reference (forward: a third of a training pass)

@@ -8,7 +8,7 @@ Kept apart from the stages so the command line can show them without importing t
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -49,6 +49,31 @@ def auto_learning_rate(parameters: int, family: str, lora: bool) -> float:
     if lora:
         rate = min(rate * 10, 2e-3)
     return float(f"{rate:.3g}")
+
+
+# OpenAI's default epochs (its fine-tuning data-preparation cookbook): 3 passes, more when
+# that would be under 100 examples seen, fewer when over 25,000.
+TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES, MAX_AUTO_EPOCHS = 3, 100, 25_000, 25
+MIN_AUTO_BATCH, MAX_AUTO_BATCH = 8, 256
+
+
+def auto_epochs(examples: int) -> int:
+    """Passes over `examples` training examples when the user names neither epochs nor steps."""
+    examples = max(1, examples)
+    if examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_AUTO_EPOCHS, -(-MIN_TARGET_EXAMPLES // examples))
+    if examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(1, MAX_TARGET_EXAMPLES // examples)
+    return TARGET_EPOCHS
+
+
+def auto_batch_size(examples: int) -> int:
+    """About 0.2% of the examples (OpenAI's rule), a power of two from 8 to 256: small data
+    keeps the batch that trains the tiny model well, large data gets fewer, larger steps."""
+    batch = MIN_AUTO_BATCH
+    while batch * 2 <= min(MAX_AUTO_BATCH, examples * 0.002):
+        batch *= 2
+    return batch
 
 
 FAMILY_SCALE = {"sft": 1.0, "classify": 1.0, "preference": 1 / 200, "rl": 1 / 50}
@@ -141,7 +166,11 @@ class FinetuneParams(StageParams):
 
     @model_validator(mode="after")
     def _check_batch(self) -> FinetuneParams:
-        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+        if (
+            self.micro_batch_size is not None
+            and self.batch_size is not None
+            and self.batch_size % self.micro_batch_size
+        ):
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size "
                 f"({self.micro_batch_size})"
@@ -157,8 +186,35 @@ class FinetuneParams(StageParams):
             update={"learning_rate": float(f"{rate * self.learning_rate_multiplier:.3g}")}
         )
 
+    def sized(self, examples: int) -> FinetuneParams:
+        """These parameters with epochs and batch size chosen for `examples` training
+        examples where they are unset (None: SFTParams), by auto_epochs and
+        auto_batch_size. Recorded in the output's training.json like every resolved
+        parameter."""
+        update: dict[str, Any] = {}
+        if self.epochs is None:
+            update["epochs"] = 1.0 if self.max_steps else float(auto_epochs(examples))
+        if self.batch_size is None:
+            batch = auto_batch_size(examples)
+            micro = self.micro_batch_size or 1
+            update["batch_size"] = -(-batch // micro) * micro  # a multiple of the micro batch
+        return self.model_copy(update=update) if update else self
+
 
 class SFTParams(FinetuneParams):
+    # Unset (None): chosen from the training data's size when the stage has read it.
+    epochs: float | None = Field(
+        default=None,
+        gt=0,
+        description="Passes over the training data; default: from the data's size (OpenAI's "
+        "rule: 3; more under 34 examples, up to 25; fewer past 8,333). max_steps overrides.",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Examples per optimizer step; default: ~0.2% of the examples, a power "
+        "of two from 8 to 256.",
+    )
     replay_fraction: float = Field(
         default=0.0,
         ge=0,

@@ -98,6 +98,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             ctx.warn(f"{len(train_records) - len(train_rows)} conversations have nothing to train")
         eval_rows = tokenized(tokenizer, validation, params) if validation else None
         conversations = len(train_rows)
+        params = params.sized(conversations)  # epochs and batch size, if unset
         replay = _replay(ctx, params, tokenizer, train_rows)
         if replay is not None:
             train_rows = Dataset.from_list([*train_rows.to_list(), *replay[0]])

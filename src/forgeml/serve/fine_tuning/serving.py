@@ -150,8 +150,12 @@ def _params(job: FineTuningJob) -> FinetuneParams:
 
 
 def _resolved(workspace: Workspace, job: FineTuningJob, params: FinetuneParams) -> FinetuneParams:
-    """The parameters with the learning rate the stage will choose for the base model's
-    size (its weight files' bytes over the bytes a weight takes)."""
+    """What the job trained with (its model's training.json), or before that the
+    parameters with the learning rate the stage will choose for the base model's size
+    (its weight files' bytes over the bytes a weight takes)."""
+    trained = _trained_with(workspace, job, params)
+    if trained is not None:
+        return trained
     if params.learning_rate is not None:
         return params
     try:
@@ -170,6 +174,21 @@ def _resolved(workspace: Workspace, job: FineTuningJob, params: FinetuneParams) 
 
 
 BF16 = ("bfloat16", "float16")
+
+
+def _trained_with(
+    workspace: Workspace, job: FineTuningJob, params: FinetuneParams
+) -> FinetuneParams | None:
+    """The resolved epochs, batch size and learning rate of a job that has trained."""
+    if not job.fine_tuned_model:
+        return None
+    try:
+        directory = workspace.root / workspace.registry.resolve(job.fine_tuned_model).path
+        record = json.loads((directory / "training.json").read_text())["params"]
+        chosen = {key: record[key] for key in ("epochs", "batch_size", "learning_rate")}
+        return params.model_copy(update=chosen)
+    except (ForgeError, OSError, KeyError, ValueError, TypeError):
+        return None
 
 
 def _trained_tokens(workspace: Workspace, job: FineTuningJob) -> int | None:
@@ -246,9 +265,13 @@ def _checkpoint(view: JobView) -> p.CheckpointMetrics | None:
 
 def openai_hyperparameters(view: JobView) -> dict[str, Any]:
     params = view.params
-    epochs = int(params.epochs) if float(params.epochs).is_integer() else params.epochs
+    epochs: Any = params.epochs
+    if epochs is None:  # chosen from the data's size when the job trains
+        epochs = "auto"
+    elif float(epochs).is_integer():
+        epochs = int(epochs)
     shown: dict[str, Any] = {
-        "batch_size": params.batch_size,
+        "batch_size": "auto" if params.batch_size is None else params.batch_size,
         "learning_rate_multiplier": params.learning_rate_multiplier,
         "n_epochs": epochs,
     }
