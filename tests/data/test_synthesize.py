@@ -69,7 +69,7 @@ def test_rules_read_definitions_lists_headings_and_cloze():
 
     found = [c for p in passages("returns", RETURNS) for c in candidates(p, {"qa", "extract"})]
     by_question = {c.question: c.answer for c in found}
-    assert by_question["What is A return label (from Returns policy)?"].startswith(
+    assert by_question["What is a return label (from Returns policy)?"].startswith(
         "A return label is a prepaid shipping label"
     )
     assert by_question["What is Express (from Returns policy)?"] == (

@@ -224,6 +224,7 @@ def test_supervised_job_trains_a_model_that_answers_at_once(server):
 
     # The one worker trains `job` first (oldest first), so this one is still queued.
     waiting = client.fine_tuning.jobs.create(model=MODEL_NAME, training_file=file_id)
+    assert waiting.hyperparameters.n_epochs == waiting.hyperparameters.batch_size == "auto"
     assert client.fine_tuning.jobs.cancel(waiting.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError, match="already cancelled"):
         client.fine_tuning.jobs.cancel(waiting.id)

@@ -127,7 +127,7 @@ def definitions(passage: Passage) -> Iterator[Candidate]:
         elif verb == "are":
             question = f"What are {term}{_about(passage)}?"
         else:
-            article = (match.group("article") or "").strip()
+            article = (match.group("article") or "").strip().lower()  # mid-question
             named = f"{article} {term}" if article else term
             question = f"What is {named}{_about(passage)}?"
         yield Candidate("qa", "definition", question, sentence, passage)
