@@ -43,6 +43,33 @@ def test_sample_stream_is_a_seeded_permutation_per_epoch():
     assert again.batch([9, 2, 7]).tolist() == blocks.batch([9, 2, 7]).tolist()  # any order
 
 
+def test_later_epochs_repack_the_documents_in_a_new_order():
+    """A small corpus seen many times: each epoch after the first packs its documents in
+    a new seeded order, so a block's neighbours (and where a document starts) change."""
+    eos = 0
+    documents = [
+        np.asarray([10 * d + i for i in range(1, 6)] + [eos], dtype=np.int32) for d in range(1, 9)
+    ]  # fmt: skip  (8 documents of 6 tokens)
+    stream = np.concatenate(documents)
+    blocks = PackedBlocks(stream, seq_len=8, seed=3, eos_id=eos)
+    plain = PackedBlocks(stream, seq_len=8, seed=3)
+    count = blocks.count  # 48 tokens: 6 blocks
+
+    def epoch(number: int) -> np.ndarray:
+        rows = blocks.batch(range(number * count, (number + 1) * count))
+        return np.sort(rows.numpy(), axis=0)
+
+    first = blocks.batch(range(count)).tolist()
+    assert first == plain.batch(range(count)).tolist()  # the first epoch as the stream is
+    for number in (1, 2):
+        seen = blocks.batch(range(number * count, (number + 1) * count)).numpy().ravel()
+        assert sorted(seen.tolist()) == sorted(stream.tolist())  # every document, once
+    later = {tuple(map(tuple, epoch(n))) for n in (0, 1, 2)}
+    assert len(later) == 3  # each epoch's blocks differ
+    again = PackedBlocks(stream, seq_len=8, seed=3, eos_id=eos)
+    assert again.batch([20, 7, 13]).tolist() == blocks.batch([20, 7, 13]).tolist()
+
+
 def test_validation_keeps_a_short_tail_and_honours_the_limit():
     tokens = np.arange(21, dtype=np.int32)
     assert [len(b) for b in validation_blocks(tokens, 8, None)] == [8, 8, 5]

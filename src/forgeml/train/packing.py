@@ -11,6 +11,13 @@ RNG: the next batch after a restart is the one an uninterrupted run would have d
 The permutation comes from numpy's PCG64 seeded with (seed, epoch): the same order on
 every machine and every numpy version that keeps that generator stable.
 
+Epochs after the first repack the documents in a new order (seeded by (seed, epoch)),
+so a small corpus seen many times (continued pre-training on an organisation's
+documents) does not show the model the same blocks again: with fixed blocks it can
+memorise each block's text from the documents packed before it in that block, and then
+cannot recall a fact from the document's own words. The first epoch keeps the stream's
+order, so a single-epoch run is the same whether or not the stream has document bounds.
+
 Every block is full (`seq_len` tokens, labels everywhere), so every micro-batch predicts
 the same number of tokens and averaging micro-batch losses gives the exact batch mean,
 whatever the accumulation steps or number of processes.
@@ -53,30 +60,54 @@ def tokenize_documents(tokenizer, texts: Iterable[str]) -> np.ndarray:
 
 
 class PackedBlocks:
-    """Equal blocks of a token stream; the tail shorter than a block is dropped."""
+    """Equal blocks of a token stream; the tail shorter than a block is dropped.
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int) -> None:
+    Given `eos_id`, the stream's documents (each ending in it) are reordered for every
+    epoch after the first and packed anew; the number of blocks stays the same."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int, eos_id: int | None = None):
         self.seq_len = seq_len
         self.seed = seed
+        self.stream = tokens
         self.count = len(tokens) // seq_len
         self.dropped_tokens = len(tokens) - self.count * seq_len
         self.blocks = tokens[: self.count * seq_len].reshape(self.count, seq_len)
+        ends = np.flatnonzero(tokens == eos_id) + 1 if eos_id is not None else np.zeros(0)
+        self.ends = ends.astype(np.int64)
         self._order: tuple[int, np.ndarray] | None = None
+        self._packed: dict[int, np.ndarray] = {}
 
     @property
     def tokens(self) -> int:
         return self.count * self.seq_len
 
-    def _block_of(self, sample: int) -> int:
+    def _block_of(self, sample: int) -> tuple[int, int]:
         epoch, position = divmod(sample, self.count)
         if self._order is None or self._order[0] != epoch:
             generator = np.random.Generator(np.random.PCG64([self.seed, epoch]))
             self._order = (epoch, generator.permutation(self.count))
-        return int(self._order[1][position])
+        return epoch, int(self._order[1][position])
+
+    def _epoch_blocks(self, epoch: int) -> np.ndarray:
+        """The blocks of one epoch: the stream's own for the first, or when the stream
+        has fewer than two documents; else its documents in a seeded order, repacked."""
+        if epoch == 0 or len(self.ends) < 2:
+            return self.blocks
+        if epoch not in self._packed:
+            starts = np.concatenate([[0], self.ends[:-1]])
+            generator = np.random.Generator(np.random.PCG64([self.seed, epoch, 1]))
+            order = generator.permutation(len(starts))
+            stream = np.concatenate([self.stream[starts[i] : self.ends[i]] for i in order])
+            stream = np.concatenate([stream, self.stream[self.ends[-1] :]])  # an unended tail
+            self._packed = {epoch: stream[: self.tokens].reshape(self.count, self.seq_len)}
+        return self._packed[epoch]
 
     def batch(self, samples: Iterable[int]) -> torch.Tensor:
         """Input ids [len(samples), seq_len] for these global sample numbers."""
-        rows = [self.blocks[self._block_of(sample)] for sample in samples]
+        rows = []
+        for sample in samples:
+            epoch, block = self._block_of(sample)
+            rows.append(self._epoch_blocks(epoch)[block])
         return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 

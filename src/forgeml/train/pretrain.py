@@ -91,7 +91,10 @@ def pretrain(ctx: StageContext, params: PretrainParams):
         # Data: the mixture's train split packed and shuffled, its validation split in order.
         mixture = ctx.input_path("mixture")
         train_blocks = PackedBlocks(
-            tokenize_documents(tokenizer, iter_texts(mixture / "train")), params.seq_len, ctx.seed
+            tokenize_documents(tokenizer, iter_texts(mixture / "train")),
+            params.seq_len,
+            ctx.seed,
+            eos_id=tokenizer.eos_token_id,  # documents repacked in a new order each epoch
         )
         if train_blocks.count == 0:
             raise InputError(
