@@ -11,6 +11,8 @@ import hashlib
 import json
 import pydoc_data.topics
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,12 @@ def weights(path: Path, file: str = "model.safetensors") -> dict[str, Any]:
 
 def weights_sha256(path: Path, file: str = "model.safetensors") -> str:
     return hashlib.sha256((path / file).read_bytes()).hexdigest()
+
+
+def forgeml(workspace: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """The installed CLI in a subprocess, as a user runs it; `ok` asserts it succeeded."""
+    command = [sys.executable, "-m", "forgeml", "--workspace", str(workspace), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result

@@ -6,13 +6,11 @@ real server. Bad data is refused with the file, line and label named."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from finetune_fixtures import build_base, register_model, weights_sha256, write_jsonl
+from finetune_fixtures import build_base, forgeml, register_model, weights_sha256, write_jsonl
 
 from forgeml.core.workspace import Workspace
 
@@ -37,14 +35,6 @@ def lines(urgent_every: int = 3) -> list[dict]:
                 out.append({"text": text, "labels": {"category": category, "flags": flags}})
         del index
     return out
-
-
-def forgeml(workspace: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "forgeml", "--workspace", str(workspace), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")

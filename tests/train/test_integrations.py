@@ -5,25 +5,15 @@ training metrics, each pointing back to the forgeml run; nothing needs a network
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from finetune_fixtures import build_base, chat_lines, register_model, write_jsonl
+from finetune_fixtures import build_base, chat_lines, forgeml, register_model, write_jsonl
 
 import wandb_log
 from forgeml.core.workspace import Workspace
 
 TRAIN = ["--max-steps", "4", "--batch-size", "4", "--seq-len", "64", "--no-collapse-check"]
-
-
-def forgeml(workspace: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "forgeml", "--workspace", str(workspace), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")
