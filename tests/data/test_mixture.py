@@ -51,6 +51,11 @@ def test_weights_upsample_the_small_source_and_record_epochs(workspace, sources)
         chars[row["source"].split("/")[-2]] += len(row["text"])
     assert abs(chars["big"] / chars["small"] - 1) < 0.1
     assert len({row["id"] for row in train}) == len(train)  # repeats get distinct ids
+    small_ids = [r["id"].split("#")[0] for r in train if r["source"].split("/")[-2] == "small"]
+    distinct = len(set(small_ids))
+    # Copies go a whole pass apart: every run of `distinct` rows holds each document once.
+    for start in range(0, len(small_ids) - distinct + 1, distinct):
+        assert len(set(small_ids[start : start + distinct])) == distinct
 
 
 def test_validation_is_held_out_by_document_and_never_trained_on(workspace, sources):

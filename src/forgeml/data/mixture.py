@@ -6,8 +6,9 @@ Each source is split into train and validation *by document* (a seeded hash of t
 document id, so a document never straddles the split). Train documents are then up- or
 down-sampled to the source's share of the token budget: whole passes first, then a
 seeded subset for the fractional pass. The composition (weights, tokens, epochs per
-source) is recorded in `mixture.json` for lineage. Documents stay grouped by source;
-training shuffles packed sequences with its own seed.
+source) is recorded in `mixture.json` for lineage. Documents stay grouped by source,
+and a document's copies go in separate passes over it (never side by side); training
+shuffles packed sequences with its own seed.
 
     mixture.json
     train/         a dataset (see forgeml.data.dataset)
@@ -108,12 +109,16 @@ def mix(ctx: StageContext, params: MixParams):
         # paths): the same files ingested from another folder give the same mixture.
         chosen = _choose(train_ids, target * cpt, ctx.seed, "sample")
         path = ctx.artifact_path(source)
-        for row in iter_records(path):
-            if row["id"] in held_out:
-                valid_out.add(row)
-                continue
-            for copy in range(chosen.get(row["id"], 0)):
-                train_out.add({**row, "id": row["id"] if copy == 0 else f"{row['id']}#{copy}"})
+        # One pass over the source per copy: a document's copies sit a whole pass apart,
+        # never side by side in a packed block (where a model learns to repeat the text
+        # it just read instead of the text).
+        for copy in range(max(chosen.values(), default=0) or 1):
+            for row in iter_records(path):
+                if row["id"] in held_out:
+                    if copy == 0:
+                        valid_out.add(row)
+                elif chosen.get(row["id"], 0) > copy:
+                    train_out.add({**row, "id": row["id"] if copy == 0 else f"{row['id']}#{copy}"})
         summary = read_summary(path)
         components.append(
             {
