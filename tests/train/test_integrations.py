@@ -82,3 +82,28 @@ def test_a_missing_tracker_library_is_named(monkeypatch):
     with pytest.raises(InputError, match="needs the wandb package") as caught:
         check_installed("wandb")
     assert caught.value.hint == "pip install wandb"
+
+
+def test_a_recipe_step_reports_to_a_tracker(workspace, tmp_path):
+    recipe = tmp_path / "tracked.yaml"
+    recipe.write_text(
+        "name: tracked\n"
+        "steps:\n"
+        "  - name: sft\n"
+        "    uses: train.sft\n"
+        "    inputs: {model: base, dataset: chat}\n"
+        "    with:\n"
+        "      max_steps: 2\n"
+        "      batch_size: 4\n"
+        "      seq_len: 64\n"
+        "      collapse_check: false\n"
+        "      integrations: [{type: mlflow, experiment: from-a-recipe}]\n"
+    )
+    forgeml(workspace, "run", str(recipe))
+    client, (run,) = mlflow_runs(workspace, "from-a-recipe")
+    assert client.get_metric_history(run.info.run_id, "train_loss")
+    bad = recipe.read_text().replace("type: mlflow", "type: tensorboard")
+    recipe.write_text(bad)
+    refused = forgeml(workspace, "run", str(recipe), ok=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "integrations" in refused.stderr and "tensorboard" in refused.stderr
