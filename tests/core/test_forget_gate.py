@@ -28,8 +28,7 @@ LOOK_ONLY = {
     ("eval/promote.py", "alias_holder"),  # what an alias points at now
     ("plan/estimate.py", "_artifact_facts"),  # sizing a plan; the run itself checks
     ("serve/export_files.py", "export_files"),  # the tokenizer of an export already checked
-    ("serve/fine_tuning/serving.py", "_trained_tokens"),  # describing a finished job
-    ("serve/fine_tuning/serving.py", "_trained_with"),  # its resolved hyperparameters
+    ("serve/fine_tuning/serving.py", "_training_record"),  # describing a finished job
     ("serve/fine_tuning/serving.py", "_earlier_checkpoints"),  # listing a job's checkpoints
     ("cli/models_checkpoints.py", "list_checkpoints"),  # listing; from-checkpoint checks
     ("serve/on_demand.py", "may_load"),  # matching the allow list; the load itself checks

@@ -102,11 +102,12 @@ def load_view(
         with workspace.registry.session() as session:
             run = session.get(Run, job.run_id)
             run_metrics = dict(run.metrics or {}) if run is not None else {}
+    record = _training_record(workspace, job)
     return JobView(
         job=job,
-        params=_resolved(workspace, job, _params(job)),
+        params=_resolved(workspace, job, _params(job), record),
         run_metrics=run_metrics,
-        trained_tokens=_trained_tokens(workspace, job),
+        trained_tokens=(record or {}).get("data", {}).get("trained_tokens"),
         events=_events(workspace, job) if events else [],
         estimate=_estimate(workspace, job, hardware) if job.status == "created" else None,
         earlier_checkpoints=_earlier_checkpoints(workspace, job),
@@ -149,13 +150,17 @@ def _params(job: FineTuningJob) -> FinetuneParams:
         return PARAMS_FOR_METHOD[job.method]()
 
 
-def _resolved(workspace: Workspace, job: FineTuningJob, params: FinetuneParams) -> FinetuneParams:
-    """What the job trained with (its model's training.json), or before that the
+def _resolved(
+    workspace: Workspace, job: FineTuningJob, params: FinetuneParams, record: dict | None
+) -> FinetuneParams:
+    """What the job trained with (its model's training record), or before that the
     parameters with the learning rate the stage will choose for the base model's size
     (its weight files' bytes over the bytes a weight takes)."""
-    trained = _trained_with(workspace, job, params)
-    if trained is not None:
-        return trained
+    try:
+        chosen = {key: record["params"][key] for key in ("epochs", "batch_size", "learning_rate")}
+        return params.model_copy(update=chosen)
+    except (KeyError, TypeError):  # no record yet, or one without these
+        pass
     if params.learning_rate is not None:
         return params
     try:
@@ -176,23 +181,9 @@ def _resolved(workspace: Workspace, job: FineTuningJob, params: FinetuneParams) 
 BF16 = ("bfloat16", "float16")
 
 
-def _trained_with(
-    workspace: Workspace, job: FineTuningJob, params: FinetuneParams
-) -> FinetuneParams | None:
-    """The resolved epochs, batch size and learning rate of a job that has trained."""
-    if not job.fine_tuned_model:
-        return None
-    try:
-        directory = workspace.root / workspace.registry.resolve(job.fine_tuned_model).path
-        record = json.loads((directory / "training.json").read_text())["params"]
-        chosen = {key: record[key] for key in ("epochs", "batch_size", "learning_rate")}
-        return params.model_copy(update=chosen)
-    except (ForgeError, OSError, KeyError, ValueError, TypeError):
-        return None
-
-
-def _trained_tokens(workspace: Workspace, job: FineTuningJob) -> int | None:
-    """Read from the model's training record (supervised training writes it)."""
+def _training_record(workspace: Workspace, job: FineTuningJob) -> dict[str, Any] | None:
+    """The fine-tuned model's training.json (resolved parameters, trained tokens), read
+    once per job view; None before the job has a model."""
     if not job.fine_tuned_model:
         return None
     try:
@@ -200,7 +191,7 @@ def _trained_tokens(workspace: Workspace, job: FineTuningJob) -> int | None:
         record = json.loads((workspace.root / model.path / "training.json").read_text())
     except (ForgeError, OSError, ValueError):
         return None
-    return record.get("data", {}).get("trained_tokens")
+    return record if isinstance(record, dict) else None
 
 
 def _events(workspace: Workspace, job: FineTuningJob) -> list[Event]:
