@@ -66,8 +66,10 @@ def tokenizer(gguf_export):
 def served_gguf(gguf_export):
     workspace, _ = gguf_export
     _, key = create_key(workspace, "tests", "inference")
-    # No waiting room: a request arriving while another decodes is refused at once.
-    settings = ServeSettings(max_waiting=0, key_cache_seconds=0.0, torch_threads=1)
+    # One slot, no waiting room: a request arriving while another decodes is refused.
+    settings = ServeSettings(
+        max_batch_size=1, max_waiting=0, key_cache_seconds=0.0, torch_threads=1
+    )
     app = create_app(workspace, [EXPORT], settings)
     with ServerThread(app) as url:
         yield url, key, app
@@ -176,13 +178,13 @@ def test_a_gguf_export_is_served_by_llama_cpp_and_json_mode_parses(served_gguf):
 def test_a_busy_engine_answers_429_and_a_closed_stream_frees_it(served_gguf, monkeypatch):
     url, key, app = served_gguf
     engine = app.state.pool.models[0].engine
-    evaluate = engine.llm.eval
+    decode = engine.slots.decode
 
-    def slow_eval(tokens):  # ~10 s for the long request: it cannot end on its own in time
+    def slow_decode(feeds):  # ~10 s for the long request: it cannot end on its own in time
         time.sleep(0.01)
-        evaluate(tokens)
+        return decode(feeds)
 
-    monkeypatch.setattr(engine.llm, "eval", slow_eval)
+    monkeypatch.setattr(engine.slots, "decode", slow_decode)
     headers = {"Authorization": f"Bearer {key}"}
     long = {"model": EXPORT, "prompt": PROMPT, "max_tokens": 900, "ignore_eos": True}
     short = {**long, "max_tokens": 4}
@@ -202,7 +204,7 @@ def test_a_busy_engine_answers_429_and_a_closed_stream_frees_it(served_gguf, mon
 
 def test_queue_full_is_raised_before_any_work(gguf_export, tokenizer):
     async def scenario():
-        engine = LlamaCppEngine(gguf_export[1].gguf, tokenizer, n_ctx=1024, max_waiting=1)
+        engine = LlamaCppEngine(gguf_export[1].gguf, tokenizer, n_ctx=1024, slots=1, max_waiting=1)
         await engine.start()
         long = SamplingParams(max_tokens=900, temperature=0.0, ignore_eos=True)
         try:
@@ -218,3 +220,99 @@ def test_queue_full_is_raised_before_any_work(gguf_export, tokenizer):
             await engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_requests_decode_together_and_each_gets_its_own_answer(gguf_export, tokenizer):
+    """Eight requests at once in eight slots, prompts read in 16-token chunks between
+    decode steps: each greedy answer is what llama.cpp gives that prompt alone, a
+    seeded one is the same with or without company, and one closed early frees its
+    slot without disturbing the others."""
+    gguf = gguf_export[1].gguf
+    texts = [PROMPT * (1 + i % 3) + f" number {i}" for i in range(7)]
+    prompts = [prompt_ids(tokenizer, text) for text in texts]
+    greedy = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
+    seeded = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.9, seed=11)
+
+    async def scenario():
+        engine = LlamaCppEngine(gguf, tokenizer, n_ctx=256, slots=8, batch_tokens=16)
+        await engine.start()
+        busiest = 0
+
+        async def watch():
+            nonlocal busiest
+            while True:
+                busiest = max(busiest, engine.stats().running)
+                await asyncio.sleep(0.001)
+
+        async def closed_early():
+            stream = engine.generate(GenerationRequest("gone", prompts[0], greedy))
+            await stream.__anext__()
+            await stream.aclose()
+
+        try:
+            alone = await run_engine(engine, prompts[1], seeded)
+            watcher = asyncio.create_task(watch())
+            together = await asyncio.gather(
+                *(run_engine(engine, ids, greedy) for ids in prompts),
+                run_engine(engine, prompts[1], seeded),
+                closed_early(),
+            )
+            watcher.cancel()
+            # The last chunk reaches the client just before the worker frees its slot.
+            deadline = time.monotonic() + 5
+            while engine.stats().running and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return alone, together, busiest, engine.stats()
+        finally:
+            await engine.stop()
+
+    alone, together, busiest, after = asyncio.run(scenario())
+    llm = open_gguf(gguf, 256, 1)
+    try:
+        expected = [raw_greedy(llm, ids, 20) for ids in prompts]
+    finally:
+        llm.close()
+    assert [tokens for tokens, _, _ in together[: len(prompts)]] == expected
+    assert together[len(prompts)][0] == alone[0]  # the seed decides, not the batch-mates
+    assert busiest >= 4, f"at most {busiest} sequences decoded together"
+    assert (after.running, after.waiting) == (0, 0)
+
+
+def test_a_prompt_longer_than_a_slot_fails_alone(gguf_export, tokenizer):
+    greedy = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+
+    async def scenario():
+        engine = LlamaCppEngine(gguf_export[1].gguf, tokenizer, n_ctx=256, slots=2)
+        await engine.start()
+        try:
+            too_long = prompt_ids(tokenizer, PROMPT * 40)
+            return await asyncio.gather(
+                run_engine(engine, too_long, greedy),
+                run_engine(engine, prompt_ids(tokenizer), greedy),
+            ), engine.max_context
+        finally:
+            await engine.stop()
+
+    (failed, served), context = asyncio.run(scenario())
+    assert failed[2].finish_reason == "error" and f"the context is {context}" in failed[2].error
+    assert served[2].finish_reason == "length" and len(served[0]) == 8
+
+
+def test_a_slot_keeps_its_cache_for_the_next_turn(gguf_export, tokenizer):
+    from forgeml.serve.engine.llama_cpp_slots import Feed, SlotContext
+
+    slots = SlotContext(gguf_export[1].gguf, slots=4, slot_context=256)
+    try:
+        first, other = prompt_ids(tokenizer), prompt_ids(tokenizer, "Assignment statements")
+        slot, keep = slots.claim(first, free=range(4))
+        assert keep == 0
+        slots.decode([Feed(slot, first, 0, logits=True)])
+        busy_elsewhere, _ = slots.claim(other, free=[s for s in range(4) if s != slot])
+        slots.decode([Feed(busy_elsewhere, other, 0, logits=True)])
+        # The next turn goes to the slot holding its beginning, whichever is free.
+        again, kept = slots.claim(first + other[1:], free=range(4))
+        assert (again, kept) == (slot, len(first))
+        with pytest.raises(RuntimeError, match="cache differs"):
+            slots.decode([Feed(again, other, 0, logits=True)])
+    finally:
+        slots.close()

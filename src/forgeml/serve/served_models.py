@@ -137,6 +137,7 @@ def make_engine(
             tokenizer,
             n_ctx=settings.llama_cpp_n_ctx or 0,
             threads=settings.threads(),
+            slots=settings.max_batch_size,
             max_waiting=settings.max_waiting,
         )
     if gguf is not None:

@@ -182,15 +182,15 @@ class ServeSettings(BaseModel):
     # Engines: served_models.make_engine reads these.
     engine: Literal["transformers", "llama.cpp", "vllm"] | None = Field(
         None,
-        description="transformers (CPU/GPU, batches requests), llama.cpp (a GGUF export, one "
-        "request at a time) or vllm (GPU, a vLLM server). Default: llama.cpp for a GGUF "
+        description="transformers (CPU/GPU, batches requests), llama.cpp (a GGUF export, batches "
+        "requests in max_batch_size slots) or vllm (GPU, a vLLM server). Default: llama.cpp for a GGUF "
         "export, else transformers.",
     )
     llama_cpp_n_ctx: int | None = Field(
         None,
         ge=1,
-        description="llama.cpp context in tokens (its f32 KV cache is sized for it); "
-        "default: the model's trained context.",
+        description="llama.cpp context per sequence in tokens; its f32 KV cache holds "
+        "max_batch_size of them. Default: the model's trained context.",
     )
     vllm_command: str | None = Field(
         None,

@@ -1,6 +1,6 @@
-"""The llama.cpp engine: a GGUF export decoded by llama-cpp-python, one sequence at a time.
+"""The llama.cpp engine: a GGUF export decoded by llama.cpp, many sequences at once.
 
-    engine = LlamaCppEngine(Path("model-f16.gguf"), tokenizer, n_ctx=4096, threads=2)
+    engine = LlamaCppEngine(Path("model-f16.gguf"), tokenizer, slots=32, threads=2)
 
 llama.cpp runs the model; everything around it is shared with the transformers engine,
 so both behave the same to a client:
@@ -8,18 +8,18 @@ so both behave the same to a client:
 - prompts arrive as our token ids (the GGUF's vocabulary is our tokenizer's; checked
   when the model loads), and text is decoded by our tokenizer (`Sequence`), so special
   tokens, stop strings and half characters are handled as everywhere else;
-- the next token is picked by `sampling.sample` from llama.cpp's logits: the same
-  greedy / temperature / top-p / seed rules and the same `TokenGuide` masking (JSON
-  mode, tool calls, reasoning) as the transformers engine. Sampling ourselves instead
-  of through llama.cpp's sampler chain (whose Python logits-processor hook copies the
-  candidates into a record array per token) keeps one implementation of each rule.
+- the next token is picked from llama.cpp's logits by the same greedy / temperature /
+  top-p / seed rules and the same `TokenGuide` masking (JSON mode, tool calls,
+  reasoning) as the transformers engine (`sampling.sample`). Sampling ourselves instead
+  of through llama.cpp's sampler chain keeps one implementation of each rule.
 
-One worker thread owns the `Llama` object and decodes one sequence at a time (llama.cpp
-is built for a single stream: ~440 tokens/s for the tiny model on 2 cores, FACTS.md);
-others wait in a bounded queue, and `generate` raises `QueueFullError` (429) when it is
-full. The KV cache keeps the last sequence, so a prompt that extends it (the next turn
-of a chat) only evaluates its new tokens. The cache is f32: llama.cpp's default f16
-cache alone moves this model's logits by up to ~0.3, enough to change greedy tokens.
+Continuous batching, as `llama-server` does it: every admitted request holds a slot
+(llama_cpp_slots.py: a sequence id with its own part of the KV cache), and one worker
+thread runs one `llama_decode` per step over the next token of every decoding slot
+plus chunks of the prompts being read, so a new request starts while others decode.
+Requests beyond the slots wait in a bounded queue, and `generate` raises
+`QueueFullError` (429) when it is full. A slot keeps its cache after its request ends,
+so a prompt that extends one (the next turn of a chat) only evaluates its new tokens.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import collections
 import logging
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.serve.engine.base import (
@@ -42,7 +42,7 @@ from forgeml.serve.engine.base import (
     GenerationRequest,
     QueueFullError,
 )
-from forgeml.serve.engine.sampling import sample
+from forgeml.serve.engine.llama_cpp_slots import DecodeError, Feed, SlotContext
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.stream import sequence_stream
 from forgeml.serve.engine.throughput import TokenRate
@@ -54,7 +54,8 @@ VOCABULARY_PROBE = "The for statement iterates over ORD-12345, 2024-05-01 and $1
 
 
 def open_gguf(path: Path, n_ctx: int, threads: int):
-    """A `llama_cpp.Llama` over `path` with an f32 KV cache; `n_ctx` 0: the trained context."""
+    """llama-cpp-python's own `Llama` over `path` (f32 KV cache): the reference the
+    engine's outputs are compared with in tests and benchmarks."""
     try:
         import llama_cpp
     except ImportError as error:
@@ -62,35 +63,37 @@ def open_gguf(path: Path, n_ctx: int, threads: int):
             "the llama.cpp engine needs llama-cpp-python, which is not installed",
             hint="make gguf (builds and installs it; see forgeml/export)",
         ) from error
-    if not path.is_file():
-        raise InputError(f"no GGUF file at {path}", path=path)
-    try:
-        return llama_cpp.Llama(
-            str(path),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            type_k=llama_cpp.GGML_TYPE_F32,
-            type_v=llama_cpp.GGML_TYPE_F32,
-            verbose=False,
-        )
-    except ValueError as error:  # llama-cpp-python's "Failed to load model from file"
-        raise ForgeError(
-            f"llama.cpp could not load {path.name}: {error}",
-            hint="export the model again with the installed llama-cpp-python",
-        ) from error
+    return llama_cpp.Llama(
+        str(path),
+        n_ctx=n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        type_k=llama_cpp.GGML_TYPE_F32,
+        type_v=llama_cpp.GGML_TYPE_F32,
+        verbose=False,
+    )
 
 
-def check_vocabulary(llm, tokenizer, path: Path) -> None:
+def check_vocabulary(slots: SlotContext, tokenizer, path: Path) -> None:
     """Fail unless the GGUF tokenizes like `tokenizer` (ids are passed through as they are)."""
     ours = tokenizer.encode(VOCABULARY_PROBE, add_special_tokens=False)
-    theirs = llm.tokenize(VOCABULARY_PROBE.encode(), add_bos=False, special=True)
-    if llm.n_vocab() < len(tokenizer) or ours != theirs:
+    if slots.n_vocab < len(tokenizer) or ours != slots.tokenize(VOCABULARY_PROBE):
         raise ForgeError(
             f"{path.name} does not use the tokenizer it is served with "
-            f"({llm.n_vocab()} vs {len(tokenizer)} tokens; a probe text gives different ids)",
+            f"({slots.n_vocab} vs {len(tokenizer)} tokens; a probe text gives different ids)",
             hint="serve the GGUF with the tokenizer of the model it was exported from",
         )
+
+
+@dataclass
+class Running:
+    """A sequence holding a slot: the prompt tokens still to read, or the token to feed."""
+
+    sequence: Sequence
+    slot: int
+    position: int  # tokens in the slot's cache
+    unread: list[int]  # prompt tokens not yet evaluated
+    next_token: int | None = None  # sampled, not yet evaluated
 
 
 class LlamaCppEngine(Engine):
@@ -103,27 +106,28 @@ class LlamaCppEngine(Engine):
         *,
         n_ctx: int = 0,
         threads: int = 1,
+        slots: int = 32,
         max_waiting: int = 256,
+        batch_tokens: int = 512,
     ) -> None:
-        self.llm = open_gguf(gguf_path, n_ctx, threads)
-        from llama_cpp import llama_get_logits_ith  # importable: open_gguf succeeded
-
-        self._logits_ith = llama_get_logits_ith
-        check_vocabulary(self.llm, tokenizer, gguf_path)
-        self.max_context = int(self.llm.n_ctx())
+        self.slots = SlotContext(
+            gguf_path, slots=slots, slot_context=n_ctx, threads=threads, batch_tokens=batch_tokens
+        )
+        try:
+            check_vocabulary(self.slots, tokenizer, gguf_path)
+        except ForgeError:
+            self.slots.close()
+            raise
+        self.max_context = self.slots.slot_context
         self.max_waiting = max_waiting
-        self.eos_token_ids = {int(self.llm.token_eos())}
+        self.eos_token_ids = {self.slots.eos_token_id}
         if tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(int(tokenizer.eos_token_id))
         self._backend = tokenizer.backend_tokenizer
-        self._vocab = int(self.llm.n_vocab())
-        # Recurrent state cannot be cut back to a prefix: such models re-read every prompt.
-        self._reuse_prefix = not (
-            getattr(self.llm, "_is_recurrent", False) or getattr(self.llm, "_is_hybrid", False)
-        )
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._wakeup = threading.Condition()
-        self._running: Sequence | None = None
+        self._running: list[Running] = []
+        self._free = set(range(self.slots.slots))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -150,7 +154,7 @@ class LlamaCppEngine(Engine):
     def stats(self) -> EngineStats:
         return EngineStats(
             waiting=len(self._waiting),
-            running=int(self._running is not None),
+            running=len(self._running),
             tokens_per_second=self._rate.per_second(),
         )
 
@@ -164,8 +168,8 @@ class LlamaCppEngine(Engine):
         sequence = Sequence(request, self._backend, self.eos_token_ids)
         sequence.outbox = queue = asyncio.Queue()
         with self._wakeup:
-            idle = self._running is None and not self._waiting
-            if not idle and len(self._waiting) >= self.max_waiting:
+            # Requests beyond the free slots wait; at most max_waiting of them.
+            if len(self._waiting) + 1 - len(self._free) > self.max_waiting:
                 raise QueueFullError(
                     f"the server is busy: {len(self._waiting)} requests are waiting",
                     hint="retry after a short wait",
@@ -181,74 +185,123 @@ class LlamaCppEngine(Engine):
     # --- the worker thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._wakeup:
-                    while not self._stopping and not self._waiting:
-                        self._wakeup.wait()
-                    if self._stopping:
-                        break
-                    self._running = self._waiting.popleft()
-                sequence = self._running
-                try:
-                    self._decode(sequence)
-                except Exception as error:  # keep serving: fail the request, not the server
-                    log.exception("llama.cpp decoding failed")
-                    self.llm.reset()  # the cache may be half written
-                    if sequence.finish_reason is None:
-                        self._send(
-                            sequence, sequence.fail("error", f"{type(error).__name__}: {error}")
-                        )
-                finally:
-                    self._running = None
-        with self._wakeup:
-            left, self._waiting = list(self._waiting), collections.deque()
-        for sequence in left:
-            self._send(sequence, sequence.fail("abort", "the server is shutting down"))
+        try:
+            while self._admit():
+                self._drop_aborted()
+                if self._running:
+                    try:
+                        self._step()
+                    except Exception as error:  # keep serving: fail the batch, not the server
+                        log.exception("llama.cpp engine step failed")
+                        self._fail_running(f"{type(error).__name__}: {error}")
+        finally:
+            with self._wakeup:
+                left, self._waiting = list(self._waiting), collections.deque()
+            for sequence in left + [running.sequence for running in self._running]:
+                self._send(sequence, sequence.fail("abort", "the server is shutting down"))
+            self._running = []
+            self.slots.close()
 
-    def _decode(self, sequence: Sequence) -> None:
-        """Prefill, then sample and feed back one token at a time until the sequence ends."""
+    def _admit(self) -> bool:
+        """Give waiting requests free slots (sleeping while there is nothing to do);
+        False once the engine stops."""
+        with self._wakeup:
+            while not self._stopping and not self._waiting and not self._running:
+                self._wakeup.wait()
+            if self._stopping:
+                return False
+            while self._waiting and self._free:
+                self._start(self._waiting.popleft())
+        return True
+
+    def _start(self, sequence: Sequence) -> None:
+        prompt = sequence.prompt_ids
         if sequence.aborted:
             self._send(sequence, sequence.fail("abort"))
-            return
-        prompt = sequence.prompt_ids
-        if not prompt or len(prompt) >= self.max_context:
+        elif not prompt or len(prompt) >= self.max_context:
             message = f"the prompt has {len(prompt)} tokens; the context is {self.max_context}"
             self._send(sequence, sequence.fail("error", message))
-            return
-        self._prefill(prompt)
-        while True:
-            if self._stopping or sequence.aborted:
-                self._send(sequence, sequence.fail("abort"))
-                return
-            token = self._next_token(sequence)
-            chunk = sequence.append(token)
-            self._rate.record(ONE_TOKEN)
-            self._send(sequence, chunk)
-            if chunk.finish_reason is not None:
-                return
-            if self.llm.n_tokens >= self.max_context:  # max_tokens within the context prevents it
-                self._send(sequence, sequence.fail("length"))
-                return
-            self.llm.eval([token])
-
-    def _prefill(self, prompt: list[int]) -> None:
-        """Evaluate the prompt, keeping the cached tokens it starts with."""
-        llm = self.llm
-        keep = 0
-        if self._reuse_prefix and llm.n_tokens:
-            cached = llm.input_ids[: min(llm.n_tokens, len(prompt))]
-            differ = np.flatnonzero(cached != np.asarray(prompt[: len(cached)]))
-            keep = int(differ[0]) if len(differ) else len(cached)
-            keep = min(keep, len(prompt) - 1)  # the last prompt token is run for its logits
         else:
-            llm.reset()
-        llm.n_tokens = keep  # eval() drops cached positions from here on
-        llm.eval(prompt[keep:])
+            slot, keep = self.slots.claim(prompt, self._free)
+            self._free.discard(slot)
+            self._running.append(Running(sequence, slot, keep, list(prompt[keep:])))
 
-    def _next_token(self, sequence: Sequence) -> int:
-        pointer = self._logits_ith(self.llm.ctx, -1)  # the last position's logits
-        logits = np.ctypeslib.as_array(pointer, shape=(self._vocab,))
-        if sequence.greedy and sequence.guide is None:
-            return int(logits.argmax())  # the common case, without a tensor per token
-        return sample(torch.from_numpy(logits.copy())[None], [sequence])[0]  # guides mask it
+    def _release(self, running: Running) -> None:
+        self._running.remove(running)
+        self._free.add(running.slot)
+
+    def _fail_running(self, message: str) -> None:
+        for running in list(self._running):
+            self.slots.truncate(running.slot, 0)  # the cache may be half written
+            if running.sequence.finish_reason is None:
+                self._send(running.sequence, running.sequence.fail("error", message))
+            self._release(running)
+
+    def _drop_aborted(self) -> None:
+        for running in [r for r in self._running if r.sequence.aborted]:
+            self._send(running.sequence, running.sequence.fail("abort"))
+            self._release(running)
+
+    def _step(self) -> None:
+        """One llama_decode over every slot's next token and as much prompt as fits."""
+        plan = self._plan_batch()
+        feeds = [feed for _, feed in plan]
+        try:
+            rows = self.slots.decode(feeds)
+        except DecodeError as error:  # keep serving: fail these requests, not the server
+            log.error("llama.cpp decoding failed: %s", error)
+            self._fail_running(str(error))
+            return
+        for running, feed in plan:
+            running.position += len(feed.tokens)
+        # Logits rows come back in the order of the feeds that asked for them.
+        sampled = [running for running, feed in plan if feed.logits]
+        if sampled:
+            self._take_tokens(sampled, rows)
+
+    def _plan_batch(self) -> list[tuple[Running, Feed]]:
+        """Decoding slots first (one token each), then prompt chunks in arrival order."""
+        budget = self.slots.batch_tokens
+        plan: list[tuple[Running, Feed]] = []
+        for running in self._running:
+            if running.next_token is not None:
+                plan.append(
+                    (running, Feed(running.slot, [running.next_token], running.position, True))
+                )
+                running.next_token = None
+                budget -= 1
+        for running in self._running:
+            if not running.unread or budget <= 0:
+                continue
+            chunk, running.unread = running.unread[:budget], running.unread[budget:]
+            plan.append((running, Feed(running.slot, chunk, running.position, not running.unread)))
+            budget -= len(chunk)
+        return plan
+
+    def _take_tokens(self, sampled: list[Running], rows: np.ndarray) -> None:
+        """Pick each sampled sequence's next token from its logits row and send it on."""
+        tokens = pick_tokens(rows, [running.sequence for running in sampled])
+        for running, token in zip(sampled, tokens, strict=True):
+            chunk = running.sequence.append(token)
+            self._rate.record(ONE_TOKEN)
+            if chunk.finish_reason is None and running.position >= self.max_context:
+                # The slot's cache is full (max_tokens within the context prevents it).
+                self._send(running.sequence, chunk)
+                chunk = running.sequence.fail("length")
+            self._send(running.sequence, chunk)
+            if chunk.finish_reason is not None:
+                self._release(running)
+            else:
+                running.next_token = token
+
+
+def pick_tokens(rows: np.ndarray, sequences: list[Sequence]) -> list[int]:
+    """The next token of each row: argmax where greedy and unguided (numpy, no copy),
+    else the shared sampler (temperature, top-p, seeds, guides) on a torch copy."""
+    if all(sequence.greedy and sequence.guide is None for sequence in sequences):
+        return rows.argmax(axis=1).tolist()
+    import torch
+
+    from forgeml.serve.engine.sampling import sample
+
+    return sample(torch.from_numpy(np.array(rows, dtype=np.float32)), sequences)

@@ -1,0 +1,223 @@
+"""A GGUF model in llama.cpp with one KV-cache slot per concurrent sequence.
+
+    slots = SlotContext(Path("model-f16.gguf"), slots=32, slot_context=2048, threads=2)
+    slot, keep = slots.claim(prompt_ids, free={0, 1, 2})   # the cache already holds `keep`
+    rows = slots.decode([Feed(slot, prompt_ids[keep:], keep, logits=True)])
+    rows[0]                                               # next-token logits, numpy
+
+This is llama.cpp's batch API as its own server uses it (`llama-server`'s slots): one
+`llama_context` with `n_seq_max` sequences, each slot a sequence id with its own part of
+the KV cache (`kv_unified` off: every slot gets `slot_context` tokens, so one long
+conversation never evicts the others), and one `llama_decode` per step over the tokens
+of every slot at once, prompts and next tokens mixed.
+
+Each slot remembers the tokens its cache holds, so a new request is put in the free slot
+whose cache shares the longest prefix with its prompt (the next turn of a chat, or a
+shared system prompt), and only the rest is evaluated.
+
+llama-cpp-python's `Llama` class cannot do this: it builds a context for one sequence.
+This module uses its thin wrappers over the C API (`_internals`), pinned with the wheel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.core.errors import ForgeError, InputError
+
+
+@dataclass
+class Feed:
+    """Tokens of one slot for the next decode, from cache position `start`."""
+
+    slot: int
+    tokens: list[int]
+    start: int
+    logits: bool  # the last token's logits are wanted (a token is sampled after it)
+
+
+class DecodeError(RuntimeError):
+    """llama_decode failed; the slots in that batch hold unknown cache contents."""
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+        from llama_cpp import _internals
+    except ImportError as error:
+        raise ForgeError(
+            "the llama.cpp engine needs llama-cpp-python, which is not installed",
+            hint="make gguf (builds and installs it; see forgeml/export)",
+        ) from error
+    return llama_cpp, _internals
+
+
+def _quiet(llama_cpp) -> None:
+    """Send llama.cpp's load and context logs nowhere, as `Llama(verbose=False)` does."""
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)
+
+
+class SlotContext:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        slots: int,
+        slot_context: int = 0,
+        threads: int = 1,
+        batch_tokens: int = 512,
+    ) -> None:
+        llama_cpp, internals = _llama_cpp()
+        self._api = llama_cpp
+        _quiet(llama_cpp)
+        if not path.is_file():
+            raise InputError(f"no GGUF file at {path}", path=path)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0
+        try:
+            self._model = internals.LlamaModel(
+                path_model=str(path), params=model_params, verbose=False
+            )
+        except ValueError as error:  # "Failed to load model from file"
+            raise ForgeError(
+                f"llama.cpp could not load {path.name}: {error}",
+                hint="export the model again with the installed llama-cpp-python",
+            ) from error
+        self.slots = max(1, min(slots, int(llama_cpp.llama_max_parallel_sequences())))
+        trained = int(self._model.n_ctx_train())
+        self.slot_context = slot_context or trained
+        # A slot is never smaller than one full batch of prompt, or chunking could not fit.
+        self.batch_tokens = max(batch_tokens, self.slots)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.slot_context * self.slots
+        params.n_seq_max = self.slots
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = self.batch_tokens
+        params.n_threads = params.n_threads_batch = threads
+        # f32: llama.cpp's default f16 cache alone moves the tiny model's logits by up to
+        # ~0.3, enough to change greedy tokens. No flash attention, as in `Llama`.
+        params.type_k = params.type_v = llama_cpp.GGML_TYPE_F32
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        try:
+            self._context = internals.LlamaContext(model=self._model, params=params, verbose=False)
+        except ValueError as error:
+            self._model.close()
+            raise ForgeError(
+                f"llama.cpp could not make a cache of {self.slots} x {self.slot_context} "
+                f"tokens for {path.name}: {error}",
+                hint="serve with fewer slots (max_batch_size) or a smaller llama_cpp_n_ctx",
+            ) from error
+        self.ctx = self._context.ctx
+        self._memory = self._context.memory
+        # llama.cpp rounds the cache up; what a slot really holds is what counts.
+        self.slot_context = int(llama_cpp.llama_n_ctx_seq(self.ctx))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._model.vocab))
+        self.eos_token_id = int(self._model.token_eos())
+        model = self._model.model
+        # Recurrent state cannot be cut back to a prefix: such a slot re-reads every prompt.
+        self.reuse_prefix = not (
+            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        )
+        self._batch = llama_cpp.llama_batch_init(self.batch_tokens, 0, 1)
+        self._cached: list[list[int]] = [[] for _ in range(self.slots)]
+        self._last_used = [0] * self.slots
+        self._clock = 0
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._model.tokenize(text.encode(), add_bos=False, special=True)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._api.llama_batch_free(self._batch)
+            self._batch = None
+        self._context.close()
+        self._model.close()
+
+    # --- slots ---------------------------------------------------------------------------
+
+    def claim(self, prompt: list[int], free: Iterable[int]) -> tuple[int, int]:
+        """The free slot whose cache shares most of `prompt`, and how many tokens it keeps.
+
+        At least the last prompt token is always evaluated again: its logits pick the
+        first new token. Ties go to the slot used longest ago, keeping recent caches.
+        """
+        best, best_keep = -1, -1
+        for slot in free:
+            keep = _common_prefix(self._cached[slot], prompt) if self.reuse_prefix else 0
+            keep = min(keep, len(prompt) - 1)
+            if keep > best_keep or (keep == best_keep and self._older(slot, best)):
+                best, best_keep = slot, keep
+        if best < 0:
+            raise RuntimeError("claim() needs at least one free slot")
+        self.truncate(best, best_keep)
+        self._clock += 1
+        self._last_used[best] = self._clock
+        return best, best_keep
+
+    def truncate(self, slot: int, keep: int) -> None:
+        """Drop the slot's cached positions from `keep` on."""
+        if keep <= 0 or not self.reuse_prefix:
+            self._api.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            self._cached[slot] = []
+        else:
+            self._api.llama_memory_seq_rm(self._memory, slot, keep, -1)
+            del self._cached[slot][keep:]
+
+    def _older(self, slot: int, other: int) -> bool:
+        return other < 0 or self._last_used[slot] < self._last_used[other]
+
+    # --- decoding ------------------------------------------------------------------------
+
+    def decode(self, feeds: list[Feed]) -> np.ndarray:
+        """Evaluate every feed in one llama_decode; the logits rows of feeds that want them.
+
+        The rows are in feed order and stay valid until the next call (llama.cpp's buffer).
+        """
+        total = sum(len(feed.tokens) for feed in feeds)
+        if total > self.batch_tokens:
+            raise RuntimeError(f"{total} tokens in a batch of {self.batch_tokens}")
+        batch = self._batch
+        count, outputs = 0, 0
+        for feed in feeds:
+            if feed.start != len(self._cached[feed.slot]):
+                raise RuntimeError(f"slot {feed.slot} feeds from {feed.start}, cache differs")
+            last = len(feed.tokens) - 1
+            for offset, token in enumerate(feed.tokens):
+                batch.token[count] = token
+                batch.pos[count] = feed.start + offset
+                batch.n_seq_id[count] = 1
+                batch.seq_id[count][0] = feed.slot
+                wanted = feed.logits and offset == last
+                batch.logits[count] = wanted
+                outputs += wanted
+                count += 1
+        batch.n_tokens = count
+        status = self._api.llama_decode(self.ctx, batch)
+        if status != 0:
+            for feed in feeds:
+                self.truncate(feed.slot, 0)
+            raise DecodeError(f"llama_decode returned {status}")
+        for feed in feeds:
+            self._cached[feed.slot].extend(feed.tokens)
+        if not outputs:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        pointer = self._api.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(
+            ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(outputs, self.n_vocab)
+        )
+
+
+def _common_prefix(cached: list[int], prompt: list[int]) -> int:
+    size = min(len(cached), len(prompt))
+    if not size:
+        return 0
+    differ = np.flatnonzero(np.asarray(cached[:size]) != np.asarray(prompt[:size]))
+    return int(differ[0]) if len(differ) else size
