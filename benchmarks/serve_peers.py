@@ -83,7 +83,20 @@ class MemoryWatch:
 
 
 async def one_request(client: httpx.AsyncClient, model: str, text: str, new_tokens: int):
-    """(latency, time to first token, completion tokens) of one streamed completion."""
+    """(latency, time to first token, completion tokens) of one streamed completion.
+
+    llama-server's HTTP library closes a kept-alive connection after a few requests; a
+    request sent on it just then gets no response at all, and is sent again."""
+    for attempt in range(3):
+        try:
+            return await _stream_once(client, model, text, new_tokens)
+        except httpx.RemoteProtocolError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _stream_once(client: httpx.AsyncClient, model: str, text: str, new_tokens: int):
     body = {
         "model": model,
         "prompt": text,
@@ -147,8 +160,8 @@ def server_commands(args, workspace: Path, gguf: Path, threads: int, slots: int)
     serve += ["--job-workers", "0"]
     return {
         "llama-server": (llama_server, MODEL, "/v1/models"),
-        "forgeml llama.cpp": ([*serve[:5], "peers-gguf", *serve[5:]], "peers-gguf", "/health"),
-        "forgeml transformers": ([*serve[:5], MODEL, *serve[5:]], MODEL, "/health"),
+        "forgeml llama.cpp": ([*serve[:6], "peers-gguf", *serve[6:]], "peers-gguf", "/health"),
+        "forgeml transformers": ([*serve[:6], MODEL, *serve[6:]], MODEL, "/health"),
     }
 
 
@@ -185,6 +198,11 @@ def measure_size(args, size: str, scratch: Path) -> dict:
                             )
                         )
                     result |= {"idle MB": idle / 2**20, "peak MB": memory.peak / 2**20}
+                except httpx.HTTPError as error:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise SystemExit(
+                        f"{name} at concurrency {concurrency}: {error}\n{tail}"
+                    ) from error
                 finally:
                     stop(process)
                 best = rows.get((name, concurrency))
