@@ -42,7 +42,7 @@ from forgeml.serve.engine.base import (
     GenerationRequest,
     QueueFullError,
 )
-from forgeml.serve.engine.llama_cpp_slots import DecodeError, Feed, SlotContext
+from forgeml.serve.engine.llama_cpp_slots import DecodeError, Feed, SlotContext, load_llama_cpp
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.stream import sequence_stream
 from forgeml.serve.engine.throughput import TokenRate
@@ -56,13 +56,7 @@ VOCABULARY_PROBE = "The for statement iterates over ORD-12345, 2024-05-01 and $1
 def open_gguf(path: Path, n_ctx: int, threads: int):
     """llama-cpp-python's own `Llama` over `path` (f32 KV cache): the reference the
     engine's outputs are compared with in tests and benchmarks."""
-    try:
-        import llama_cpp
-    except ImportError as error:
-        raise ForgeError(
-            "the llama.cpp engine needs llama-cpp-python, which is not installed",
-            hint="make gguf (builds and installs it; see forgeml/export)",
-        ) from error
+    llama_cpp, _ = load_llama_cpp()
     return llama_cpp.Llama(
         str(path),
         n_ctx=n_ctx,

@@ -45,7 +45,8 @@ class DecodeError(RuntimeError):
     """llama_decode failed; the slots in that batch hold unknown cache contents."""
 
 
-def _llama_cpp():
+def load_llama_cpp():
+    """llama-cpp-python's module and its C-API wrappers, or a ForgeError saying how to get them."""
     try:
         import llama_cpp
         from llama_cpp import _internals
@@ -74,7 +75,7 @@ class SlotContext:
         threads: int = 1,
         batch_tokens: int = 512,
     ) -> None:
-        llama_cpp, internals = _llama_cpp()
+        llama_cpp, internals = load_llama_cpp()
         self._api = llama_cpp
         _quiet(llama_cpp)
         if not path.is_file():
