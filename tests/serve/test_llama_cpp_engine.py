@@ -316,3 +316,21 @@ def test_a_slot_keeps_its_cache_for_the_next_turn(gguf_export, tokenizer):
             slots.decode([Feed(again, other, 0, logits=True)])
     finally:
         slots.close()
+
+
+def test_a_stopped_engine_starts_again(gguf_export, tokenizer):
+    greedy = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+
+    async def scenario():
+        engine = LlamaCppEngine(gguf_export[1].gguf, tokenizer, n_ctx=256, slots=2)
+        answers = []
+        for _ in range(2):
+            await engine.start()
+            try:
+                answers.append(await run_engine(engine, prompt_ids(tokenizer), greedy))
+            finally:
+                await engine.stop()
+        return answers
+
+    first, second = asyncio.run(scenario())
+    assert first[0] == second[0] and len(first[0]) == 6

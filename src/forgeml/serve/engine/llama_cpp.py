@@ -194,7 +194,6 @@ class LlamaCppEngine(Engine):
             for sequence in left + [running.sequence for running in self._running]:
                 self._send(sequence, sequence.fail("abort", "the server is shutting down"))
             self._running = []
-            self.slots.close()
 
     def _admit(self) -> bool:
         """Give waiting requests free slots (sleeping while there is nothing to do);

@@ -136,11 +136,17 @@ class SlotContext:
         return self._model.tokenize(text.encode(), add_bos=False, special=True)
 
     def close(self) -> None:
-        if self._batch is not None:
+        """Free llama.cpp's memory; also when the engine is dropped (`__del__`), not when
+        it stops, so a stopped engine can start again as it could with `Llama`."""
+        if getattr(self, "_batch", None) is not None:
             self._api.llama_batch_free(self._batch)
             self._batch = None
-        self._context.close()
-        self._model.close()
+        for part in (getattr(self, "_context", None), getattr(self, "_model", None)):
+            if part is not None:  # absent when loading failed part way
+                part.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     # --- slots ---------------------------------------------------------------------------
 
