@@ -35,7 +35,8 @@ import torch
 from forgeml.core.workspace import Workspace
 from forgeml.eval.local import LocalChatModel
 from forgeml.eval.suite import ChatRequest
-from forgeml.models.classifier import Classifier, decide
+from forgeml.models.classifier import Classifier
+from forgeml.models.classifier_config import decide
 from forgeml.quickstart.unseen import FRESH_TICKETS, UNSEEN_TICKETS
 
 UNSEEN = UNSEEN_TICKETS  # hand-written, in phrasings no quickstart template has

@@ -42,6 +42,8 @@ from edge_bundle import MODEL, ROOT, forgeml, free_port, make_model, prompts, st
 
 CONCURRENCY = (1, 32)
 SLOT_CONTEXT = 1024  # tokens per sequence, for every server
+SERVERS = ("llama-server", "forgeml llama.cpp", "forgeml llama.cpp lean", "forgeml transformers")
+LEAN_ENV = {"FORGEML_SERVING_LANGUAGE_SIGNAL": "false"}
 
 
 def wait_for_quiet(limit_seconds: float = 60.0) -> None:
@@ -158,10 +160,14 @@ def server_commands(args, workspace: Path, gguf: Path, threads: int, slots: int)
     serve = [sys.executable, "-m", "forgeml", "--workspace", str(workspace), "serve"]
     serve += ["--port", "PORT", "--threads", str(threads), "--max-batch-size", str(slots)]
     serve += ["--job-workers", "0"]
+    gguf_serve = [*serve[:6], "peers-gguf", *serve[6:]]
+    # "lean": the llama.cpp engine without the language identifier of the drift
+    # signals (~70 MB), as an edge server would run (serving.language_signal: false).
     return {
-        "llama-server": (llama_server, MODEL, "/v1/models"),
-        "forgeml llama.cpp": ([*serve[:6], "peers-gguf", *serve[6:]], "peers-gguf", "/health"),
-        "forgeml transformers": ([*serve[:6], MODEL, *serve[6:]], MODEL, "/health"),
+        "llama-server": (llama_server, MODEL, "/v1/models", {}),
+        "forgeml llama.cpp": (gguf_serve, "peers-gguf", "/health", {}),
+        "forgeml llama.cpp lean": (gguf_serve, "peers-gguf", "/health", LEAN_ENV),
+        "forgeml transformers": ([*serve[:6], MODEL, *serve[6:]], MODEL, "/health", {}),
     }
 
 
@@ -178,11 +184,11 @@ def measure_size(args, size: str, scratch: Path) -> dict:
         for concurrency in CONCURRENCY:
             cell_texts = texts if concurrency > 1 else texts[: args.requests_single]
             commands = server_commands(args, workspace, gguf, args.threads, concurrency)
-            for name, (command, model, ready) in commands.items():
+            for name, (command, model, ready, extra_env) in commands.items():
                 port = free_port()
                 command = [str(port) if part == "PORT" else part for part in command]
                 log = scratch / f"{size}-{name.replace(' ', '-')}-{port}.log"
-                process = start(command, port, log, env=env, ready=ready)
+                process = start(command, port, log, env=env | extra_env, ready=ready)
                 try:
                     wait_for_quiet()
                     with MemoryWatch(process.pid) as memory:
@@ -225,7 +231,7 @@ def print_table(size: str, measured: dict, args) -> None:
     print("-" * len(header))
     for concurrency in CONCURRENCY:
         base = rows[("llama-server", concurrency)]["tokens/s"]
-        for name in ("llama-server", "forgeml llama.cpp", "forgeml transformers"):
+        for name in SERVERS:
             row = rows[(name, concurrency)]
             print(
                 f"{name:22} {concurrency:4} {row['tokens/s']:7.0f} {row['tokens/s'] / base:14.2f} "

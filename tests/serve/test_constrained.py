@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 from serving_fixtures import MODEL_NAME
@@ -75,8 +76,8 @@ def drive(vocabulary, spec, max_tokens, seed):
     tokens = []
     for remaining in range(max_tokens, 0, -1):
         allowed = guide.allowed(remaining)
-        allowed = torch.ones(vocabulary.size, dtype=torch.bool) if allowed is None else allowed
-        token = int(torch.multinomial(allowed.float(), 1, generator=generator))
+        allowed = np.ones(vocabulary.size, dtype=bool) if allowed is None else allowed
+        token = int(torch.multinomial(torch.from_numpy(allowed).float(), 1, generator=generator))
         guide.advance(token)
         if token == vocabulary.eos_id:
             return "".join(vocabulary.texts[t] for t in tokens), True, guide
@@ -141,7 +142,8 @@ def test_auto_tool_choice_switches_the_grammar_on(vocabulary):
     generator = torch.Generator().manual_seed(1)
     tokens = [vocabulary.id(ct.TOOL_CALLS)]
     for remaining in range(59, 0, -1):
-        token = int(torch.multinomial(guide.allowed(remaining).float(), 1, generator=generator))
+        allowed = torch.from_numpy(guide.allowed(remaining)).float()
+        token = int(torch.multinomial(allowed, 1, generator=generator))
         guide.advance(token)
         if token == vocabulary.eos_id:
             break

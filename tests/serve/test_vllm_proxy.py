@@ -16,6 +16,7 @@ import sys
 import httpx
 import jsonschema
 import llguidance
+import llguidance.hf
 import pytest
 import torch
 from serving_fixtures import MODEL_NAME, ServerThread
@@ -240,7 +241,7 @@ def test_the_grammar_sent_to_vllm_accepts_what_the_guide_allows(served, model_di
                     logits[boosted] += 50
                 allowed = guide.allowed(50 - step)
                 if allowed is not None:
-                    logits[~allowed] = float("-inf")
+                    logits[~torch.from_numpy(allowed)] = float("-inf")
                 token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
                 guide.advance(token)
                 assert matcher.consume_token(token), (spec, matcher.get_error())

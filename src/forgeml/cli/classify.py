@@ -30,7 +30,8 @@ def classify(
     ),
 ) -> None:
     """Classify texts (or a JSONL file's lines) with a classifier model."""
-    from forgeml.models.classifier import Classifier, decide
+    from forgeml.models.classifier import Classifier
+    from forgeml.models.classifier_config import decide
     from forgeml.train.classify_data import classification_input
 
     inputs = list(texts or []) + (_read(file) if file else [])

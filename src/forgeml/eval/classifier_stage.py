@@ -19,7 +19,8 @@ from forgeml.core.stages import stage
 from forgeml.eval.classification import classifier_report
 from forgeml.eval.params import ClassifierEvalParams
 from forgeml.eval.stages import FORMAT, write_eval
-from forgeml.models.classifier import Classifier, decide
+from forgeml.models.classifier import Classifier
+from forgeml.models.classifier_config import decide
 from forgeml.train.classify_data import check_labels_known, load_classification
 
 EXCERPT_CHARS = 300

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from forgeml.core.errors import InputError
+from forgeml.models.classifier_config import LABEL_SETS_KEY, is_classifier
 from forgeml.train.classify_data import LabelSet
 
-LABEL_SETS_KEY = "forgeml_label_sets"
 MAX_INPUT_TOKENS = 8192
 
 
@@ -101,29 +101,6 @@ class HeadLayout:
     def of(config: Any) -> HeadLayout | None:
         sets = getattr(config, LABEL_SETS_KEY, None)
         return HeadLayout(tuple(LabelSet.from_dict(s) for s in sets)) if sets else None
-
-
-def is_classifier(directory: Path) -> bool:
-    """Whether a model directory holds a forgeml classifier (without loading weights)."""
-    import json
-
-    try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and bool(config.get(LABEL_SETS_KEY))
-
-
-def decide(scores: dict[str, dict[str, float]], layout: HeadLayout) -> dict[str, Any]:
-    """The predicted label of each single-label set; the labels at >= 0.5 of a multi-label one."""
-    out: dict[str, Any] = {}
-    for label_set in layout.sets:
-        values = scores[label_set.name]
-        if label_set.multi_label:
-            out[label_set.name] = sorted(label for label, p in values.items() if p >= 0.5)
-        else:
-            out[label_set.name] = max(values, key=lambda label: (values[label], label))
-    return out
 
 
 class Classifier:

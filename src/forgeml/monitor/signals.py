@@ -63,19 +63,24 @@ def user_text(messages: Sequence[dict[str, Any]]) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def prompt_signals(text: str, turns: int, count_tokens: Callable[[str], int]) -> dict[str, Any]:
+def prompt_signals(
+    text: str, turns: int, count_tokens: Callable[[str], int], language: bool = True
+) -> dict[str, Any]:
+    """The signals of one prompt; `language=False` leaves that one out (drift then lists
+    it as not measured, as for any signal an engine or server does not compute)."""
     sample = text[:SAMPLE_CHARS]
     tokens = count_tokens(sample) if sample else 0
-    language = "und"
-    if len(sample.strip()) >= MIN_LANGUAGE_CHARS:
-        language = detect_language(sample, max_chars=LANGUAGE_CHARS)[0]
-    return {
+    signals = {
         "user_chars": len(text),
         "turns": turns,
         "chars_per_token": round(len(sample) / tokens, 3) if tokens else 0.0,
-        "language": language,
         "sketch": sketch(text),
     }
+    if language:
+        signals["language"] = "und"
+        if len(sample.strip()) >= MIN_LANGUAGE_CHARS:
+            signals["language"] = detect_language(sample, max_chars=LANGUAGE_CHARS)[0]
+    return signals
 
 
 def enum_fields(schema: Any) -> dict[str, set[str]]:

@@ -81,7 +81,10 @@ class Accounting:
         )
         if status == 200:
             record.signals = prompt_signals(
-                self.user_text, self.turns, token_counter(self.served.tokenizer)
+                self.user_text,
+                self.turns,
+                token_counter(self.served.tokenizer),
+                language=state.settings.language_signal,
             )
             if self.prompt_logprob is not None:
                 record.signals["prompt_logprob"] = self.prompt_logprob

@@ -32,7 +32,6 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import Depends, FastAPI, Request, Response
 
 from forgeml import __version__
@@ -89,9 +88,9 @@ def create_app(
         app.state.request_log = request_log or RegistryRequestLog(
             workspace, settings.request_log_days
         )
-        torch.set_num_threads(settings.threads())  # process-wide: the server owns the process
         await asyncio.to_thread(clean_interrupted_uploads, workspace)  # a kill -9 mid-upload
-        await asyncio.to_thread(warm_up_signals)  # loads the language model off the first request
+        if settings.language_signal:  # load the language model off the first request
+            await asyncio.to_thread(warm_up_signals)
         await pool.start()
         for model in pool.models:  # build constrained-decoding tables before traffic
             await asyncio.to_thread(lambda model=model: model.vocabulary)

@@ -22,16 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transformers import AutoTokenizer
-
 from forgeml.core.errors import InputError
 from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
-from forgeml.export.model import find_adapter_base
 from forgeml.serve.engine.base import Engine, EngineStats, GenerationChunk, GenerationRequest
-from forgeml.serve.engine.transformers import TransformersEngine
+from forgeml.serve.tokenizer import ServingTokenizer
 
 if TYPE_CHECKING:
+    from forgeml.serve.engine.transformers import TransformersEngine
     from forgeml.serve.served_models import ServedModel
 
 EXPORT_HINT = (
@@ -64,6 +62,8 @@ class AdapterEngine(Engine):
 
 def adapter_base(workspace: Workspace, adapter: Artifact) -> Artifact:
     """The model an adapter was trained on (the `model` input of its run)."""
+    from forgeml.export.model import find_adapter_base  # torch-free serving never needs it
+
     try:
         return find_adapter_base(workspace, adapter)
     except InputError as error:
@@ -106,7 +106,7 @@ def _adapter_tokenizer(directory: Path, base: ServedModel):
     """The tokenizer saved with the adapter (else the base's), if it encodes as the base's."""
     if not (directory / "tokenizer.json").is_file():
         return base.tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    tokenizer = ServingTokenizer.load(directory)
     same = (
         tokenizer.get_vocab() == base.tokenizer.get_vocab()
         and tokenizer.eos_token_id == base.tokenizer.eos_token_id

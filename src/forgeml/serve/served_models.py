@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,20 +22,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
-
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.registry import ForgottenError
 from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
-from forgeml.models.classifier import Classifier, is_classifier
-from forgeml.models.sizes import load_model
 from forgeml.serve.auth import Caller
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.deployments import start_deployments, stop_deployments
 from forgeml.serve.engine.base import Engine
-from forgeml.serve.engine.process import ProcessEngine
-from forgeml.serve.engine.transformers import TransformersEngine
+from forgeml.serve.engine_factory import make_engine
 from forgeml.serve.errors import APIError, ModelNotServed
 from forgeml.serve.export_files import export_files
 from forgeml.serve.forgotten_models import withdraw_forgotten
@@ -46,6 +38,7 @@ from forgeml.serve.holds import hold_until_request_ends
 from forgeml.serve.on_demand import may_load
 from forgeml.serve.served_adapters import adapter_base, load_served_adapter
 from forgeml.serve.settings import ServeSettings
+from forgeml.serve.tokenizer import ServingTokenizer
 
 log = logging.getLogger("forgeml.serve")
 
@@ -87,7 +80,7 @@ def load_directory(
     log_dir: Path | None = None,
 ) -> ServedModel:
     """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick."""
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
+    tokenizer = ServingTokenizer.load(tokenizer_dir or path)
     engine = make_engine(
         served_id,
         path,
@@ -104,75 +97,6 @@ def load_directory(
         sha256=artifact.sha256 if artifact is not None else "",
         tokenizer=tokenizer,
         engine=engine,
-    )
-
-
-def make_engine(
-    served_id: str,
-    path: Path,
-    tokenizer,
-    settings: ServeSettings,
-    *,
-    gguf: Path | None = None,
-    tokenizer_dir: Path | None = None,
-    log_dir: Path | None = None,
-) -> Engine:
-    """The engine `settings.engine` names; by default llama.cpp for a GGUF, else transformers.
-    A classifier gets its own engine whatever the settings: it does not generate."""
-    if gguf is None and is_classifier(path):
-        from forgeml.serve.engine.classifier import ClassifierEngine
-
-        return ClassifierEngine(Classifier.load(path), served_id, settings.max_waiting)
-    kind = settings.engine or ("llama.cpp" if gguf is not None else "transformers")
-    if kind == "llama.cpp":
-        if gguf is None:
-            raise InputError(
-                f"the llama.cpp engine serves GGUF exports, and {served_id} is not one",
-                hint=f"forgeml export {served_id} --format gguf, then serve the export",
-            )
-        from forgeml.serve.engine.llama_cpp import LlamaCppEngine
-
-        return LlamaCppEngine(
-            gguf,
-            tokenizer,
-            n_ctx=settings.llama_cpp_n_ctx or 0,
-            threads=settings.threads(),
-            slots=settings.max_batch_size,
-            max_waiting=settings.max_waiting,
-        )
-    if gguf is not None:
-        raise InputError(
-            f"{served_id} is a GGUF export, which only the llama.cpp engine serves",
-            hint="serve the model it was exported from (or an hf export of it) instead",
-        )
-    if kind == "vllm":
-        from forgeml.serve.engine.vllm_proxy import VllmProxyEngine
-
-        log_name = "vllm-" + re.sub(r"[^\w.@-]+", "_", served_id) + ".log"
-        return VllmProxyEngine(
-            path,
-            url=settings.vllm_url,
-            command=settings.vllm_command,
-            args=settings.vllm_args,
-            api_key=os.environ.get("VLLM_API_KEY") if settings.vllm_url else None,
-            served_name=served_id,
-            log_path=(log_dir or Path(tempfile.gettempdir()) / "forgeml") / log_name,
-            start_timeout=settings.vllm_start_timeout,
-            max_in_flight=settings.max_batch_size + settings.max_waiting,
-        )
-    if settings.engine_process:
-        return ProcessEngine(
-            path,
-            tokenizer_dir,
-            max_batch_size=settings.max_batch_size,
-            max_waiting=settings.max_waiting,
-            threads=settings.threads(),
-        )
-    return TransformersEngine(
-        load_model(path),
-        tokenizer,
-        max_batch_size=settings.max_batch_size,
-        max_waiting=settings.max_waiting,
     )
 
 

@@ -55,6 +55,11 @@ class ServeSettings(BaseModel):
     log_prompts: bool = Field(
         False, description="Store prompts and outputs in the request log (personal data!)."
     )
+    language_signal: bool = Field(
+        True,
+        description="Identify each prompt's language for drift monitoring (py3langid: "
+        "~70 MB resident); off: no `language` signal, for small edge servers.",
+    )
     drift_check_seconds: float = Field(
         300.0,
         ge=0,

@@ -25,7 +25,8 @@ from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
 from forgeml.core.stages import stage
 from forgeml.eval.classification import classifier_report
-from forgeml.models.classifier import Classifier, HeadLayout, decide, pad_right
+from forgeml.models.classifier import Classifier, HeadLayout, pad_right
+from forgeml.models.classifier_config import decide
 from forgeml.train.classify_data import (
     ClassifyRecord,
     check_labels_known,

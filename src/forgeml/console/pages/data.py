@@ -11,7 +11,6 @@ from fastapi.responses import FileResponse
 from forgeml.console.render import ConsoleRoute, page
 from forgeml.core.errors import InputError
 from forgeml.core.registry import forgotten_error
-from forgeml.data.rejects import SUMMARY_FILE, iter_rejects
 
 router = APIRouter(route_class=ConsoleRoute)
 REJECTS_SHOWN = 50
@@ -47,6 +46,8 @@ def report(request: Request, sha: str):
 
 @router.get("/ui/data/rejects/{sha}")
 def rejects(request: Request, sha: str):
+    from forgeml.data.rejects import SUMMARY_FILE, iter_rejects  # pyarrow: ~50 MB, on use
+
     workspace = request.app.state.workspace
     artifact = workspace.registry.resolve(
         f"rejects/{sha}", kind="rejects", purpose="be shown in the console"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from forgeml.core.errors import InputError
-from forgeml.models.classifier import HeadLayout, decide
+from forgeml.models.classifier_config import decide
 from forgeml.serve.accounting import Accounting
 from forgeml.serve.chat.prompt import refuse_control_tokens, request_message
 from forgeml.serve.classifications.protocol import (
@@ -29,11 +29,12 @@ from forgeml.serve.classifications.protocol import (
     Conversation,
     TargetResult,
 )
-from forgeml.serve.engine.classifier import ClassifierEngine
 from forgeml.serve.errors import APIError
 from forgeml.serve.served_models import ServedModel
 from forgeml.serve.streaming import completion_id
-from forgeml.train.classify_data import classification_input
+
+if TYPE_CHECKING:  # the classifier engine (and torch) load only with a classifier
+    from forgeml.models.classifier import HeadLayout
 
 
 @dataclass
@@ -77,7 +78,7 @@ class ClassificationService:
         served: ServedModel = await self.state.traffic.get(model, request)
         request.state.model = served.id
         engine = served.engine
-        if not isinstance(engine, ClassifierEngine):
+        if engine.name != "classifier":  # not isinstance: that would import torch
             raise APIError(
                 400,
                 f"{served.id} is not a classifier; train one with `forgeml train classify` "
@@ -138,4 +139,6 @@ def _rendered(conversation: Conversation, field: str) -> str:
         _check_length(data.get("content") or " ", f"{field}.messages[{index}].content")
         messages.append(data)
     refuse_control_tokens(messages, [])
+    from forgeml.train.classify_data import classification_input  # it loads pyarrow
+
     return classification_input(messages)

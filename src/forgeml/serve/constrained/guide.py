@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from forgeml.models import chat_template as ct
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
@@ -78,16 +78,16 @@ class OutputGuide:
         self._next_estimate = max(ESTIMATE_FROM, 3 * self._fresh + CAREFUL_SLACK)
         self._think = vocabulary.id(ct.THINK) if spec.reasoning else -1
         self._end_think = vocabulary.id(ct.END_THINK) if spec.reasoning else -1
-        self._thinking_mask = vocabulary.text.clone()
+        self._thinking_mask = vocabulary.text.copy()
         if spec.reasoning:
             self._thinking_mask[self._end_think] = True
-        self._answer_mask = vocabulary.text.clone()
+        self._answer_mask = vocabulary.text.copy()
         self._answer_mask[vocabulary.eos_id] = True
         self._tool_calls = vocabulary.control.get(ct.TOOL_CALLS, -1)
         if spec.tool_grammar is not None:
             self._answer_mask[self._tool_calls] = True
 
-    def allowed(self, remaining_tokens: int) -> torch.Tensor | None:
+    def allowed(self, remaining_tokens: int) -> np.ndarray | None:
         if self.phase == OPENING:
             return self.vocabulary.only(self._think)
         if self.phase == THINKING:
@@ -117,7 +117,7 @@ class OutputGuide:
             return self.vocabulary.only(self.vocabulary.eos_id)
         return mask
 
-    def _closing(self, mask: torch.Tensor, state: JsonState) -> torch.Tensor:
+    def _closing(self, mask: np.ndarray, state: JsonState) -> np.ndarray:
         """Of the allowed tokens, those that end the JSON soonest.
 
         Failing a closing token, the longest allowed ones: they finish a forced key or
@@ -128,7 +128,7 @@ class OutputGuide:
             preferred = mask & tier
             if bool(preferred.any()):
                 return preferred
-        lengths = torch.where(mask, self.vocabulary.lengths, -1)
+        lengths = np.where(mask, self.vocabulary.lengths, -1)
         return mask & (lengths == lengths.max())
 
     def _tokens_to_finish(self) -> int:
@@ -138,7 +138,9 @@ class OutputGuide:
             if trial.is_stopped() or trial.is_error():
                 return steps + 1  # </s> is still to come
             allowed = self._closing(self.vocabulary.mask(trial), state)
-            token_id = int(allowed.nonzero()[0]) if bool(allowed.any()) else self.vocabulary.eos_id
+            token_id = (
+                int(np.flatnonzero(allowed)[0]) if bool(allowed.any()) else self.vocabulary.eos_id
+            )
             if token_id == self.vocabulary.eos_id:
                 return steps + 1
             trial.consume_token(token_id)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from copy import copy
 
 import llguidance
-import llguidance.hf
 import numpy as np
-import torch
 
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.models import chat_template
@@ -40,9 +39,9 @@ class GuideVocabulary:
         self.control[chat_template.EOS] = self.eos_id
         special = set(tokenizer.all_special_ids) | set(self.control.values())
         texts = [tokenizer.decode([i]) for i in range(self.size)]
-        self.text = torch.tensor([i not in special for i in range(self.size)])
+        self.text = np.array([i not in special for i in range(self.size)], dtype=bool)
         self.texts = texts
-        self.lengths = torch.tensor([len(text.encode()) for text in texts])
+        self.lengths = np.array([len(text.encode()) for text in texts], dtype=np.int64)
         eos = self.only(self.eos_id)
         self.string_tiers = [
             eos,
@@ -55,7 +54,7 @@ class GuideVocabulary:
             self._where(texts, lambda t: bool(t) and set(t) <= _SEPARATORS),
             self._where(texts, lambda t: t.strip() == '"'),
         ]
-        self._ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer)
+        self._ll_tokenizer = _llguidance_tokenizer(tokenizer)
         self._grammars: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -65,13 +64,13 @@ class GuideVocabulary:
     def id(self, token: str) -> int:
         return self.control[token]
 
-    def only(self, *token_ids: int) -> torch.Tensor:
-        mask = torch.zeros(self.size, dtype=torch.bool)
+    def only(self, *token_ids: int) -> np.ndarray:
+        mask = np.zeros(self.size, dtype=bool)
         mask[list(token_ids)] = True
         return mask
 
-    def _where(self, texts: list[str], keep) -> torch.Tensor:
-        return torch.tensor([keep(text) for text in texts]) & self.text
+    def _where(self, texts: list[str], keep) -> np.ndarray:
+        return np.array([keep(text) for text in texts], dtype=bool) & self.text
 
     def matcher(self, grammar: str, field: str) -> llguidance.LLMatcher:
         """A fresh matcher for `grammar`; compiled grammars are cached and copied."""
@@ -91,7 +90,7 @@ class GuideVocabulary:
                 self._grammars.popitem(last=False)
         return pristine.deep_copy()
 
-    def mask(self, matcher: llguidance.LLMatcher) -> torch.Tensor:
+    def mask(self, matcher: llguidance.LLMatcher) -> np.ndarray:
         """The tokens `matcher` allows next, as a bool mask over the vocabulary."""
         if matcher.is_error():
             raise ForgeError(f"constrained decoding failed: {matcher.get_error()}")
@@ -99,4 +98,13 @@ class GuideVocabulary:
         allowed = np.zeros(self.size, dtype=bool)
         unpacked = np.unpackbits(bits, bitorder="little")[: self.size]
         allowed[: len(unpacked)] = unpacked
-        return torch.from_numpy(allowed)
+        return allowed
+
+
+def _llguidance_tokenizer(tokenizer) -> llguidance.LLTokenizer:
+    """llguidance's view of the tokenizer, from its Rust backend's JSON (what
+    `llguidance.hf.from_tokenizer` does, without importing transformers)."""
+    backend = copy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    return llguidance.LLTokenizer(backend.to_str(), eos_token=int(tokenizer.eos_token_id))

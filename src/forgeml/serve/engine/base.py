@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from forgeml.core.errors import ForgeError
 
 if TYPE_CHECKING:  # keep this module light: `forgeml keys` imports it through errors.py
-    import torch
+    import numpy as np
 
 FINISH_REASONS = ("stop", "length", "abort", "error")
 
@@ -57,8 +57,9 @@ class TokenGuide(Protocol):
     through `advance`. A guide is stateful and belongs to one sequence.
     """
 
-    def allowed(self, remaining_tokens: int) -> torch.Tensor | None:
-        """A bool mask over the vocabulary, or None when every token is allowed.
+    def allowed(self, remaining_tokens: int) -> np.ndarray | None:
+        """A bool mask over the vocabulary (numpy, so an engine without torch can use it;
+        torch engines wrap it with `torch.from_numpy`), or None when any token may come.
 
         `remaining_tokens` is how many tokens the sequence may still generate, so a
         guide can steer towards a complete output before the budget runs out.

@@ -43,6 +43,7 @@ from forgeml.serve.engine.base import (
     QueueFullError,
 )
 from forgeml.serve.engine.llama_cpp_slots import DecodeError, Feed, SlotContext, load_llama_cpp
+from forgeml.serve.engine.numpy_sampling import sample
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.stream import sequence_stream
 from forgeml.serve.engine.throughput import TokenRate
@@ -289,12 +290,8 @@ class LlamaCppEngine(Engine):
 
 
 def pick_tokens(rows: np.ndarray, sequences: list[Sequence]) -> list[int]:
-    """The next token of each row: argmax where greedy and unguided (numpy, no copy),
-    else the shared sampler (temperature, top-p, seeds, guides) on a torch copy."""
+    """The next token of each row: argmax where greedy and unguided (no copy), else
+    numpy_sampling (temperature, top-p, seeds, guides)."""
     if all(sequence.greedy and sequence.guide is None for sequence in sequences):
         return rows.argmax(axis=1).tolist()
-    import torch
-
-    from forgeml.serve.engine.sampling import sample
-
-    return sample(torch.from_numpy(np.array(rows, dtype=np.float32)), sequences)
+    return sample(rows, sequences)

@@ -8,33 +8,17 @@ row draws from its own `torch.Generator`.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
+from forgeml.serve.engine.numpy_sampling import guide_masks
 from forgeml.serve.engine.sequence import Sequence
-
-log = logging.getLogger("forgeml.serve.engine")
 
 
 def apply_guides(logits: torch.Tensor, sequences: list[Sequence]) -> None:
     """Set the logits of tokens a row's guide forbids to -inf, in place."""
-    vocab = logits.shape[1]
-    for row, sequence in enumerate(sequences):
-        if sequence.guide is None:
-            continue
-        try:
-            allowed = sequence.guide.allowed(sequence.remaining)
-        except Exception as error:  # one request's guide must not fail the whole batch
-            log.exception("constrained decoding failed for %s", sequence.request.request_id)
-            sequence.guide_failed(f"constrained decoding failed: {error}")
-            continue
-        if allowed is None:
-            continue
-        allowed = allowed[:vocab]
-        if allowed.shape[0] < vocab:  # a model vocabulary padded past the tokenizer's
-            allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[0]))
-        logits[row].masked_fill_(~allowed, float("-inf"))
+    for row, allowed in enumerate(guide_masks(sequences, logits.shape[1])):
+        if allowed is not None:  # shares the mask's memory: no copy
+            logits[row].masked_fill_(~torch.from_numpy(allowed), float("-inf"))
 
 
 def sample(logits: torch.Tensor, sequences: list[Sequence]) -> list[int]:
@@ -58,7 +42,14 @@ def _sample_rows(logits: torch.Tensor, sequences: list[Sequence]) -> torch.Tenso
         logits = logits / torch.tensor(temperatures, dtype=logits.dtype)[:, None]
     top_p = torch.tensor([sequence.sampling.top_p for sequence in sequences])
     probs = _top_p(torch.softmax(logits, dim=-1), top_p)
-    return _draw(probs, [sequence.generator for sequence in sequences])
+    return _draw(probs, [_generator(sequence) for sequence in sequences])
+
+
+def _generator(sequence: Sequence) -> torch.Generator | None:
+    """A seeded sequence's torch.Generator, made on its first draw."""
+    if sequence.sampling.seed is not None and sequence.generator is None:
+        sequence.generator = torch.Generator().manual_seed(sequence.sampling.seed)
+    return sequence.generator
 
 
 def _draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
-import torch
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
@@ -38,9 +38,9 @@ class Sequence:
         self._held = ""  # decoded text not yet emitted (could start a stop string)
         self._aborted = threading.Event()
         self.outbox: asyncio.Queue[GenerationChunk] | None = None  # the engine's hand-off
-        self.generator: torch.Generator | None = None
-        if self.sampling.seed is not None:
-            self.generator = torch.Generator().manual_seed(self.sampling.seed)
+        # A seeded sequence's own random stream, made by the engine's sampler on first
+        # use (a torch.Generator or a numpy Generator: this module must not need torch).
+        self.generator: Any = None
 
     # --- set from the event loop ---------------------------------------------------------
 

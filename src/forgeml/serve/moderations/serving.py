@@ -10,9 +10,11 @@ PII, not ok.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import Request
 
-from forgeml.models.classifier import HeadLayout, decide
+from forgeml.models.classifier_config import decide
 from forgeml.serve.classifications.serving import ClassificationService
 from forgeml.serve.moderations.protocol import (
     NEGATIVE_LABELS,
@@ -20,6 +22,9 @@ from forgeml.serve.moderations.protocol import (
     ModerationResponse,
     ModerationResult,
 )
+
+if TYPE_CHECKING:  # torch loads only with a classifier
+    from forgeml.models.classifier import HeadLayout
 
 
 async def moderate(body: ModerationRequest, request: Request) -> ModerationResponse:
