@@ -21,7 +21,7 @@ import typer
 from rich.text import Text
 
 from forgeml.cli.output import console, emit, options, report_run
-from forgeml.core.runs import run_stage
+from forgeml.train.distributed import run_stage_on_this_rank
 from forgeml.train.finetune_params import (
     ClassifyParams,
     FinetuneParams,
@@ -98,7 +98,7 @@ def _run(
         params = {**params, "lora": True}
     opts = options(ctx)
     workspace = opts.open(create=True)
-    result = run_stage(
+    result = run_stage_on_this_rank(
         workspace,
         stage,
         params,
@@ -106,6 +106,8 @@ def _run(
         seed=seed,
         quiet=opts.json,
     )
+    if result is None:  # a worker rank of `torchrun ... forgeml train sft`: rank 0 reports
+        raise typer.Exit(0)
     report_run(ctx, result)
     return result
 

@@ -33,6 +33,7 @@ from forgeml.train.classify_data import (
     label_sets,
     load_classification,
 )
+from forgeml.train.distributed import is_rank_zero
 from forgeml.train.finetune_common import (
     apply_lora,
     eval_values,
@@ -78,7 +79,9 @@ def classify(ctx: StageContext, params: ClassifyParams):
             compute_loss_func=lambda outputs, labels, **_: layout.loss(outputs.logits, labels),
         )
         history = fit(ctx, trainer, params)
-        final_eval = trainer.evaluate() if eval_rows is not None else {}
+        final_eval = trainer.evaluate() if eval_rows is not None else {}  # every rank
+        if not is_rank_zero():  # under torchrun: rank 0 writes the output
+            return None
         trained = trainer.model
         if hasattr(trained, "merge_and_unload"):
             trained = trained.merge_and_unload()

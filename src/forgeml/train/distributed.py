@@ -33,6 +33,25 @@ from forgeml.core.runs import RunResult, find_reusable, prepare, run_stage
 log = logging.getLogger("forgeml.train")
 
 
+def rank_zero_says(flag: bool) -> bool:
+    """Rank 0's `flag` on every rank: one scalar broadcast when a process group runs, so
+    a decision only rank 0 can make (the registry says the run was cancelled) stops
+    every rank at the same step instead of leaving the others waiting in a collective."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes the run's outputs (rank 0, or the only process)."""
+    return launch_rank()[0] == 0
+
+
 def launch_rank() -> tuple[int, int]:
     """(rank, world size) from the launcher's environment, before any process group."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -50,6 +50,7 @@ from forgeml.core.schema import Artifact
 from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
 from forgeml.models.sizes import load_model
 from forgeml.train import integration_callbacks
+from forgeml.train.distributed import rank_zero_says
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
 from forgeml.train.report import curve, write_loss_curve, write_training_record
@@ -238,7 +239,7 @@ class StageCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
-        if self.ctx.cancelled():
+        if rank_zero_says(self.ctx.cancelled()):  # workers' contexts never poll
             self.cancelled = True
             control.should_save = True
             control.should_training_stop = True

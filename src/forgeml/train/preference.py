@@ -32,6 +32,7 @@ from datasets import Dataset
 from forgeml.core.context import StageContext
 from forgeml.core.stages import stage
 from forgeml.models.sizes import load_model
+from forgeml.train.distributed import is_rank_zero, launch_rank
 from forgeml.train.finetune_common import (
     apply_lora,
     fit,
@@ -129,6 +130,8 @@ def _train(ctx: StageContext, params: PreferenceParams, adapter: bool):
             Dataset.from_list(train_rows),
         )
         history = fit(ctx, trainer, params)
+        if not is_rank_zero():  # under torchrun: rank 0 measures and writes the output
+            return None
         held_out_metrics = {}
         if held_out:
             if reference is None and not params.lora:  # ORPO trains without one
@@ -151,6 +154,7 @@ def _train(ctx: StageContext, params: PreferenceParams, adapter: bool):
             },
             "held_out": held_out_metrics,
             "determinism": determinism,
+            "processes": launch_rank()[1],
         }
         artifact = save_output(
             ctx,

@@ -31,6 +31,7 @@ from datasets import Dataset
 from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
 from forgeml.core.stages import stage
+from forgeml.train.distributed import is_rank_zero, launch_rank
 from forgeml.train.finetune_common import (
     apply_lora,
     fit,
@@ -147,6 +148,8 @@ def _train(ctx: StageContext, params: RLParams, adapter: bool):
             processing_class=tokenizer,
         )
         history = fit(ctx, trainer, params, watch_rise=False)
+        if not is_rank_zero():  # under torchrun: rank 0 writes the output
+            return None
         mean_rewards = [float(log["reward"]) for log in history.logs if "reward" in log]
         stage_name = "train.rl_lora" if adapter else "train.rl"
         record = {
@@ -157,6 +160,7 @@ def _train(ctx: StageContext, params: RLParams, adapter: bool):
             "rewards": reward_names(params.rewards),
             "reward_curve": curve(mean_rewards),
             "determinism": determinism,
+            "processes": launch_rank()[1],
         }
         artifact = save_output(
             ctx,

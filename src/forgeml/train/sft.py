@@ -34,6 +34,7 @@ from datasets import Dataset
 from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
 from forgeml.core.stages import stage
+from forgeml.train.distributed import is_rank_zero, launch_rank
 from forgeml.train.finetune_common import (
     apply_lora,
     eval_values,
@@ -118,7 +119,9 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             ),
         )
         history = fit(ctx, trainer, params)
-        final_eval = trainer.evaluate() if eval_rows is not None else {}
+        final_eval = trainer.evaluate() if eval_rows is not None else {}  # every rank
+        if not is_rank_zero():  # under torchrun: rank 0 checks and writes the output
+            return None
         collapse = (
             check_not_collapsed(
                 trainer.model, tokenizer, training_prompts(train_records), params.learning_rate
@@ -139,6 +142,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
                 "validation": ctx.inputs["validation"].sha256 if eval_rows is not None else None,
             },
             "determinism": determinism,
+            "processes": launch_rank()[1],
             "collapse_check": collapse,
             "replay": replay[1] if replay else None,
         }

@@ -1,0 +1,142 @@
+"""`torchrun -m forgeml train sft`: two CPU processes (gloo) fine-tune as one run.
+
+Rank 0 records the run and writes the model; rank 1 trains its half of each batch and
+exits quietly. A rank killed mid-run stops the group; the same command then resumes
+from the last checkpoint and ends, bit for bit, where an uninterrupted launch ends. Transformers averages the loss over the tokens of the whole global batch
+(across processes), so two processes with the same global batch train like one, to
+float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from finetune_fixtures import build_base, chat_lines, forgeml, register_model, weights, write_jsonl
+from sqlalchemy import func, select
+
+from forgeml.core.schema import Run
+from forgeml.core.workspace import Workspace
+
+TRAIN = ["--max-steps", "3", "--batch-size", "4", "--seq-len", "64", "--lr", "1e-3"]
+TRAIN += ["--no-collapse-check"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    ws = Workspace.init(root / "ws")
+    register_model(ws, build_base(root / "base"))
+    ws.close()
+    forgeml(root / "ws", "data", "ingest", str(write_jsonl(root / "chat.jsonl", chat_lines())),
+            "--name", "chat")  # fmt: skip
+    return root / "ws"
+
+
+def torchrun(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["-m", "forgeml", "--workspace", str(workspace), *args]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_fine_tune_as_one_run(workspace):
+    # A different checkpoint interval: a run key of its own, the same training.
+    forgeml(workspace, "train", "sft", "--model", "base", "--data", "chat", *TRAIN,
+            "--checkpoint-every", "100", "--name", "one")  # fmt: skip
+    launched = torchrun(workspace, "--json", "train", "sft", "--model", "base", "--data", "chat",
+                        *TRAIN, "--checkpoint-every", "200", "--name", "two")  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    two = json.loads(launched.stdout)  # rank 0 alone reports: one JSON document
+
+    ws = Workspace.open(workspace)
+    try:
+        one_dir, two_dir = (ws.root / ws.registry.resolve(name).path for name in ("one", "two"))
+        with ws.registry.session() as session:
+            run = session.get(Run, two["run_id"])
+            assert run.status == "succeeded" and run.attempt == 1
+            count = select(func.count()).select_from(Run).where(Run.stage == "train.sft")
+            assert session.scalar(count) == 2  # the single run and the launched one
+    finally:
+        ws.close()
+    assert two["outputs"]["model"] == "model/" + two_dir.name[:12]
+    record = json.loads((two_dir / "training.json").read_text())
+    assert record["processes"] == 2
+    one = weights(one_dir)
+    for name, tensor in weights(two_dir).items():
+        torch.testing.assert_close(tensor, one[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def rank_processes(launcher: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of the workers torchrun started (read from their environment)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(
+            next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1]
+        )
+        if parent != launcher.pid:
+            continue
+        for item in environ:
+            if item.startswith(b"RANK="):
+                found[int(item[5:])] = int(entry.name)
+    return found
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_run_resumes_from_its_checkpoint(workspace):
+    train = [*TRAIN[:1], "24", *TRAIN[2:], "--checkpoint-every", "4"]  # 24 steps
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
+    command += ["forgeml", "--workspace", str(workspace), "--json", "train", "sft"]
+    command += ["--model", "base", "--data", "chat", *train, "--name", "killed"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = Path(workspace) / "runs"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("run-*/checkpoints/checkpoint-4/trainer_state.json")):
+        assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.kill(rank_processes(launcher)[1], signal.SIGKILL)  # rank 1 dies mid-run
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0  # torchrun stops the group: rank 0 does not hang
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_id = json.loads(resumed.stdout)["run_id"]
+    # The same launch uninterrupted (another checkpoint interval: a run key of its own).
+    straight_run = torchrun(workspace, "train", "sft", "--model", "base", "--data", "chat",
+                            *train[:-1], "100", "--name", "straight")  # fmt: skip
+    assert straight_run.returncode == 0, straight_run.stderr[-3000:]
+    ws = Workspace.open(workspace)
+    try:
+        with ws.registry.session() as session:
+            run = session.get(Run, run_id)
+            assert run.status == "succeeded" and run.attempt == 2
+        killed, straight = (ws.root / ws.registry.resolve(n).path for n in ("killed", "straight"))
+    finally:
+        ws.close()
+    events = forgeml(workspace, "--json", "runs", "show", run_id).stdout
+    assert "resuming from step" in events, events[-2000:]
+    expected = weights(straight)
+    for name, tensor in weights(killed).items():  # exact resume: bit for bit
+        assert torch.equal(tensor, expected[name]), name
