@@ -40,16 +40,18 @@ def workspace(tmp_path_factory) -> Path:
     return root / "ws"
 
 
-def torchrun(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
+
+
+def launch_command(workspace: Path, *args: str) -> list[str]:
+    """`torchrun --nproc_per_node 2 -m forgeml --workspace W ARGS...`"""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["-m", "forgeml", "--workspace", str(workspace), *args]
-    return subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    return [*command, "-m", "forgeml", "--workspace", str(workspace), *args]
+
+
+def torchrun(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    command = launch_command(workspace, *args)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
 
 
 @pytest.mark.slow
@@ -105,11 +107,9 @@ def rank_processes(launcher: subprocess.Popen) -> dict[int, int]:
 @pytest.mark.slow
 def test_a_rank_killed_mid_run_resumes_from_its_checkpoint(workspace):
     train = [*TRAIN[:1], "24", *TRAIN[2:], "--checkpoint-every", "4"]  # 24 steps
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
-    command += ["forgeml", "--workspace", str(workspace), "--json", "train", "sft"]
-    command += ["--model", "base", "--data", "chat", *train, "--name", "killed"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = launch_command(workspace, "--json", "train", "sft", "--model", "base", "--data",
+                             "chat", *train, "--name", "killed")  # fmt: skip
+    launcher = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     runs = Path(workspace) / "runs"
     deadline = time.monotonic() + 300
     while not list(runs.glob("run-*/checkpoints/checkpoint-4/trainer_state.json")):
@@ -120,7 +120,7 @@ def test_a_rank_killed_mid_run_resumes_from_its_checkpoint(workspace):
     launcher.communicate(timeout=120)
     assert launcher.returncode != 0  # torchrun stops the group: rank 0 does not hang
 
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run_id = json.loads(resumed.stdout)["run_id"]
     # The same launch uninterrupted (another checkpoint interval: a run key of its own).

@@ -69,7 +69,8 @@ def _sample_rows(logits: np.ndarray, sequences: list[Sequence]) -> np.ndarray:
 def _generator(sequence: Sequence) -> np.random.Generator:
     """The sequence's own random stream: from its seed, else from fresh entropy."""
     if sequence.generator is None:
-        sequence.generator = np.random.default_rng(sequence.sampling.seed)
+        seed = sequence.sampling.seed
+        sequence.generator = np.random.default_rng(None if seed is None else seed % 2**64)
     return sequence.generator
 
 

@@ -18,6 +18,9 @@ from tokenizers.decoders import DecodeStream
 
 from forgeml.serve.engine.base import GenerationChunk, GenerationRequest
 
+# What torch.Generator.manual_seed takes; numpy's streams take the same seeds modulo 2**64.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
 
 class Sequence:
     def __init__(
@@ -41,6 +44,9 @@ class Sequence:
         # A seeded sequence's own random stream, made by the engine's sampler on first
         # use (a torch.Generator or a numpy Generator: this module must not need torch).
         self.generator: Any = None
+        seed = self.sampling.seed
+        if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed {seed} is outside 64 bits")  # fails this request alone
 
     # --- set from the event loop ---------------------------------------------------------
 
