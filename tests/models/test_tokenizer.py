@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from forgeml.core.errors import InputError
 from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
-from forgeml.models.sizes import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from forgeml.models.size_table import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from forgeml.models.tokenizer import train_tokenizer
 
 SAMPLES = [

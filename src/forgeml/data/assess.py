@@ -33,7 +33,7 @@ from forgeml.data.quality import QualityThresholds
 from forgeml.data.readiness import readiness
 from forgeml.data.report_html import render
 from forgeml.data.scan import FindingsWriter, detector_fingerprint, iter_batches, scan
-from forgeml.models.sizes import SIZES
+from forgeml.models.size_table import SIZES
 
 FORMAT = "forgeml.report/1"
 REPORT_FILE = "report.json"

@@ -68,7 +68,7 @@ def _pretrain(tokens: int, size: str, vocab_size: int | None) -> dict[str, Any]:
         )
     else:
         verdict = "insufficient"
-        from forgeml.models.sizes import SIZES
+        from forgeml.models.size_table import SIZES
 
         fitting = [
             name

@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerFast
 
 from forgeml.core.errors import InputError
 from forgeml.models import chat_template
-from forgeml.models.sizes import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from forgeml.models.size_table import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 # llama.cpp's pre-tokenizer with the same splitting rules (its "smollm"/"starcoder"/
 # "refact" types all use `\p{N}` then the GPT-2 regex).

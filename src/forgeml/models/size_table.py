@@ -1,0 +1,151 @@
+"""The named model sizes (shapes only) and the control-token ids they reserve.
+
+Plain data, no torch: `forgeml data assess` checks a size name and `plan` reads shapes
+without loading the model code (sizes.py builds configs and models from these).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Ids of the control tokens our tokenizer reserves first (see tokenizer.py).
+UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The shape of one named size. Field names are `Mistral4Config`'s."""
+
+    description: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int  # dense MLP of the first `first_k_dense_replace` layers
+    moe_intermediate_size: int  # per expert
+    n_routed_experts: int
+    num_experts_per_tok: int
+    n_shared_experts: int
+    first_k_dense_replace: int
+    q_lora_rank: int | None  # None: plain query projection, no bottleneck
+    kv_lora_rank: int
+    qk_rope_head_dim: int
+    qk_nope_head_dim: int
+    v_head_dim: int
+    max_position_embeddings: int
+    rope_theta: float = 10000.0
+    # Positions the model was trained on before YaRN stretching; None = no stretch.
+    rope_original_max_position_embeddings: int | None = None
+
+
+SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize(
+        description="Unit tests: ~0.3M params with a 1k vocab; a training step takes milliseconds on CPU.",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=192,
+        moe_intermediate_size=64,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        q_lora_rank=32,
+        kv_lora_rank=32,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=16,
+        max_position_embeddings=1024,
+    ),
+    "mini": ModelSize(
+        description="CPU demos in minutes: 10.3M params (6.8M active) with an 8k vocab, ~2k tokens/s on 2 cores.",
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        intermediate_size=512,
+        moe_intermediate_size=128,
+        n_routed_experts=16,
+        num_experts_per_tok=4,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        q_lora_rank=128,
+        kv_lora_rank=64,
+        qk_rope_head_dim=16,
+        qk_nope_head_dim=16,
+        v_head_dim=32,
+        max_position_embeddings=2048,
+    ),
+    "small": ModelSize(
+        description="Longer CPU runs or one GPU: 46.4M params (15.5M active) with an 8k vocab.",
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        intermediate_size=1024,
+        moe_intermediate_size=192,
+        n_routed_experts=32,
+        num_experts_per_tok=4,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        q_lora_rank=192,
+        kv_lora_rank=96,
+        qk_rope_head_dim=32,
+        qk_nope_head_dim=32,
+        v_head_dim=64,
+        max_position_embeddings=2048,
+    ),
+    "medium": ModelSize(
+        description="One GPU node: ~1.0B params (~0.25B active) with a 32k vocab.",
+        hidden_size=1024,
+        num_hidden_layers=18,
+        num_attention_heads=16,
+        intermediate_size=2816,
+        moe_intermediate_size=512,
+        n_routed_experts=32,
+        num_experts_per_tok=4,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        q_lora_rank=384,
+        kv_lora_rank=128,
+        qk_rope_head_dim=32,
+        qk_nope_head_dim=64,
+        v_head_dim=64,
+        max_position_embeddings=4096,
+    ),
+    "large": ModelSize(
+        description="A GPU cluster: ~8.7B params (~1.1B active) with a 32k vocab.",
+        hidden_size=2048,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        intermediate_size=6144,
+        moe_intermediate_size=768,
+        n_routed_experts=64,
+        num_experts_per_tok=4,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        q_lora_rank=768,
+        kv_lora_rank=256,
+        qk_rope_head_dim=64,
+        qk_nope_head_dim=64,
+        v_head_dim=128,
+        max_position_embeddings=8192,
+    ),
+    # Mistral4Config's defaults, which mirror mistralai/Mistral-Small-4-119B-2603.
+    "small4": ModelSize(
+        description="Mistral Small 4's text shape: 119B params, 128 experts top-4 + 1 shared (~6.6B active with a 131k vocab).",
+        hidden_size=4096,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        intermediate_size=12288,
+        moe_intermediate_size=2048,
+        n_routed_experts=128,
+        num_experts_per_tok=4,
+        n_shared_experts=1,
+        first_k_dense_replace=0,
+        q_lora_rank=1024,
+        kv_lora_rank=256,
+        qk_rope_head_dim=64,
+        qk_nope_head_dim=64,
+        v_head_dim=128,
+        max_position_embeddings=1048576,
+        rope_original_max_position_embeddings=8192,
+    ),
+}
