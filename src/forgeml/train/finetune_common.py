@@ -50,6 +50,7 @@ from forgeml.core.schema import Artifact
 from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
 from forgeml.models.sizes import load_model
 from forgeml.train import integration_callbacks
+from forgeml.train.checkpoint_files import CHECKPOINT_PREFIX, checkpoints
 from forgeml.train.distributed import rank_zero_says
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
@@ -57,9 +58,7 @@ from forgeml.train.report import curve, write_loss_curve, write_training_record
 
 ADAPTER_RECORD = "forgeml_adapter.json"
 ADAPTER_FORMAT = "forgeml.adapter/1"
-CHECKPOINT_PREFIX = "checkpoint-"
 KEEP_CHECKPOINTS = 2
-TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence = complete
 
 
 # --- the base model ----------------------------------------------------------------------
@@ -266,16 +265,6 @@ class History:
         """Mean of `key` over the last `last` logged steps (one step is noisy)."""
         values = [log[key] for log in self.logs if key in log][-last:]
         return sum(values) / len(values) if values else None
-
-
-def checkpoints(directory: Path) -> list[Path]:
-    """Complete `checkpoint-N/` directories, oldest first."""
-    found = []
-    for path in directory.glob(CHECKPOINT_PREFIX + "*"):
-        number = path.name.removeprefix(CHECKPOINT_PREFIX)
-        if number.isdigit() and (path / TRAINER_STATE).is_file():
-            found.append((int(number), path))
-    return [path for _, path in sorted(found)]
 
 
 def _remove_incomplete(directory: Path) -> None:

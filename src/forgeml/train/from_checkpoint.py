@@ -31,7 +31,7 @@ from forgeml.core.schema import Artifact, LineageEdge, Run
 from forgeml.core.stages import StageParams, stage
 from forgeml.core.workspace import Workspace
 from forgeml.export.hf import TOKENIZER_FILES
-from forgeml.train.finetune_common import CHECKPOINT_PREFIX, TRAINER_STATE, checkpoints
+from forgeml.train.checkpoint_files import CHECKPOINT_PREFIX, TRAINER_STATE, checkpoints
 
 FINE_TUNING_STAGES = ("train.sft", "train.preference", "train.rl", "train.classify")
 RECORD = "checkpoint.json"

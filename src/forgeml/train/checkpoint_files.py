@@ -1,0 +1,21 @@
+"""Where transformers' Trainer keeps a run's checkpoints, and which are complete.
+
+No torch here: `forgeml models checkpoints` lists them without loading any model code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence = complete
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    """Complete `checkpoint-N/` directories, oldest first."""
+    found = []
+    for path in directory.glob(CHECKPOINT_PREFIX + "*"):
+        number = path.name.removeprefix(CHECKPOINT_PREFIX)
+        if number.isdigit() and (path / TRAINER_STATE).is_file():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
