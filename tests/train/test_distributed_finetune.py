@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_fixtures import build_base, chat_lines, forgeml, register_model, weights, write_jsonl
+from finetune_fixtures import (
+    build_base,
+    chat_lines,
+    forgeml,
+    openai_preference_line,
+    register_model,
+    weights,
+    write_jsonl,
+)
 from sqlalchemy import func, select
 
 from forgeml.core.schema import Run
@@ -37,6 +45,9 @@ def workspace(tmp_path_factory) -> Path:
     ws.close()
     forgeml(root / "ws", "data", "ingest", str(write_jsonl(root / "chat.jsonl", chat_lines())),
             "--name", "chat")  # fmt: skip
+    pairs = [openai_preference_line(word) for word in ("dict", "list", "set", "tuple") * 4]
+    forgeml(root / "ws", "data", "ingest", str(write_jsonl(root / "pairs.jsonl", pairs)),
+            "--name", "pairs")  # fmt: skip
     return root / "ws"
 
 
@@ -80,6 +91,25 @@ def test_two_processes_fine_tune_as_one_run(workspace):
     one = weights(one_dir)
     for name, tensor in weights(two_dir).items():
         torch.testing.assert_close(tensor, one[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_two_processes_tune_preferences_as_one(workspace):
+    train = ["--max-steps", "2", "--batch-size", "4", "--seq-len", "64", "--lr", "1e-4"]
+    forgeml(workspace, "train", "preference", "--model", "base", "--data", "pairs", *train,
+            "--checkpoint-every", "100", "--name", "dpo-one")  # fmt: skip
+    launched = torchrun(workspace, "train", "preference", "--model", "base", "--data", "pairs",
+                        *train, "--checkpoint-every", "200", "--name", "dpo-two")  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    ws = Workspace.open(workspace)
+    try:
+        one, two = (ws.root / ws.registry.resolve(name).path for name in ("dpo-one", "dpo-two"))
+    finally:
+        ws.close()
+    assert json.loads((two / "training.json").read_text())["processes"] == 2
+    expected = weights(one)
+    for name, tensor in weights(two).items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def rank_processes(launcher: subprocess.Popen) -> dict[int, int]:
