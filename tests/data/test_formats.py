@@ -264,7 +264,7 @@ def test_reasoning_variants_normalise_to_reasoning_content() -> None:
     assert "only assistant messages have reasoning_content" in problems(on_user, "chat")[0]
 
 
-def test_text_parts_are_joined_and_images_refused() -> None:
+def test_text_parts_are_joined_and_bad_images_named() -> None:
     parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
     record = {
         "messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "hi"}]
@@ -272,7 +272,11 @@ def test_text_parts_are_joined_and_images_refused() -> None:
     assert normalize_record(record)["messages"][0]["content"] == "Hello there"
     parts.append({"type": "image_url", "image_url": {"url": "x"}})
     assert problems(record) == [
-        "messages[0]: content[2]: only text parts are supported; got 'image_url'"
+        "messages[0]: content[2]: an image must be a base64 data URL (data:image/png;base64,...)"
+    ]
+    parts[2] = {"type": "audio", "audio": "x"}
+    assert problems(record) == [
+        "messages[0]: content[2]: only text and image parts are supported; got 'audio'"
     ]
 
 

@@ -172,7 +172,16 @@ def test_parse_generated_text_edge_cases() -> None:
             {},
             "messages[1].weight",
         ),
-        ([{"role": "user", "content": [{"type": "image_url"}]}], {}, "messages[0].content"),
+        # images are user content only
+        (
+            [
+                {"role": "system", "content": [{"type": "image_url"}]},
+                {"role": "user", "content": "u"},
+            ],
+            {},
+            "messages[0].content",
+        ),
+        ([{"role": "user", "content": [{"type": "audio"}]}], {}, "messages[0].content"),
     ],
 )
 def test_invalid_conversations_are_rejected(messages, kwargs, field) -> None:

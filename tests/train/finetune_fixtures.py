@@ -13,6 +13,8 @@ import pydoc_data.topics
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,25 @@ def register_model(workspace: Workspace, directory: Path, name: str = "base"):
     with workspace.registry.session() as session:
         workspace.registry.add_version(session, name, artifact)
     return artifact
+
+
+@contextmanager
+def dies_at_step(monkeypatch: Any, step: int) -> Iterator[None]:
+    """Fine-tuning raises KeyboardInterrupt (a Ctrl-C) when it reaches `step`."""
+    from forgeml.train import finetune_common
+
+    original = finetune_common.StageCallback.on_step_end
+
+    def die(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            raise KeyboardInterrupt
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(finetune_common.StageCallback, "on_step_end", die)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(finetune_common.StageCallback, "on_step_end", original)
 
 
 def weights(path: Path, file: str = "model.safetensors") -> dict[str, Any]:

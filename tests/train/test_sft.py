@@ -13,6 +13,7 @@ from finetune_fixtures import (
     TOOL_CHAT,
     build_base,
     chat_lines,
+    dies_at_step,
     ingest,
     register_model,
     weights,
@@ -29,7 +30,6 @@ from forgeml.core.runs import run_stage
 from forgeml.core.workspace import Workspace
 from forgeml.data.formats import normalize_record
 from forgeml.export.model import find_adapter_base
-from forgeml.train import finetune_common
 from forgeml.train.finetune_data import assistant_text, preview_example, sft_example
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS
 
@@ -158,17 +158,8 @@ def test_same_seed_same_bytes_even_across_an_interruption(base_dir, tmp_path, mo
     straight = run_stage(straight_ws, "train.sft", params, inputs, seed=7, quiet=True)
 
     killed_ws, inputs = run(tmp_path / "b")
-    original = finetune_common.StageCallback.on_step_end
-
-    def die_at_step_4(self, args, state, control, **kwargs):
-        if state.global_step == 4:
-            raise KeyboardInterrupt
-        return original(self, args, state, control, **kwargs)
-
-    monkeypatch.setattr(finetune_common.StageCallback, "on_step_end", die_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with dies_at_step(monkeypatch, 4), pytest.raises(KeyboardInterrupt):
         run_stage(killed_ws, "train.sft", params, inputs, seed=7, quiet=True)
-    monkeypatch.setattr(finetune_common.StageCallback, "on_step_end", original)
     resumed = run_stage(killed_ws, "train.sft", params, inputs, seed=7, quiet=True)
     assert resumed.metrics["resumed_from_step"] == 3
     assert resumed.outputs["model"].sha256 == straight.outputs["model"].sha256

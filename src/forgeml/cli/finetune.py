@@ -134,6 +134,9 @@ def sft(
     ),
     lora: bool = LORA,
     merge: bool = MERGE,
+    trainable: str | None = typer.Option(
+        None, "--trainable", help=_help("trainable", SFTParams) + " (all, projector, vision)"
+    ),
     max_steps: int | None = MAX_STEPS,
     epochs: float | None = EPOCHS,
     batch_size: int | None = BATCH_SIZE,
@@ -171,6 +174,7 @@ def sft(
         name=name,
         collapse_check=None if collapse_check else False,
         replay_fraction=replay_fraction,
+        trainable=trainable,
         eval_every=eval_every,
         early_stopping_patience=early_stopping_patience,
     )

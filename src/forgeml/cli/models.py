@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from forgeml.cli import models_checkpoints, models_governance
+from forgeml.cli import models_checkpoints, models_governance, models_vision
 from forgeml.cli.output import console, emit, options, table
 
 models_app = typer.Typer(
@@ -60,6 +60,7 @@ models_app.command("rollback")(models_governance.rollback)
 models_app.command("card")(models_governance.card)
 models_app.command("checkpoints")(models_checkpoints.list_checkpoints)
 models_app.command("from-checkpoint")(models_checkpoints.from_checkpoint)
+models_app.command("add-vision")(models_vision.add_vision)
 
 
 def register(app: typer.Typer) -> None:

@@ -181,6 +181,7 @@ def assess(ctx: StageContext, params: AssessParams):
         documents_failing_quality=body["quality"]["documents_failing"],
         languages=dict(list(body["languages"]["documents"].items())[:5]),
         structure=structure,
+        images=body["images"]["images"],
         readiness=verdicts,
         next_steps=report["next_steps"],
     )

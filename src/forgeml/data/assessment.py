@@ -79,6 +79,44 @@ def _length_bin(tokens: int) -> int:
     return max(0, tokens.bit_length() - 1)
 
 
+class ImageProfile:
+    """The images chat records carry (ingest's `images` metadata): counts, bytes, formats,
+    the largest, and images that repeat (by sha256: the same scan in two records)."""
+
+    def __init__(self) -> None:
+        self.documents = self.count = self.bytes = self.repeated = 0
+        self.formats: Counter[str] = Counter()
+        self.largest = {"width": 0, "height": 0}
+        self._seen: set[bytes] = set()  # 8 bytes of each sha256: ~40 MB per million images
+
+    def add(self, images: list[dict[str, Any]]) -> None:
+        if not images:
+            return
+        self.documents += 1
+        for image in images:
+            self.count += 1
+            self.bytes += int(image.get("bytes") or 0)
+            self.formats[str(image.get("format"))] += 1
+            if image.get("width", 0) * image.get("height", 0) > (
+                self.largest["width"] * self.largest["height"]
+            ):
+                self.largest = {"width": image["width"], "height": image["height"]}
+            key = bytes.fromhex(str(image.get("sha256", ""))[:16] or "00")
+            if key in self._seen:
+                self.repeated += 1
+            self._seen.add(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "images": self.count,
+            "bytes": self.bytes,
+            "formats": dict(self.formats.most_common()),
+            "largest": self.largest,
+            "repeated": self.repeated,
+        }
+
+
 class Profile:
     """Counts and samples over every document; `to_dict()` is the report's content."""
 
@@ -107,6 +145,7 @@ class Profile:
         self.signal_sums = dict.fromkeys(SIGNAL_FIELDS, 0.0)
         self.signal_min = dict.fromkeys(SIGNAL_FIELDS, float("inf"))
         self.signal_max = dict.fromkeys(SIGNAL_FIELDS, float("-inf"))
+        self.images = ImageProfile()
 
     def add(self, batch: Batch, findings: list[Finding], tokens: list[int]) -> list[list[str]]:
         """Count one batch; returns each document's failed quality filters."""
@@ -135,6 +174,8 @@ class Profile:
         self.formats[source[2]][0] += 1
         self.formats[source[2]][1] += len(text)
         self.structure[structure_of(batch.metadata[index], batch.messages[index])] += 1
+        if '"images"' in batch.metadata[index]:
+            self.images.add(json.loads(batch.metadata[index]).get("images") or [])
 
         language = finding.language
         self.languages[language] += 1
@@ -240,6 +281,7 @@ class Profile:
                     for name, (d, c) in sorted(self.formats.items())
                 },
             },
+            "images": self.images.to_dict(),
             "exact_duplicates": self._duplicates("exact"),
             "near_duplicates": self._duplicates("near"),
             "pii": {

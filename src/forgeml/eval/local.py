@@ -22,7 +22,17 @@ from transformers.utils import logging as hf_logging
 from forgeml.core.errors import InputError
 from forgeml.eval.suite import ChatRequest, Completion
 from forgeml.models.chat_template import THINK, parse_assistant_output, render
+from forgeml.models.image_inputs import (
+    ImageShape,
+    decode_image,
+    expand_image_tokens,
+    image_bytes,
+    message_image_urls,
+    preprocess,
+    vision_token_ids,
+)
 from forgeml.models.sizes import load_model
+from forgeml.models.vision import is_vision_language, stack_pixels
 
 
 def load_tokenizer(directory: Path) -> Any:
@@ -85,17 +95,41 @@ class LocalChatModel:
             for r in requests
         ]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        pixels = [
+            self._images(request, ids) for request, ids in zip(requests, encoded, strict=True)
+        ]
         order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
         results: list[Completion | None] = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
+            images = [image for i in chunk for image in pixels[i]]
             for index, completion in zip(
-                chunk, self._generate([encoded[i] for i in chunk]), strict=True
+                chunk, self._generate([encoded[i] for i in chunk], images), strict=True
             ):
                 results[index] = completion
         return [r for r in results if r is not None]
 
-    def _generate(self, batch: list[list[int]]) -> list[Completion]:
+    def _images(self, request: ChatRequest, ids: list[int]) -> list[Any]:
+        """A request's images as pixels; its `[IMG]` placeholders in `ids` are expanded
+        to the images' grids in place."""
+        urls = message_image_urls(request.messages)
+        if not urls:
+            return []
+        if not is_vision_language(self.model.config):
+            raise InputError("the task has images and this model takes text only", field="messages")
+        shape = ImageShape.of(self.model.config)
+        pixels, grids = [], []
+        for index, url in enumerate(urls):
+            where = f"image {index}"
+            image, grid = preprocess(decode_image(image_bytes(url, where), where), shape, where)
+            pixels.append(image)
+            grids.append(grid)
+        ids[:], _ = expand_image_tokens(ids, None, grids, vision_token_ids(self.tokenizer))
+        return pixels
+
+    def _generate(
+        self, batch: list[list[int]], images: list[Any] | None = None
+    ) -> list[Completion]:
         pad = self.tokenizer.pad_token_id
         pad = self.tokenizer.eos_token_id if pad is None else pad
         width = max(len(ids) for ids in batch)
@@ -105,6 +139,7 @@ class LocalChatModel:
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
+            **(stack_pixels(images) if images else {}),
             do_sample=False,
             max_new_tokens=self.max_new_tokens,
             pad_token_id=pad,

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from forgeml.core.errors import InputError
+from forgeml.data.images import inline_images
 from forgeml.eval import metrics
 from forgeml.models.chat_template import render
 
@@ -76,6 +77,7 @@ class Example:
     tools: list[dict[str, Any]] | None = None
     labels: list[str] | None = None
     rubric: str | None = None
+    image_hashes: tuple[str, ...] = ()  # sha256 of each image file a task points at
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,13 @@ def _example(record: Any, line: int, path: Path) -> Example:
         raise fail("rubric must be a string", "rubric")
     if metric == "tool_call" and not tools:
         raise fail("a tool_call task needs tools", "tools")
+    image_hashes: tuple[str, ...] = ()
+    if any(isinstance(m.get("content"), list) for m in messages if isinstance(m, dict)):
+        try:  # image files beside the suite become data URLs, checked (data/images.py)
+            messages, images = inline_images(messages, path.parent)
+        except InputError as exc:
+            raise fail(exc.detail, exc.field) from exc
+        image_hashes = tuple(image["sha256"] for image in images)
     try:
         render(messages, tools, reasoning_effort="none")  # the chat template's own checks
     except InputError as exc:
@@ -159,6 +168,7 @@ def _example(record: Any, line: int, path: Path) -> Example:
         tools=tools,
         labels=labels,
         rubric=record.get("rubric"),
+        image_hashes=image_hashes,
     )
 
 
@@ -183,7 +193,11 @@ def load_suite(path: str | Path) -> Suite:
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         raise InputError("task ids must be unique within a suite", path=path)
-    return Suite(path.stem, str(path), hashlib.sha256(data).hexdigest(), examples)
+    digest = hashlib.sha256(data)
+    for example in examples:  # a suite's hash covers the image files its tasks point at
+        for image in example.image_hashes:
+            digest.update(bytes.fromhex(image))
+    return Suite(path.stem, str(path), digest.hexdigest(), examples)
 
 
 def score(example: Example, completion: Completion) -> tuple[dict[str, float], dict[str, Any]]:

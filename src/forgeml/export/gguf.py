@@ -58,8 +58,8 @@ def write_gguf(
     the directory, which in the store is a sha256)."""
     if quant not in GGUF_TYPES:
         raise InputError(f"unknown GGUF type {quant!r}", field="quant", hint=f"one of {GGUF_TYPES}")
-    converter, tools = check_tools(quant)
     config = json.loads((model_dir / "config.json").read_text())
+    converter, tools = check_tools(quant)
     architecture = (config.get("architectures") or ["(none declared)"])[0]
     pre = declared_pre_tokenizer(model_dir)
     outfile = out_dir / f"model-{quant}.gguf"
@@ -98,15 +98,45 @@ def write_gguf(
             f"{architecture} GGUF it was given",
         )
         loaded = json.loads(output.strip().splitlines()[-1])
+    mmproj = (
+        _write_mmproj(converter.root, model_dir, out_dir, quant, log_path, model_name)
+        if config.get("model_type") == "mistral3"
+        else None
+    )
     return {
         "file": outfile.name,
         "size_bytes": outfile.stat().st_size,
+        "mmproj": mmproj,  # a vision-language model's tower: llama.cpp's second file
         "architecture": architecture,
         "pre_tokenizer": pre or "detected by the converter",
         "llama_cpp_load_check": loaded,  # None: llama-cpp-python absent, not checked
         "fallback_quantization": fallback_tensors,
         "tools": tools,
     }
+
+
+def _write_mmproj(
+    llama_cpp: Path, model_dir: Path, out_dir: Path, quant: str, log_path: Path, name: str
+) -> dict[str, Any]:
+    """The vision tower and projector as llama.cpp's `mmproj` GGUF, next to the text model
+    (llama-server --mmproj, llama.cpp's mtmd). It stays f16 (f32 for an f32 export):
+    llama.cpp quantises text models, not CLIP towers."""
+    outtype = "f32" if quant == "f32" else "f16"
+    outfile = out_dir / f"mmproj-{outtype}.gguf"
+    failure = "llama.cpp's converter could not write the vision tower's mmproj GGUF"
+    _run(
+        ["convert", "--llama-cpp", str(llama_cpp), "--model-name", name, "--mmproj",
+         str(model_dir), str(outfile), outtype],
+        log_path,
+        failure,
+    )  # fmt: skip
+    output = _run(
+        ["inspect-mmproj", "--llama-cpp", str(llama_cpp), str(outfile)], log_path, failure
+    )
+    checked = json.loads(output.strip().splitlines()[-1])
+    if not checked["img_break"] or checked["projector_type"] != "pixtral":
+        raise ForgeError(f"{failure}: it lacks what llama.cpp needs ({checked})")
+    return {"file": outfile.name, "size_bytes": outfile.stat().st_size, **checked}
 
 
 def declared_pre_tokenizer(model_dir: Path) -> str | None:

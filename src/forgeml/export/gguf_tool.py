@@ -37,7 +37,13 @@ MISTRAL4_ARCHITECTURE = "Mistral4ForCausalLM"
 
 
 def convert(
-    llama_cpp: Path, model_dir: Path, outfile: Path, outtype: str, pre: str | None, name: str
+    llama_cpp: Path,
+    model_dir: Path,
+    outfile: Path,
+    outtype: str,
+    pre: str | None,
+    name: str,
+    mmproj: bool = False,
 ) -> None:
     sys.path[:0] = [str(llama_cpp), str(llama_cpp / "gguf-py")]
     from conversion import TEXT_MODEL_MAP, ModelBase
@@ -51,11 +57,44 @@ def convert(
     if pre:
         TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
 
+    if mmproj:
+        _read_forgeml_pixtral_towers()
     import convert_hf_to_gguf
 
     sys.argv = [convert_hf_to_gguf.__file__, str(model_dir), "--outfile", str(outfile)]
     sys.argv += ["--outtype", outtype, "--model-name", name]
+    sys.argv += ["--mmproj"] if mmproj else []
     convert_hf_to_gguf.main()
+
+
+def _read_forgeml_pixtral_towers() -> None:
+    """Two run-time adjustments for a vision-language model's mmproj file (the Pixtral
+    tower and projector), found converting forgeml's VL models:
+
+    1. The projector's `multi_modal_projector.linear_1/2` are mapped through block ids
+       below the tower's layer count, so a tower of fewer than 3 layers (`tiny`: 2) has
+       no name for `linear_2`: the map is built for at least 3 blocks.
+    2. The mmproj needs the text embedding of `[IMG_BREAK]` (`v.token_embd.img_break`),
+       read from `embed_tokens.weight`; transformers saves that tensor as
+       `language_model.model.embed_tokens.weight`, which the mmproj writer skips with
+       every other `language_model.` tensor. It is let through (only that row is written).
+    """
+    import gguf
+    from conversion import base, llava
+
+    built = base.MmprojModel.__init__
+
+    def init(self, *args, **kwargs):
+        built(self, *args, **kwargs)
+        self.tensor_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, max(self.block_count, 3))
+
+    base.MmprojModel.__init__ = init
+    skips = llava.LlavaVisionModel.filter_tensors.__func__
+
+    def filter_tensors(cls, item):
+        return item if item[0].endswith("embed_tokens.weight") else skips(cls, item)
+
+    llava.LlavaVisionModel.filter_tensors = classmethod(filter_tensors)
 
 
 def quantize(source: Path, destination: Path, quant: str) -> None:
@@ -91,6 +130,27 @@ def inspect(path: Path) -> dict[str, object]:
         model.close()  # not at interpreter exit, where llama-cpp-python's cleanup fails
 
 
+def inspect_mmproj(llama_cpp: Path, path: Path) -> dict[str, object]:
+    """What llama.cpp's CLIP loader reads first of an mmproj file: its projector type and
+    whether it holds the `[IMG_BREAK]` embedding (read with llama.cpp's own gguf-py)."""
+    sys.path[:0] = [str(llama_cpp / "gguf-py")]
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+
+    def value(key: str) -> object:
+        field = reader.fields.get(key)
+        return None if field is None else field.contents()
+
+    return {
+        "projector_type": value("clip.projector_type"),
+        "has_vision_encoder": value("clip.has_vision_encoder"),
+        "image_size": value("clip.vision.image_size"),
+        "patch_size": value("clip.vision.patch_size"),
+        "img_break": any(t.name == "v.token_embd.img_break" for t in reader.tensors),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m forgeml.export.gguf_tool")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,12 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     conv.add_argument("model_dir", type=Path)
     conv.add_argument("outfile", type=Path)
     conv.add_argument("outtype", choices=["f32", "f16", "bf16"])
+    conv.add_argument("--mmproj", action="store_true", help="the vision tower's file")
     quant = commands.add_parser("quantize")
     quant.add_argument("source", type=Path)
     quant.add_argument("destination", type=Path)
     quant.add_argument("quant", choices=sorted(QUANT_FTYPES))
     look = commands.add_parser("inspect")
     look.add_argument("path", type=Path)
+    look_mm = commands.add_parser("inspect-mmproj")
+    look_mm.add_argument("--llama-cpp", type=Path, required=True)
+    look_mm.add_argument("path", type=Path)
     args = parser.parse_args(argv)
     if args.command == "convert":
         convert(
@@ -116,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
             args.outtype,
             args.pre_tokenizer,
             args.model_name,
+            args.mmproj,
         )
+    elif args.command == "inspect-mmproj":
+        print(json.dumps(inspect_mmproj(args.llama_cpp, args.path)))
     elif args.command == "quantize":
         quantize(args.source, args.destination, args.quant)
     else:

@@ -39,6 +39,9 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
     "chat_template.jinja",
+    # a vision-language model's image processor (models/vision.save_processor_files)
+    "preprocessor_config.json",
+    "processor_config.json",
 )
 PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")

@@ -9,7 +9,7 @@ lineage edge points at what was exported:
 
     hf:    config.json, *.safetensors, tokenizer files, chat template,
            generation_config.json, export.json (see hf.py)
-    gguf:  model-<quant>.gguf, export.json (see gguf.py)
+    gguf:  model-<quant>.gguf (+ mmproj-f16.gguf for a vision-language model), export.json (see gguf.py)
 
 `export.json` records the format, the quantisation, the sha256 of the exported model
 (and of the adapter's base) and the versions of the tools that wrote the files.

@@ -68,6 +68,10 @@ SPECIAL_TOKENS: list[str] = [
     TOOL_CALLS, ARGS, TOOL_RESULTS, END_TOOL_RESULTS, THINK, END_THINK,
 ]  # fmt: skip
 CONTROL_TOKENS: list[str] = SPECIAL_TOKENS[4:]
+# A vision-language model's tokenizer adds these after its vocabulary (models/vision.py);
+# a user message's image chunk renders as one IMG, expanded to the image's grid later.
+IMG = "[IMG]"
+IMAGE_CHUNK_TYPES = ("image_url", "image")
 
 CHAT_TEMPLATE: str = Path(__file__).with_name("chat_template.jinja").read_text(encoding="utf-8")
 
@@ -89,7 +93,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _content(message: Message, index: int, allow_thinking: bool) -> str:
+def _content(message: Message, index: int, allow_thinking: bool, allow_images: bool = False) -> str:
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""
@@ -105,11 +109,14 @@ def _content(message: Message, index: int, allow_thinking: bool) -> str:
         elif kind == "thinking" and allow_thinking:
             closed = END_THINK if chunk.get("closed", True) else ""
             parts.append(THINK + chunk["thinking"] + closed)
+        elif kind in IMAGE_CHUNK_TYPES and allow_images:
+            parts.append(IMG)  # expanded to the image's grid of tokens (image_inputs.py)
         else:
             raise InputError(
                 f"unsupported content chunk type {kind!r}",
                 field=f"messages[{index}].content",
-                hint="use text chunks (and thinking chunks in assistant messages)",
+                hint="use text chunks (thinking chunks in assistant messages, images in "
+                "user messages)",
             )
     return "".join(parts)
 
@@ -199,7 +206,7 @@ def render_with_assistant_mask(
                 settings = _dumps({"reasoning_effort": effort})
                 pieces.append((SETTINGS + settings + END_SETTINGS, False))
                 settings_done = True
-            pieces.append((INST + _content(message, index, False) + END_INST, False))
+            pieces.append((INST + _content(message, index, False, True) + END_INST, False))
         elif role == "assistant":
             weight = message.get("weight", 1)
             if weight not in (0, 1):

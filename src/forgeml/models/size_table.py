@@ -149,3 +149,60 @@ SIZES: dict[str, ModelSize] = {
         rope_original_max_position_embeddings=8192,
     ),
 }
+
+
+@dataclass(frozen=True)
+class VisionSize:
+    """A Pixtral-style vision encoder in front of a text model (Mistral 3 / Small 4's
+    image path). Field names are `PixtralVisionConfig`'s, except `spatial_merge_size`
+    (the `Mistral3Config` projector's: each side of an image token covers
+    `patch_size * spatial_merge_size` pixels)."""
+
+    description: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    head_dim: int
+    patch_size: int
+    image_size: int  # the longest side an image is resized to fit, in pixels
+    spatial_merge_size: int = 2
+    rope_theta: float = 10000.0
+
+
+VISION_SIZES: dict[str, VisionSize] = {
+    "tiny": VisionSize(
+        description="Tests and CPU demos: ~0.1M params, 8-pixel patches, images up to 128 px.",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        head_dim=16,
+        patch_size=8,
+        image_size=128,
+    ),
+    "small": VisionSize(
+        description="CPU experiments: ~8.5M params, 14-pixel patches, images up to 448 px.",
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        head_dim=32,
+        patch_size=14,
+        image_size=448,
+    ),
+    # PixtralVisionConfig's defaults as Mistral Small 3.1 and 4 ship them.
+    "pixtral": VisionSize(
+        description="Mistral Small 4's encoder: ~0.4B params, 14-pixel patches, images up to 1540 px.",
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        head_dim=64,
+        patch_size=14,
+        image_size=1540,
+        rope_theta=10000.0,
+    ),
+}
+"""Named vision encoders; a vision-language model is a text size plus one of these
+(`forgeml models add-vision --vision tiny`)."""

@@ -145,7 +145,15 @@ def build_model(config: Mistral4Config, seed: int) -> Mistral4ForCausalLM:
 
 
 def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> torch.nn.Module:
-    """Load any local Hugging Face causal-LM directory (never the hub)."""
+    """Load any local Hugging Face causal-LM directory (never the hub), a vision-language
+    `mistral3` one (vision.py) included."""
+    if _model_type(Path(path)) == "mistral3":
+        from transformers import AutoModelForImageTextToText
+
+        from forgeml.models.vision import encode_images_separately
+
+        model = load_pretrained(path, AutoModelForImageTextToText, "a vision-language model", dtype)
+        return encode_images_separately(model)
     return load_pretrained(path, AutoModelForCausalLM, "a causal language model", dtype)
 
 
@@ -174,14 +182,16 @@ def load_pretrained(
     hf_logging.disable_progress_bar()
     # Our experts forward for our family (a saved config does not record the choice).
     options = (
-        {"experts_implementation": experts.NAME} if _model_type(directory) == "mistral4" else {}
+        {"experts_implementation": experts.NAME}
+        if _model_type(directory) in ("mistral4", "mistral3")
+        else {}
     )
     try:
         config = None
         if overrides:
             config = AutoConfig.from_pretrained(directory, local_files_only=True)
             config.update(overrides)
-        return auto_class.from_pretrained(
+        model = auto_class.from_pretrained(
             directory,
             local_files_only=True,
             dtype=dtype,
@@ -196,6 +206,14 @@ def load_pretrained(
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
+    # transformers records the folder in each sub-config (a vision-language model's
+    # text_config, vision_config), and save_pretrained writes it: the same model saved
+    # from another folder would give other bytes.
+    for name in ("text_config", "vision_config"):
+        sub = getattr(model.config, name, None)
+        if sub is not None:
+            sub._name_or_path = ""
+    return model
 
 
 def _model_type(directory: Path) -> str | None:

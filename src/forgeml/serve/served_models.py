@@ -13,6 +13,7 @@ A LoRA adapter is served by its base model's engine (served_adapters.py), on dem
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.registry import ForgottenError
 from forgeml.core.schema import Artifact
 from forgeml.core.workspace import Workspace
+from forgeml.models.image_inputs import ImageShape
 from forgeml.serve.auth import Caller
 from forgeml.serve.constrained.vocabulary import GuideVocabulary
 from forgeml.serve.deployments import start_deployments, stop_deployments
@@ -56,6 +58,8 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     parent: ServedModel | None = None  # for a LoRA adapter: the base whose engine serves it
     holds: int = field(default=0, compare=False)  # requests that chose it, not yet ended (holds.py)
+    # A vision-language model's image geometry; None: the model takes text only.
+    image_shape: ImageShape | None = None
 
     @property
     def max_context(self) -> int:
@@ -97,7 +101,13 @@ def load_directory(
         sha256=artifact.sha256 if artifact is not None else "",
         tokenizer=tokenizer,
         engine=engine,
+        image_shape=_image_shape(path) if gguf is None and engine.takes_images else None,
     )
+
+
+def _image_shape(directory: Path) -> ImageShape | None:
+    config = json.loads((directory / "config.json").read_text())
+    return ImageShape.of(config) if config.get("model_type") == "mistral3" else None
 
 
 def load_served_model(workspace: Workspace, ref: str, settings: ServeSettings) -> ServedModel:

@@ -118,6 +118,14 @@ class ServeSettings(BaseModel):
         ge=1024,
         description="Largest request body on /v1/files (a multipart upload), 413 beyond.",
     )
+    max_images_per_request: int = Field(
+        8,
+        ge=0,
+        le=256,
+        description="Images one chat request may carry to a vision-language model (400 "
+        "beyond); each is at most 20 MiB and 40 megapixels, and is shrunk to the model's "
+        "image size before the model sees it.",
+    )
     max_completion_choices: int = Field(
         64,
         ge=1,

@@ -49,12 +49,14 @@ from forgeml.core.errors import InputError, RunCancelled
 from forgeml.core.schema import Artifact
 from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
 from forgeml.models.sizes import load_model
+from forgeml.models.vision import is_vision_language, save_processor_files
 from forgeml.train import integration_callbacks
 from forgeml.train.checkpoint_files import CHECKPOINT_PREFIX, checkpoints
 from forgeml.train.distributed import rank_zero_says
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
 from forgeml.train.report import curve, write_loss_curve, write_training_record
+from forgeml.train.vision_training import load_checkpoints_through_from_pretrained
 
 ADAPTER_RECORD = "forgeml_adapter.json"
 ADAPTER_FORMAT = "forgeml.adapter/1"
@@ -305,6 +307,7 @@ def fit(
 
         trainer.add_callback(EarlyStoppingCallback(params.early_stopping_patience))
     _remove_incomplete(ctx.checkpoint_dir)
+    load_checkpoints_through_from_pretrained(trainer)
     resume = checkpoints(ctx.checkpoint_dir)[-1:] or [None]
     resumed_from = None
     if resume[0] is not None:
@@ -383,6 +386,8 @@ def save_output(
         model = model.merge_and_unload()
     model.save_pretrained(writer.path)
     tokenizer.save_pretrained(writer.path)
+    if is_vision_language(model.config):
+        save_processor_files(writer.path, model.config)
     if adapter:
         _tidy_adapter(writer.path, base)
         write_json_atomic(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from forgeml.core.errors import InputError
 from forgeml.data.dataset import iter_records
 from forgeml.data.formats import check_record
 from forgeml.models.chat_template import render, render_with_assistant_mask, tokenize_for_training
+from forgeml.models.image_inputs import ImageShape, message_image_urls
+from forgeml.train.vision_data import with_image_tokens
 
 MAX_ERRORS_SHOWN = 5
 # Metadata the readers add about where a record came from; not fields of the record.
@@ -95,17 +97,30 @@ def effort(messages: list[dict[str, Any]], setting: str) -> str:
 class SFTExample:
     input_ids: list[int]
     labels: list[int]
+    images: list[str] = field(default_factory=list)  # data URLs, in token order
 
 
 def sft_example(
-    tokenizer: Any, record: dict[str, Any], reasoning_effort: str, seq_len: int
+    tokenizer: Any,
+    record: dict[str, Any],
+    reasoning_effort: str,
+    seq_len: int,
+    image_shape: ImageShape | None = None,
 ) -> SFTExample:
-    """Token ids and labels (-100 outside assistant turns), cut to `seq_len` tokens."""
+    """Token ids and labels (-100 outside assistant turns), cut to `seq_len` tokens.
+
+    A conversation with images needs the model's `image_shape` (vision.py): each image
+    becomes its grid of image tokens (vision_data.py)."""
     messages = record["messages"]
     input_ids, labels = tokenize_for_training(
         tokenizer, messages, record.get("tools"), effort(messages, reasoning_effort)
     )
-    return SFTExample(input_ids[:seq_len], labels[:seq_len])
+    urls = message_image_urls(messages)
+    if urls:
+        input_ids, labels, urls = with_image_tokens(
+            tokenizer, input_ids, labels, urls, image_shape, seq_len
+        )
+    return SFTExample(input_ids[:seq_len], labels[:seq_len], urls)
 
 
 @dataclass(frozen=True)

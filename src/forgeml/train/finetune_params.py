@@ -215,6 +215,11 @@ class SFTParams(FinetuneParams):
         description="Examples per optimizer step; default: ~0.2% of the examples, a power "
         "of two from 8 to 256.",
     )
+    trainable: Literal["all", "projector", "vision"] = Field(
+        default="all",
+        description="What a vision-language model trains: all its weights, the projector "
+        "alone (first, after add-vision), or the vision tower and projector.",
+    )
     replay_fraction: float = Field(
         default=0.0,
         ge=0,

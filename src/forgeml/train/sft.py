@@ -34,6 +34,8 @@ from datasets import Dataset
 from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
 from forgeml.core.stages import stage
+from forgeml.models.image_inputs import ImageShape
+from forgeml.models.vision import is_vision_language, text_view
 from forgeml.train.distributed import is_rank_zero, launch_rank
 from forgeml.train.finetune_common import (
     apply_lora,
@@ -50,6 +52,8 @@ from forgeml.train.finetune_data import Preview, load_records, preview_example, 
 from forgeml.train.finetune_params import SFTLoraParams, SFTParams
 from forgeml.train.guards import check_not_collapsed
 from forgeml.train.runtime import deterministic
+from forgeml.train.vision_data import VisionCollator
+from forgeml.train.vision_training import check_trainable, freeze_for
 
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?", "replay": "mixture?"}
 
@@ -66,15 +70,22 @@ def sft_lora(ctx: StageContext, params: SFTLoraParams):
     return {"adapter": _train(ctx, params, adapter=True)}
 
 
-def tokenized(tokenizer: Any, records: list[dict], params: SFTParams) -> Dataset:
+def tokenized(
+    tokenizer: Any, records: list[dict], params: SFTParams, image_shape: ImageShape | None = None
+) -> Dataset:
     """Pre-tokenized rows; examples left with no trained token (an assistant turn past
     `seq_len`, or only `weight: 0` turns) are dropped: they would add nothing but noise
-    to the loss normalisation."""
+    to the loss normalisation. A vision-language model's rows also carry their images."""
     rows = []
     for record in records:
-        example = sft_example(tokenizer, record, params.reasoning_effort, params.seq_len)
+        example = sft_example(
+            tokenizer, record, params.reasoning_effort, params.seq_len, image_shape
+        )
         if any(label != -100 for label in example.labels):
-            rows.append({"input_ids": example.input_ids, "labels": example.labels})
+            row = {"input_ids": example.input_ids, "labels": example.labels}
+            if image_shape is not None:
+                row["images"] = example.images
+            rows.append(row)
     return Dataset.from_list(rows)
 
 
@@ -87,8 +98,10 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             load_records(ctx.input_path("validation"), "chat") if "validation" in ctx.inputs else []
         )
         model, tokenizer = load_base(ctx)
+        check_trainable(model, params.trainable)
+        image_shape = ImageShape.of(model.config) if is_vision_language(model.config) else None
         params = params.resolved(parameter_count(model))  # the learning rate, if unset
-        train_rows = tokenized(tokenizer, train_records, params)
+        train_rows = tokenized(tokenizer, train_records, params, image_shape)
         if len(train_rows) == 0:
             raise InputError(
                 f"no conversation has an assistant token to train on within seq_len "
@@ -97,7 +110,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             )
         if len(train_rows) < len(train_records):
             ctx.warn(f"{len(train_records) - len(train_rows)} conversations have nothing to train")
-        eval_rows = tokenized(tokenizer, validation, params) if validation else None
+        eval_rows = tokenized(tokenizer, validation, params, image_shape) if validation else None
         conversations = len(train_rows)
         params = params.sized(conversations)  # epochs and batch size, if unset
         replay = _replay(ctx, params, tokenizer, train_rows)
@@ -105,16 +118,26 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             train_rows = Dataset.from_list([*train_rows.to_list(), *replay[0]])
         if params.lora:
             model = apply_lora(model, params, ctx.seed)
+        trained_parts = freeze_for(model, params.trainable)
         # The rows are already tokenized and cut; no packing: one conversation's tokens
         # would attend to another's on CPU attention, which has no varlen kernel.
-        args = trainer_args(TrainingArguments, ctx, params, evaluate=eval_rows is not None)
+        args = trainer_args(
+            TrainingArguments,
+            ctx,
+            params,
+            evaluate=eval_rows is not None,
+            # the images column reaches the collator, which turns it into pixels
+            **({"remove_unused_columns": False} if image_shape is not None else {}),
+        )
         trainer = Trainer(
             model=model,
             args=args,
             train_dataset=train_rows,
             eval_dataset=eval_rows,
             processing_class=tokenizer,
-            data_collator=DataCollatorForSeq2Seq(
+            data_collator=VisionCollator(tokenizer, image_shape)
+            if image_shape is not None
+            else DataCollatorForSeq2Seq(
                 tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt"
             ),
         )
@@ -124,7 +147,10 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             return None
         collapse = (
             check_not_collapsed(
-                trainer.model, tokenizer, training_prompts(train_records), params.learning_rate
+                text_view(trainer.model),
+                tokenizer,
+                text_prompts(training_prompts(train_records)),
+                params.learning_rate,
             )
             if params.collapse_check
             else {"checked": 0}
@@ -139,10 +165,16 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
                 "conversations": conversations,
                 "tokens": sum(len(row) for row in train_rows["input_ids"]),
                 "trained_tokens": trained_tokens,
+                **(
+                    {"images": sum(len(images) for images in train_rows["images"])}
+                    if image_shape is not None
+                    else {}
+                ),
                 "validation": ctx.inputs["validation"].sha256 if eval_rows is not None else None,
             },
             "determinism": determinism,
             "processes": launch_rank()[1],
+            "trained_parts": trained_parts,
             "collapse_check": collapse,
             "replay": replay[1] if replay else None,
         }
@@ -188,6 +220,15 @@ def _replay(ctx: StageContext, params: SFTParams, tokenizer: Any, rows: Dataset)
     )
     record["mixture"] = ctx.inputs["replay"].sha256
     return rows_, record
+
+
+def text_prompts(prompts: list[tuple[list[dict], str]]) -> list[tuple[list[dict], str]]:
+    """The prompts without images (the collapse check generates from text alone)."""
+    return [
+        (messages, answer)
+        for messages, answer in prompts
+        if not any(isinstance(m.get("content"), list) for m in messages)
+    ]
 
 
 def training_prompts(records: list[dict]) -> list[tuple[list[dict], str]]:

@@ -30,6 +30,9 @@ from pydantic import (
     model_validator,
 )
 
+from forgeml.core.errors import InputError
+from forgeml.models.chat_template import IMAGE_CHUNK_TYPES
+
 ROLES = ("system", "user", "assistant", "tool")
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -88,7 +91,8 @@ class ToolCall(_Closed):
 
 class Message(_Closed):
     role: Role
-    content: str | None = Field(None, validate_default=True)
+    # A string; a list of parts only when a user message holds images (image_parts).
+    content: str | list[dict[str, Any]] | None = Field(None, validate_default=True)
     reasoning_content: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = Field(None, validate_default=True)
@@ -110,7 +114,11 @@ class Message(_Closed):
             if thinking is not None:
                 reasoning.append(_text_of(thinking, "thinking"))
         content = data.get("content")
-        if isinstance(content, list):
+        if isinstance(content, list) and any(_is_image(part) for part in content):
+            if data.get("role") != "user":
+                raise ValueError("only user messages may hold images")
+            data["content"] = image_parts(content)
+        elif isinstance(content, list):
             texts = []
             for index, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, dict) else None
@@ -121,7 +129,9 @@ class Message(_Closed):
                     reasoning.append(_text_of(inner, f"content[{index}].thinking"))
                 else:
                     got = repr(kind) if kind is not None else type_name(part)
-                    raise ValueError(f"content[{index}]: only text parts are supported; got {got}")
+                    raise ValueError(
+                        f"content[{index}]: only text and image parts are supported; got {got}"
+                    )
             data["content"] = "".join(texts)
         if reasoning:
             if data.get("reasoning_content") is not None:
@@ -135,6 +145,8 @@ class Message(_Closed):
     @classmethod
     def _content_for_role(cls, value: str | None, info: ValidationInfo) -> str | None:
         role = info.data.get("role")
+        if isinstance(value, list):  # image parts (checked by image_parts)
+            return value
         if role in ("system", "user"):
             if value is None:
                 raise ValueError(f"required for a {role} message")
@@ -164,10 +176,48 @@ class Message(_Closed):
 
     @model_validator(mode="after")
     def _assistant_says_something(self) -> Message:
-        silent = self.content is None or not self.content.strip()
+        silent = self.content is None or (
+            isinstance(self.content, str) and not self.content.strip()
+        )
         if self.role == "assistant" and not self.tool_calls and silent:
             raise ValueError("an assistant message needs content or tool_calls")
         return self
+
+
+def _is_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") in IMAGE_CHUNK_TYPES
+
+
+def image_parts(content: list[Any]) -> list[dict[str, Any]]:
+    """A user message's text and image parts in canonical form: `{"type": "text",
+    "text"}` and OpenAI's `{"type": "image_url", "image_url": {"url": DATA_URL}}`, each
+    image decoded once here so a bad one is named by its part (ingest has already
+    turned local file references into data URLs)."""
+    from forgeml.models.image_inputs import decode_image, image_bytes, image_url_of
+
+    parts: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        where = f"content[{index}]"
+        if kind == "text":
+            parts.append({"type": "text", "text": _text_of(part.get("text"), f"{where}.text")})
+            continue
+        url = image_url_of(part) if kind == "image_url" else None
+        if not url:
+            got = repr(kind) if kind is not None else type_name(part)
+            raise ValueError(
+                f"{where}: expected a text part or an image_url part with a data URL; got {got}"
+            )
+        try:
+            decode_image(image_bytes(url, where), where)
+        except InputError as error:
+            raise ValueError(f"{where}: {error.detail}") from None
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    if not any(part["type"] == "text" and part["text"].strip() for part in parts) and not any(
+        part["type"] == "image_url" for part in parts
+    ):
+        raise ValueError("empty content")
+    return parts
 
 
 def _text_of(value: Any, where: str) -> str:

@@ -105,6 +105,10 @@ def validate_jsonl(
         if isinstance(record, Problem):
             add(line, [record])
             continue
+        record = _with_image_files(record, Path(path).parent)
+        if isinstance(record, Problem):
+            add(line, [record])
+            continue
         detected, canonical, problems = check_record(record, expected_format)
         if detected is not None:
             report.counts[detected] += 1
@@ -142,6 +146,23 @@ def iter_normalized(
             yield normalize_record(record, expected_format)
         except InputError as error:
             raise InputError(error.detail, path=path, line=line, field=error.field) from None
+
+
+def _with_image_files(record: Any, folder: Path) -> Any:
+    """A chat record whose images are files beside the jsonl, read as `data ingest` reads
+    them (data/images.py), or the Problem with the first bad one."""
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages
+    ):
+        return record
+    from forgeml.data.images import inline_images
+
+    try:
+        inlined, _ = inline_images(messages, folder)
+    except InputError as error:
+        return Problem(error.field, error.detail)
+    return {**record, "messages": inlined}
 
 
 def _mismatch(

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from forgeml.core.errors import InputError
+from forgeml.data.images import inline_images
 from forgeml.data.readers.documents import (
     Document,
     ReadOptions,
@@ -143,8 +145,14 @@ def _chat_document(
                 position,
                 field=f"messages[{index}]",
             )
-    contents = [m["content"] for m in messages if isinstance(m.get("content"), str)]
-    text = "\n\n".join(c for c in contents if c.strip())
+    if any(isinstance(m.get("content"), list) for m in messages):
+        try:  # image files beside the jsonl become part of the record (data/images.py)
+            messages, images = inline_images(messages, source.path.parent)
+        except InputError as error:
+            return _reject(source, error.detail, position, field=error.field, hint=error.hint)
+        if images:
+            metadata["images"] = images
+    text = "\n\n".join(text for m in messages for text in _message_texts(m) if text.strip())
     if not text:
         return _reject(source, "no message has any text", position, field="messages")
     if "tools" in record:
@@ -161,6 +169,17 @@ def _chat_document(
         metadata=metadata,
         messages=messages,
     )
+
+
+def _message_texts(message: dict[str, Any]) -> Iterator[str]:
+    """A message's text: its string content, or the text parts of a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield part["text"]
 
 
 def _training_document(

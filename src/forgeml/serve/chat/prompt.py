@@ -6,11 +6,13 @@ request costs nothing and gets a 400 that names the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from forgeml.core.errors import InputError
 from forgeml.models import chat_template as ct
+from forgeml.models.image_inputs import VISION_TOKENS
+from forgeml.serve.chat.images import request_images
 from forgeml.serve.chat.protocol import ChatCompletionRequest, NamedToolChoice
 from forgeml.serve.constrained.guide import OutputSpec
 from forgeml.serve.constrained.json_schema import ANY_OBJECT, check_schema, json_grammar
@@ -33,6 +35,7 @@ REASONING_EFFORTS = {
 }
 REASONING_BUDGETS = {"low": 512, "medium": 2048}  # high, xhigh, max: the server's default
 MAX_STOP_STRINGS = 16
+_CONTROL_TOKENS = (*ct.SPECIAL_TOKENS, *VISION_TOKENS)  # `[IMG]` in text would fake an image
 
 
 @dataclass
@@ -41,7 +44,8 @@ class PreparedChat:
     sampling: list[SamplingParams]  # one per choice (seeds differ)
     spec: OutputSpec
     reasoning_effort: str
-    messages: list[dict[str, Any]]  # as rendered (for the request log)
+    messages: list[dict[str, Any]]  # as rendered (for the request log; images as hashes)
+    images: list[Any] = field(default_factory=list)  # pixels, one per image (chat/images.py)
 
 
 def prepare(
@@ -58,8 +62,9 @@ def prepare(
     refuse_control_tokens(messages, tools)
     effort = _reasoning_effort(body)
     spec = _output_spec(body, served, tools, effort, settings)
+    images = request_images(messages, served, settings)
     text = ct.render(messages, tools or None, effort)
-    prompt_ids = served.tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt_ids = images.expand(served.tokenizer(text, add_special_tokens=False)["input_ids"])
     max_tokens = completion_budget(
         len(prompt_ids),
         body.max_completion_tokens or body.max_tokens,
@@ -77,7 +82,9 @@ def prepare(
         )
         for index in range(body.n)
     ]
-    return PreparedChat(prompt_ids, sampling, spec, effort, messages)
+    return PreparedChat(
+        prompt_ids, sampling, spec, effort, images.redacted(messages), images.pixels
+    )
 
 
 def completion_budget(
@@ -134,7 +141,7 @@ def refuse_control_tokens(messages: list[dict[str, Any]], tools: list[dict[str, 
 
 def _check_text(value: Any, field: str) -> None:
     if isinstance(value, str):
-        found = next((token for token in ct.SPECIAL_TOKENS if token in value), None)
+        found = next((token for token in _CONTROL_TOKENS if token in value), None)
         if found is not None:
             raise InputError(
                 f"the text holds the control token {found!r}, which the model reads as chat "

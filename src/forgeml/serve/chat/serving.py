@@ -79,6 +79,7 @@ class ChatService:
                 prepared.prompt_ids,
                 sampling,
                 guide=OutputGuide(candidate.vocabulary, prepared.spec, sampling.max_tokens),
+                images=prepared.images,
             )
             for sampling in prepared.sampling
         ]
@@ -128,7 +129,11 @@ class _Run:
                 zip(self.prepared.sampling, self.choices, strict=True)
             ):
                 generation = GenerationRequest(
-                    f"{self.id}-{index}", self.prepared.prompt_ids, sampling, guide=choice.guide
+                    f"{self.id}-{index}",
+                    self.prepared.prompt_ids,
+                    sampling,
+                    guide=choice.guide,
+                    images=self.prepared.images,
                 )
                 streams.append(self.served.engine.generate(generation))
         except BaseException:

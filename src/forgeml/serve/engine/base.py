@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from forgeml.core.errors import ForgeError
 
@@ -78,6 +78,9 @@ class GenerationRequest:
     # A LoRA adapter loaded into this engine's model (TransformersEngine.add_adapter);
     # its rows decode in the same batch as the base's. Other engines refuse adapters.
     adapter: str | None = None
+    # A vision-language model's images, in prompt order: pixels [3, h, w] float32
+    # (models/image_inputs.preprocess), one per grid of image tokens in `prompt_ids`.
+    images: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +109,8 @@ class Engine(ABC):
 
     name: str = "engine"
     max_context: int  # prompt + completion tokens a sequence may hold
+    # Whether a vision-language model's requests may carry images (GenerationRequest.images).
+    takes_images: bool = False
 
     @abstractmethod
     async def start(self) -> None:

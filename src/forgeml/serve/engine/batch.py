@@ -45,6 +45,7 @@ from forgeml.core.errors import ForgeError
 from forgeml.serve.engine import mla_step, prompt_score
 from forgeml.serve.engine.lora import BASE_ROW
 from forgeml.serve.engine.sequence import Sequence
+from forgeml.serve.engine.vision import ImageEncoder
 
 # Free columns allocated past the used ones when storage is (re)built: one copy of the
 # cache every ROOM decode steps rather than one per step.
@@ -133,6 +134,7 @@ class DecodeBatch:
         adapter_names: list[str] | None = None,
         joining: list[Sequence] | None = None,
         pad_id: int = 0,
+        images: ImageEncoder | None = None,
     ) -> tuple[torch.Tensor, DecodeBatch | None]:
         """One decode step for every row, prefilling `joining` in the same pass (where
         `can_join` allows). Returns the next-token logits [rows + joining, vocab] and
@@ -151,7 +153,7 @@ class DecodeBatch:
             decoding = mla_step.Decoding(
                 self.last_tokens, self.positions, self.attention_mask, self._used(cached + 1)
             )
-            prompts = _prompts(joining, pad_id) if joining else None
+            prompts = _prompts(joining, pad_id, images) if joining else None
             logits = mla_step.forward(lean, decoding, prompts)
             self._publish()
             if prompts is not None:
@@ -217,12 +219,14 @@ def prefill(
     sequences: list[Sequence],
     pad_id: int,
     adapter_names: list[str] | None = None,
+    images: ImageEncoder | None = None,
 ) -> tuple[DecodeBatch, torch.Tensor]:
     """Run the prompts of new sequences; return their batch and first-token logits.
 
-    The batch's `last_tokens` are placeholders until the caller samples.
+    The batch's `last_tokens` are placeholders until the caller samples. `images`: a
+    vision-language model's encoder, for prompts with images.
     """
-    prompts = _prompts(sequences, pad_id)
+    prompts = _prompts(sequences, pad_id, images)
     lean = _lean_model(model, adapter_names)
     if lean is not None and mla_step.fits(lean, *prompts.input_ids.shape):
         logits = mla_step.forward(lean, None, prompts)
@@ -233,8 +237,13 @@ def prefill(
     width = prompts.input_ids.shape[1]
     keep = sorted({int(index) % width for index in flat} | {width - 1})
     cache = DynamicCache(config=model.config)
+    tokens = (
+        {"input_ids": prompts.input_ids}
+        if prompts.embeds is None
+        else {"inputs_embeds": prompts.embeds}
+    )
     output = model(
-        input_ids=prompts.input_ids,
+        **tokens,
         attention_mask=prompts.attention_mask,
         position_ids=prompts.positions,
         past_key_values=cache,
@@ -256,8 +265,11 @@ def _note_logprobs(sequences: list[Sequence], prompts: mla_step.Prompts) -> None
         sequence.prompt_logprob = logprob
 
 
-def _prompts(sequences: list[Sequence], pad_id: int) -> mla_step.Prompts:
-    """The sequences' prompts, left-padded to the longest."""
+def _prompts(
+    sequences: list[Sequence], pad_id: int, images: ImageEncoder | None = None
+) -> mla_step.Prompts:
+    """The sequences' prompts, left-padded to the longest (with their images' features
+    in the embeddings, where they have images)."""
     lengths = [len(sequence.prompt_ids) for sequence in sequences]
     width = max(lengths)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -265,7 +277,8 @@ def _prompts(sequences: list[Sequence], pad_id: int) -> mla_step.Prompts:
     for row, sequence in enumerate(sequences):
         input_ids[row, width - lengths[row] :] = torch.tensor(sequence.prompt_ids)
         attention_mask[row, width - lengths[row] :] = 1
-    return mla_step.Prompts(input_ids, attention_mask)
+    embeds = images.prompt_embeddings(input_ids, sequences) if images is not None else None
+    return mla_step.Prompts(input_ids, attention_mask, embeds=embeds)
 
 
 def _prompt_batch(

@@ -65,6 +65,9 @@ class Prompts:
     input_ids: torch.Tensor  # [prompts, width]
     attention_mask: torch.Tensor  # [prompts, width]
     cache: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # filled
+    # [prompts, width, hidden] input embeddings where they are not the tokens' own (image
+    # features over [IMG] tokens: engine/vision.py); None: embed `input_ids`.
+    embeds: torch.Tensor | None = None
     logprobs: list[float | None] = field(default_factory=list)  # filled: prompt_score.py
 
     @property
@@ -102,6 +105,9 @@ def forward(
     input_ids = torch.cat([part.input_ids.reshape(-1) for part in parts])
     positions = torch.cat([part.positions.reshape(-1) for part in parts])
     hidden = F.embedding(input_ids, inner.embed_tokens.weight)  # [tokens, hidden]
+    if prompts is not None and prompts.embeds is not None:
+        rows = len(decoding.input_ids) if decoding is not None else 0
+        hidden = torch.cat([hidden[:rows], prompts.embeds.reshape(-1, hidden.shape[1])])
     cos, sin = _rotary(inner.rotary_emb, positions)
     rope = config.rope_parameters
     # Llama-4 attention temperature (1 below original_max_position_embeddings), per token.

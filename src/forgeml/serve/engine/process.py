@@ -86,7 +86,10 @@ class ProcessEngine(Engine):
     ) -> None:
         self.model_dir = Path(model_dir)
         config = json.loads((self.model_dir / "config.json").read_text())
-        self.max_context = int(config.get("max_position_embeddings") or 0)
+        # A vision-language model (mistral3): the text model's context, and images.
+        self.takes_images = config.get("model_type") == "mistral3"
+        text_config = config.get("text_config") or config
+        self.max_context = int(text_config.get("max_position_embeddings") or 0)
         self.max_batch_size, self.max_waiting = max_batch_size, max_waiting
         self._options = {
             "model_dir": str(self.model_dir),
@@ -228,7 +231,17 @@ class ProcessEngine(Engine):
             self._open[key] = _Open(request, queue)
         guide = request.guide
         spec = (guide.spec, guide.max_tokens) if guide is not None else None
-        self._post(("generate", key, request.prompt_ids, request.sampling, spec, request.adapter))
+        self._post(
+            (
+                "generate",
+                key,
+                request.prompt_ids,
+                request.sampling,
+                spec,
+                request.adapter,
+                request.images,
+            )
+        )
         return ChunkStream(queue, lambda: self.abort(key))
 
     def abort(self, key: str) -> None:

@@ -113,8 +113,10 @@ class _ChildEngine(TransformersEngine):
 
         kind = message[0]
         if kind == "generate":
-            _, key, prompt_ids, sampling, spec, adapter = message
-            request = GenerationRequest(key, prompt_ids, sampling, self._guide(spec), adapter)
+            _, key, prompt_ids, sampling, spec, adapter, images = message
+            request = GenerationRequest(
+                key, prompt_ids, sampling, self._guide(spec), adapter, images
+            )
             sequence = Sequence(request, self._backend, self.eos_token_ids)
             self._sequences[key] = sequence
             try:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from forgeml.core.errors import InputError
+from forgeml.models.vision import is_vision_language, text_view
 from forgeml.serve.engine.base import (
     Engine,
     EngineStats,
@@ -49,6 +50,7 @@ from forgeml.serve.engine.sampling import sample
 from forgeml.serve.engine.sequence import Sequence
 from forgeml.serve.engine.stream import sequence_stream
 from forgeml.serve.engine.throughput import TokenRate
+from forgeml.serve.engine.vision import ImageEncoder
 
 log = logging.getLogger("forgeml.serve.engine")
 
@@ -66,6 +68,10 @@ class TransformersEngine(Engine):
         max_waiting: int = 256,
         max_prefill_tokens: int = 4096,
     ) -> None:
+        # A vision-language model decodes with its text model; images enter at prefill.
+        self.images = ImageEncoder(model.eval()) if is_vision_language(model.config) else None
+        self.takes_images = self.images is not None
+        model = text_view(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_context = int(model.config.max_position_embeddings)
@@ -139,6 +145,12 @@ class TransformersEngine(Engine):
 
         Decoding pauses while the weights go in (a LoRA file is ~1% of the model).
         """
+
+        if self.images is not None:
+            raise InputError(
+                "LoRA adapters are not served over vision-language models yet",
+                hint="merge the adapter into the model (fine-tune with --lora --merge)",
+            )
 
         def load() -> None:
             if name not in self.adapters.names:
@@ -295,7 +307,7 @@ class TransformersEngine(Engine):
 
     def _admit(self, sequences: list[Sequence]) -> None:
         names = self.adapters.row_names(sequences)
-        batch, logits = prefill(self.adapters.model, sequences, self.pad_id, names)
+        batch, logits = prefill(self.adapters.model, sequences, self.pad_id, names, self.images)
         tokens = sample(logits, batch.sequences)
         batch.last_tokens = torch.tensor(tokens, dtype=torch.long)
         outputs = self._take(batch.sequences, tokens)
@@ -311,7 +323,7 @@ class TransformersEngine(Engine):
         assert batch is not None
         sequences = batch.sequences + joining
         names = self.adapters.row_names(sequences)
-        logits, joined = batch.step(self.adapters.model, names, joining, self.pad_id)
+        logits, joined = batch.step(self.adapters.model, names, joining, self.pad_id, self.images)
         tokens = sample(logits, sequences)
         batch.last_tokens = torch.tensor(tokens[: len(batch)], dtype=torch.long)
         outputs = self._take(sequences, tokens)
