@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,29 @@ def run_stage_on_this_rank(
     """
     rank, _ = launch_rank()
     if rank == 0:
-        return run_stage(workspace, stage_name, params, inputs, seed=seed, quiet=quiet)
+        result = run_stage(workspace, stage_name, params, inputs, seed=seed, quiet=quiet)
+        leave_process_group()
+        return result
     stage, validated, resolved, _sources, key = prepare(workspace, stage_name, params, inputs, seed)
     if reused := find_reusable(workspace, key):
         return reused
     context = WorkerContext(workspace, "run-" + key[:16], key, seed, resolved)
     stage.fn(context, validated)
+    leave_process_group()
     return None
+
+
+def leave_process_group() -> None:
+    """Destroy the process group the trainer made, once this rank's work is done.
+
+    A process that exits with gloo's process group alive can abort (SIGABRT, "terminate
+    called without an active exception") while the interpreter shuts down: gloo's threads
+    still hold work whose tensors need the GIL (pytorch/pytorch#179291). One launch in
+    six failed that way on 2 cores. Only on success: a rank that failed mid-collective
+    could wait forever here, and the launcher stops the group anyway."""
+    if "torch.distributed" not in sys.modules:  # this stage never trained with torch
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
