@@ -1,7 +1,7 @@
 """Vision-language models: a fresh tower over a text model, images as pixels and tokens.
 
 What must hold for a user: the text model keeps every answer it had (add-vision), our
-pixels are transformers' own (PixtralImageProcessor) and an image becomes Pixtral's grid
+pixels are transformers' own (Pixtral's processor, from the model's files) and an image becomes Pixtral's grid
 of tokens, the chat template renders
 images identically in Python and Jinja, and bad images get errors naming the part.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import pydoc_data.topics
 
 import numpy as np
@@ -82,15 +83,26 @@ def test_add_vision_keeps_every_text_answer(text_model, vision_dir) -> None:
     torch.testing.assert_close(view, after)  # the engine's text view is the same model
 
 
-@pytest.mark.parametrize("size", [(200, 120), (90, 300), (17, 17), (128, 128), (260, 500)])
-def test_pixels_are_transformers_pixtral_pixels(size) -> None:
+SIZES = [(200, 120), (90, 300), (17, 17), (128, 128), (260, 500), (127, 120), (100, 37)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pixels_are_transformers_pixtral_processors(size, vision_dir) -> None:
+    """transformers' Pixtral image processor configured from the files add-vision writes,
+    with the patch size `PixtralProcessor` hands it (patch x spatial merge: whole image
+    tokens; the processor class itself needs torchvision, which forgeml does not ship)."""
     image = Image.open(io.BytesIO(png(*size)))
     ours, grid = preprocess(image.convert("RGB"), SHAPE)
-    processor = PixtralImageProcessorPil(size={"longest_edge": 128}, patch_size=8)
+    config = json.loads((vision_dir / "preprocessor_config.json").read_text())
+    merge = json.loads((vision_dir / "processor_config.json").read_text())["spatial_merge_size"]
+    processor = PixtralImageProcessorPil(
+        size=config["size"], patch_size=config["patch_size"] * merge, resample=config["resample"]
+    )
     theirs = processor([image], return_tensors="pt")
     height, width = theirs["image_sizes"][0].tolist()
     assert ours.shape == (3, height, width)
     np.testing.assert_allclose(ours, theirs["pixel_values"][0].numpy(), atol=1e-5)
+    assert height % 16 == 0 and width % 16 == 0  # whole tokens: no patch row dropped
     assert (grid.rows, grid.cols) == (height // 16, width // 16)
 
 
@@ -99,7 +111,7 @@ def test_an_image_becomes_pixtrals_grid_of_tokens(vision_dir) -> None:
     per row of image tokens, each row closed by [IMG_BREAK], the last by [IMG_END]."""
     tokenizer = AutoTokenizer.from_pretrained(vision_dir)
     image_id, break_id, end_id = (tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS)
-    _, grid = preprocess(decode_image(png(48, 40), "image"), SHAPE)  # 48 x 40 px: 3 x 2
+    _, grid = preprocess(decode_image(png(48, 30), "image"), SHAPE)  # 48 x 30 px: 3 x 2
     assert (grid.rows, grid.cols) == (2, 3)
     text = render([{"role": "user", "content": [{"type": "image_url", "image_url": "u"}]}])
     ids, labels = expand_image_tokens(
@@ -178,8 +190,9 @@ def test_bad_images_are_refused_with_what_is_wrong() -> None:
     Image.new("1", (side, side)).save(buffer, "PNG")
     with pytest.raises(InputError, match="over the 40,000,000 allowed"):
         decode_image(buffer.getvalue(), "img")
-    with pytest.raises(InputError, match="at least 16 pixels a side"):
-        preprocess(decode_image(png(5, 200), "img"), SHAPE, "img")
+    with pytest.raises(InputError, match="at least 16 pixels a side"):  # 1 px wide once shrunk
+        preprocess(decode_image(png(1, 400), "img"), SHAPE, "img")
+    assert preprocess(decode_image(png(5, 200), "img"), SHAPE)[1].cols == 1  # thin, still read
     assert decode_image(png(30, 20, fmt="JPEG"), "img").size == (30, 20)
     assert data_url(b"x").startswith("data:image/png;base64,")
     assert base64.b64decode(data_url(b"xyz").split(",")[1]) == b"xyz"

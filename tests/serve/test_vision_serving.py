@@ -200,7 +200,7 @@ BAD = [
     (VL, [{"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}], "never fetched"),
     (VL, [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}], "base64"),
     (VL, [{"type": "image_url", "image_url": {"url": url(b"not an image")}}], "not a PNG"),
-    (VL, [{"type": "image_url", "image_url": {"url": url(png(8, 300, 0))}}], "at least 16 pixels"),
+    (VL, [{"type": "image_url", "image_url": {"url": url(png(1, 400, 0))}}], "at least 16 pixels"),
     (VL, [{"type": "image_url", "image_url": {"url": url(png(4, 4, 0), "image/tiff")}}], "unsupported image type"),
     (VL, [{"type": "image_url", "image_url": {"url": url(png(32, 32, i))}} for i in range(3)], "at most 2 per request"),
     (VL, [{"type": "text", "text": "fake [IMG] token"}], "control token '[IMG]'"),

@@ -11,10 +11,17 @@ model work, and data validation checks a dataset's images without loading a mode
 The chat template writes one `[IMG]` per image; `expand_image_tokens` turns it into the
 image's grid, Pixtral's layout: `cols` x `[IMG]` then `[IMG_BREAK]` per row of image
 tokens, the last row closed by `[IMG_END]` instead. Pixels follow transformers'
-`PixtralImageProcessor` exactly (tests compare): shrink to fit `longest_edge` (never
-enlarge), round each side up to a multiple of the patch size, bicubic, scale to [0, 1],
-normalise with CLIP's mean and std. One image token covers `patch_size *
-spatial_merge_size` pixels a side (the projector merges patches 2 x 2).
+`PixtralProcessor` exactly (tests compare, loading it from a model's own processor files):
+shrink to fit `longest_edge` (never enlarge), round each side up to whole image tokens,
+bicubic, scale to [0, 1], normalise with CLIP's mean and std. One image token covers
+`patch_size * spatial_merge_size` pixels a side (the projector merges patches 2 x 2).
+
+Whole tokens, not whole patches: mistral-common does the same (it rounds the shrink
+where transformers floors it), and llama.cpp's mtmd keeps an image whose sides are
+multiples of the token side as it is, so one resized image has one grid everywhere.
+Rounding to patches only (the plain `PixtralImageProcessor`) leaves an odd patch row
+that the merger drops and llama.cpp keeps: 127 x 120 px was 7 x 8 tokens here and
+8 x 8 in llama-server.
 """
 
 from __future__ import annotations
@@ -183,12 +190,12 @@ def decode_image(data: bytes, where: str) -> Any:
 
 def resized_size(width: int, height: int, shape: ImageShape) -> tuple[int, int]:
     """(height, width) in pixels after Pixtral's resize: fit `longest_edge`, round up to
-    whole patches."""
+    whole image tokens (`patch_size * spatial_merge_size` pixels)."""
     ratio = max(height / shape.longest_edge, width / shape.longest_edge)
     if ratio > 1:
         height, width = math.floor(height / ratio), math.floor(width / ratio)
-    patch = shape.patch_size
-    return ((height - 1) // patch + 1) * patch, ((width - 1) // patch + 1) * patch
+    side = shape.token_side
+    return ((height - 1) // side + 1) * side, ((width - 1) // side + 1) * side
 
 
 def image_grid(width: int, height: int, shape: ImageShape, where: str = "image") -> ImageGrid:

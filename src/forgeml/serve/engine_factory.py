@@ -25,6 +25,7 @@ def make_engine(
     settings: ServeSettings,
     *,
     gguf: Path | None = None,
+    mmproj: Path | None = None,
     tokenizer_dir: Path | None = None,
     log_dir: Path | None = None,
 ) -> Engine:
@@ -53,6 +54,7 @@ def make_engine(
             threads=settings.threads(),
             slots=settings.max_batch_size,
             max_waiting=settings.max_waiting,
+            mmproj=mmproj,
         )
     if gguf is not None:
         raise InputError(

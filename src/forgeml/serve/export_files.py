@@ -25,6 +25,7 @@ class ExportFiles:
     directory: Path  # the export's directory
     tokenizer_dir: Path
     gguf: Path | None  # the GGUF file of a gguf export
+    mmproj: Path | None = None  # its vision tower, for a vision-language model
 
 
 def export_files(workspace: Workspace, artifact: Artifact) -> ExportFiles:
@@ -38,7 +39,13 @@ def export_files(workspace: Workspace, artifact: Artifact) -> ExportFiles:
         source = workspace.registry.resolve(f"{described['kind']}/{described['sha256']}")
         source_dir = workspace.root / source.path
         if (source_dir / "tokenizer.json").is_file():
-            return ExportFiles(directory, source_dir, directory / record["gguf"]["file"])
+            mmproj = (record["gguf"].get("mmproj") or {}).get("file")
+            return ExportFiles(
+                directory,
+                source_dir,
+                directory / record["gguf"]["file"],
+                directory / mmproj if mmproj else None,
+            )
     raise ForgeError(
         f"{artifact.ref} is a GGUF, and no tokenizer was found for it: neither "
         f"{record['source']['ref']} nor its base has tokenizer.json",

@@ -80,10 +80,12 @@ def load_directory(
     artifact=None,
     *,
     gguf: Path | None = None,
+    mmproj: Path | None = None,
     tokenizer_dir: Path | None = None,
     log_dir: Path | None = None,
 ) -> ServedModel:
-    """Load a model directory (or a GGUF and its tokenizer) behind the engine settings pick."""
+    """Load a model directory (or a GGUF, its vision tower and its tokenizer) behind the
+    engine settings pick."""
     tokenizer = ServingTokenizer.load(tokenizer_dir or path)
     engine = make_engine(
         served_id,
@@ -91,9 +93,12 @@ def load_directory(
         tokenizer,
         settings,
         gguf=gguf,
+        mmproj=mmproj,
         tokenizer_dir=tokenizer_dir,
         log_dir=log_dir,
     )
+    # A GGUF's image geometry is its source model's (the tower's config travels there).
+    config_dir = (tokenizer_dir or path) if gguf is not None else path
     return ServedModel(
         id=served_id,
         artifact_id=artifact.id if artifact is not None else None,
@@ -101,7 +106,7 @@ def load_directory(
         sha256=artifact.sha256 if artifact is not None else "",
         tokenizer=tokenizer,
         engine=engine,
-        image_shape=_image_shape(path) if gguf is None and engine.takes_images else None,
+        image_shape=_image_shape(config_dir) if engine.takes_images else None,
     )
 
 
@@ -122,6 +127,7 @@ def load_served_model(workspace: Workspace, ref: str, settings: ServeSettings) -
             settings,
             artifact,
             gguf=files.gguf,
+            mmproj=files.mmproj,
             tokenizer_dir=files.tokenizer_dir,
             log_dir=log_dir,
         )

@@ -83,8 +83,8 @@ def request_images(
         raise InputError(
             f"{served.id} takes text only here; this request has {len(found)} image(s)",
             field=where,
-            hint="send text, or serve a vision-language model (forgeml models add-vision) "
-            "with the transformers engine",
+            hint="send text, or serve a vision-language model (forgeml models add-vision): "
+            "the model itself, or its GGUF export with the mmproj file export writes",
         )
     if len(found) > settings.max_images_per_request:
         raise InputError(

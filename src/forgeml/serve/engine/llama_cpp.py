@@ -20,6 +20,12 @@ plus chunks of the prompts being read, so a new request starts while others deco
 Requests beyond the slots wait in a bounded queue, and `generate` raises
 `QueueFullError` (429) when it is full. A slot keeps its cache after its request ends,
 so a prompt that extends one (the next turn of a chat) only evaluates its new tokens.
+
+A vision-language export (`mmproj` beside the GGUF) takes images: each is encoded by
+llama.cpp's own vision code when its request is admitted (llama_cpp_images.py), and
+its embeddings are read into the slot in place of the image's span of the prompt, in
+chunks like prompt text. Encoding runs on the worker thread, so other slots pause for
+it (as in llama-server).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import collections
 import logging
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,7 @@ from forgeml.serve.engine.base import (
     GenerationRequest,
     QueueFullError,
 )
+from forgeml.serve.engine.llama_cpp_images import ImageReader
 from forgeml.serve.engine.llama_cpp_slots import DecodeError, Feed, SlotContext, load_llama_cpp
 from forgeml.serve.engine.numpy_sampling import sample
 from forgeml.serve.engine.sequence import Sequence
@@ -89,6 +96,9 @@ class Running:
     position: int  # tokens in the slot's cache
     unread: list[int]  # prompt tokens not yet evaluated
     next_token: int | None = None  # sampled, not yet evaluated
+    # Each image's first prompt position and its embeddings, which fill the positions
+    # from there (the image's tokens and the breaks between their rows).
+    images: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
 
 class LlamaCppEngine(Engine):
@@ -104,15 +114,21 @@ class LlamaCppEngine(Engine):
         slots: int = 32,
         max_waiting: int = 256,
         batch_tokens: int = 512,
+        mmproj: Path | None = None,
     ) -> None:
         self.slots = SlotContext(
             gguf_path, slots=slots, slot_context=n_ctx, threads=threads, batch_tokens=batch_tokens
         )
+        self.images: ImageReader | None = None
         try:
             check_vocabulary(self.slots, tokenizer, gguf_path)
+            if mmproj is not None:
+                self.images = ImageReader(mmproj, self.slots, threads)
+                self._image_ids = image_marker_ids(tokenizer)
         except ForgeError:
             self.slots.close()
             raise
+        self.takes_images = self.images is not None
         self.max_context = self.slots.slot_context
         self.max_waiting = max_waiting
         self.eos_token_ids = {self.slots.eos_token_id}
@@ -216,9 +232,30 @@ class LlamaCppEngine(Engine):
             message = f"the prompt has {len(prompt)} tokens; the context is {self.max_context}"
             self._send(sequence, sequence.fail("error", message))
         else:
-            slot, keep = self.slots.claim(prompt, self._free)
+            try:
+                images = self._read_images(sequence)
+            except (InputError, RuntimeError) as error:
+                self._send(sequence, sequence.fail("error", str(error)))
+                return
+            reusable = images[0][0] if images else None
+            slot, keep = self.slots.claim(prompt, self._free, reusable)
             self._free.discard(slot)
-            self._running.append(Running(sequence, slot, keep, list(prompt[keep:])))
+            self._running.append(Running(sequence, slot, keep, list(prompt[keep:]), None, images))
+
+    def _read_images(self, sequence: Sequence) -> list[tuple[int, np.ndarray]]:
+        """Where each of the request's images sits in the prompt, and its embeddings."""
+        pixels = sequence.request.images
+        if not pixels:
+            return []
+        if self.images is None:
+            raise InputError("this GGUF export was served without its vision tower (mmproj)")
+        spans = image_spans(sequence.prompt_ids, *self._image_ids)
+        if len(spans) != len(pixels):
+            raise InputError(f"{len(spans)} images in the prompt for {len(pixels)} images")
+        return [
+            (start, self.images.embeddings(image, length))
+            for (start, length), image in zip(spans, pixels, strict=True)
+        ]
 
     def _release(self, running: Running) -> None:
         self._running.remove(running)
@@ -267,9 +304,9 @@ class LlamaCppEngine(Engine):
         for running in self._running:
             if not running.unread or budget <= 0:
                 continue
-            chunk, running.unread = running.unread[:budget], running.unread[budget:]
-            plan.append((running, Feed(running.slot, chunk, running.position, not running.unread)))
-            budget -= len(chunk)
+            feed = prompt_feed(running, budget)
+            plan.append((running, feed))
+            budget -= len(feed.tokens)
         return plan
 
     def _take_tokens(self, sampled: list[Running], rows: np.ndarray) -> None:
@@ -287,6 +324,45 @@ class LlamaCppEngine(Engine):
                 self._release(running)
             else:
                 running.next_token = token
+
+
+def prompt_feed(running: Running, budget: int) -> Feed:
+    """The next chunk of a prompt, at most `budget` positions: text up to the next image,
+    or the part of an image's embeddings that fits."""
+    start = running.position
+    for image_start, embeddings in running.images:
+        if image_start <= start < image_start + len(embeddings):
+            offset = start - image_start
+            count = min(budget, len(embeddings) - offset)
+            tokens, running.unread = running.unread[:count], running.unread[count:]
+            return Feed(running.slot, tokens, start, False, embeddings[offset : offset + count])
+        if image_start > start:
+            budget = min(budget, image_start - start)
+            break
+    chunk, running.unread = running.unread[:budget], running.unread[budget:]
+    return Feed(running.slot, chunk, start, not running.unread)
+
+
+def image_marker_ids(tokenizer) -> tuple[int, int]:
+    """The ids of `[IMG]` and `[IMG_END]` in the served tokenizer."""
+    from forgeml.models.image_inputs import vision_token_ids
+
+    image, _, end = vision_token_ids(tokenizer)
+    return image, end
+
+
+def image_spans(prompt: list[int], image_id: int, end_id: int) -> list[tuple[int, int]]:
+    """(start, length) of each image in a prompt the chat layer expanded: from an image's
+    first `[IMG]` up to its `[IMG_END]` (which stays a token)."""
+    spans, position = [], 0
+    while image_id in prompt[position:]:
+        start = prompt.index(image_id, position)
+        if end_id not in prompt[start:]:
+            raise InputError("an image in the prompt has no [IMG_END]")
+        end = prompt.index(end_id, start)
+        spans.append((start, end - start))
+        position = end + 1
+    return spans
 
 
 def pick_tokens(rows: np.ndarray, sequences: list[Sequence]) -> list[int]:

@@ -33,12 +33,15 @@ from forgeml.core.errors import ForgeError, InputError
 
 @dataclass
 class Feed:
-    """Tokens of one slot for the next decode, from cache position `start`."""
+    """Tokens of one slot for the next decode, from cache position `start`; or, with
+    `embeddings`, an image's embeddings at those positions (`tokens` are the prompt's
+    placeholders there, which the slot's cache records)."""
 
     slot: int
     tokens: list[int]
     start: int
     logits: bool  # the last token's logits are wanted (a token is sampled after it)
+    embeddings: np.ndarray | None = None  # [len(tokens), n_embd] float32
 
 
 class DecodeError(RuntimeError):
@@ -121,6 +124,8 @@ class SlotContext:
         # llama.cpp rounds the cache up; what a slot really holds is what counts.
         self.slot_context = int(llama_cpp.llama_n_ctx_seq(self.ctx))
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._model.vocab))
+        self.n_embd = int(llama_cpp.llama_model_n_embd(self._model.model))
+        self.model_pointer = self._model.model  # for llama.cpp's vision code (mtmd)
         self.eos_token_id = int(self._model.token_eos())
         model = self._model.model
         # Recurrent state cannot be cut back to a prefix: such a slot re-reads every prompt.
@@ -150,16 +155,21 @@ class SlotContext:
 
     # --- slots ---------------------------------------------------------------------------
 
-    def claim(self, prompt: list[int], free: Iterable[int]) -> tuple[int, int]:
+    def claim(
+        self, prompt: list[int], free: Iterable[int], reusable: int | None = None
+    ) -> tuple[int, int]:
         """The free slot whose cache shares most of `prompt`, and how many tokens it keeps.
 
         At least the last prompt token is always evaluated again: its logits pick the
-        first new token. Ties go to the slot used longest ago, keeping recent caches.
+        first new token. At most `reusable` tokens are kept: an image's placeholders are
+        the same ids for every image, so a cache is reused only up to the first image.
+        Ties go to the slot used longest ago, keeping recent caches.
         """
         best, best_keep = -1, -1
+        limit = len(prompt) - 1 if reusable is None else min(reusable, len(prompt) - 1)
         for slot in free:
             keep = _common_prefix(self._cached[slot], prompt) if self.reuse_prefix else 0
-            keep = min(keep, len(prompt) - 1)
+            keep = min(keep, limit)
             if keep > best_keep or (keep == best_keep and self._older(slot, best)):
                 best, best_keep = slot, keep
         if best < 0:
@@ -184,10 +194,18 @@ class SlotContext:
     # --- decoding ------------------------------------------------------------------------
 
     def decode(self, feeds: list[Feed]) -> np.ndarray:
-        """Evaluate every feed in one llama_decode; the logits rows of feeds that want them.
+        """Evaluate every feed; the logits rows of the token feeds that want them.
 
-        The rows are in feed order and stay valid until the next call (llama.cpp's buffer).
+        Token feeds go in one llama_decode; each image feed in one of its own before it
+        (a llama.cpp batch holds tokens or embeddings, and the logits buffer is the last
+        decode's). The rows are in feed order and stay valid until the next call.
         """
+        for feed in feeds:
+            if feed.embeddings is not None:
+                self._decode_embeddings(feed)
+        feeds = [feed for feed in feeds if feed.embeddings is None]
+        if not feeds:  # a step that only read images
+            return np.empty((0, self.n_vocab), dtype=np.float32)
         total = sum(len(feed.tokens) for feed in feeds)
         if total > self.batch_tokens:
             raise RuntimeError(f"{total} tokens in a batch of {self.batch_tokens}")
@@ -220,6 +238,32 @@ class SlotContext:
         return np.ctypeslib.as_array(
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(outputs, self.n_vocab)
         )
+
+    def _decode_embeddings(self, feed: Feed) -> None:
+        """An image's embeddings into the slot's cache at `feed.start` (no logits: the
+        prompt goes on after an image)."""
+        embeddings = np.ascontiguousarray(feed.embeddings, dtype=np.float32)
+        count = len(feed.tokens)
+        if feed.start != len(self._cached[feed.slot]):
+            raise RuntimeError(f"slot {feed.slot} feeds from {feed.start}, cache differs")
+        if embeddings.shape != (count, self.n_embd) or count > self.batch_tokens:
+            raise RuntimeError(f"image embeddings {embeddings.shape} for {count} positions")
+        batch = self._api.llama_batch_init(count, self.n_embd, 1)
+        try:
+            ctypes.memmove(batch.embd, embeddings.ctypes.data, embeddings.nbytes)
+            for offset in range(count):
+                batch.pos[offset] = feed.start + offset
+                batch.n_seq_id[offset] = 1
+                batch.seq_id[offset][0] = feed.slot
+                batch.logits[offset] = False
+            batch.n_tokens = count
+            status = self._api.llama_decode(self.ctx, batch)
+        finally:
+            self._api.llama_batch_free(batch)
+        if status != 0:
+            self.truncate(feed.slot, 0)
+            raise DecodeError(f"llama_decode returned {status} for an image")
+        self._cached[feed.slot].extend(feed.tokens)
 
 
 def _common_prefix(cached: list[int], prompt: list[int]) -> int:
