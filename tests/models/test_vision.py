@@ -236,3 +236,21 @@ def test_images_encoded_one_by_one_give_the_batched_features(vision_dir) -> None
         b = torch.cat(list(theirs.model.get_image_features(**batch).pooler_output))
     assert a.shape == b.shape == (3 * 4 + 6 * 2 + 8 * 8, 64)  # rows x cols per image
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_models_sizes_lists_the_vision_towers(vision_dir) -> None:
+    """`forgeml models sizes --vision` (the installed CLI): each tower's parameters are
+    those of the tower add-vision builds."""
+    import subprocess
+    import sys
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "forgeml", "--json", "models", "sizes", "--vision"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    rows = {row["vision"]: row for row in json.loads(listed.stdout)}
+    assert set(rows) == {"tiny", "small", "pixtral"}
+    built = load_model(vision_dir).model.vision_tower
+    assert rows["tiny"]["parameters"] == sum(p.numel() for p in built.parameters())
+    assert rows["tiny"]["pixels_per_token"] == 16 and rows["tiny"]["max_image_tokens"] == 64
+    assert rows["pixtral"]["parameters"] == pytest.approx(0.4e9, rel=0.02)

@@ -2,6 +2,7 @@
 
     forgeml models sizes
     forgeml --json models sizes --seq-len 4096
+    forgeml models sizes --vision        # the vision towers `models add-vision` adds
 
 Counts come from the config alone (forgeml.models.sizes), so the 119B shape costs no
 memory. Each size is shown with the vocabulary its description names; `--vocab-size`
@@ -69,6 +70,54 @@ def describe_sizes(vocab_size: int | None = None, seq_len: int = 2048) -> list[d
     return rows
 
 
+def describe_vision_sizes() -> list[dict]:
+    """One row per vision tower: shape, image geometry and parameters (counted on the
+    meta device: no memory)."""
+    import torch
+    from transformers.models.pixtral.modeling_pixtral import PixtralVisionModel
+
+    from forgeml.models.size_table import VISION_SIZES
+    from forgeml.models.vision import build_vision_config
+
+    rows = []
+    for name, size in VISION_SIZES.items():
+        with torch.device("meta"):
+            tower = PixtralVisionModel(build_vision_config(size))
+        token = size.patch_size * size.spatial_merge_size
+        side = -(-size.image_size // token)  # image tokens a side at the largest image
+        rows.append(
+            {
+                "vision": name,
+                "description": size.description,
+                "layers": size.num_hidden_layers,
+                "hidden_size": size.hidden_size,
+                "patch_size": size.patch_size,
+                "image_size": size.image_size,
+                "pixels_per_token": token,
+                "max_image_tokens": side * side,
+                "parameters": sum(p.numel() for p in tower.parameters()),
+            }
+        )
+    return rows
+
+
+def _vision_table(ctx: typer.Context) -> None:
+    rows = describe_vision_sizes()
+    emit(
+        ctx,
+        rows,
+        lambda: table(
+            None,
+            ["vision", "layers", "hidden", "patch", "image px", "px/token", "max tokens", "params"],
+            [
+                [r["vision"], r["layers"], r["hidden_size"], r["patch_size"], r["image_size"],
+                 r["pixels_per_token"], r["max_image_tokens"], _human(r["parameters"])]
+                for r in rows
+            ],
+        ),
+    )  # fmt: skip
+
+
 def sizes(
     ctx: typer.Context,
     vocab_size: int | None = typer.Option(
@@ -77,8 +126,14 @@ def sizes(
     seq_len: int = typer.Option(
         2048, "--seq-len", help="Sequence length for the attention FLOPs (capped per size)."
     ),
+    vision: bool = typer.Option(
+        False, "--vision", help="List the vision towers (`models add-vision --vision NAME`)."
+    ),
 ) -> None:
     """List the model sizes with total/active parameters and training FLOPs per token."""
+    if vision:
+        _vision_table(ctx)
+        return
     rows = describe_sizes(vocab_size, seq_len)
     emit(
         ctx,
