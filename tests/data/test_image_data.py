@@ -7,6 +7,9 @@ import base64
 import hashlib
 import io
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -112,3 +115,74 @@ def test_ingest_makes_image_files_part_of_the_dataset(tmp_path):
     (folder / "img" / "red.png").write_bytes(png((200, 0, 0)))
     again = cli(tmp_path / "ws", "data", "ingest", str(source))
     assert again["outputs"]["dataset"] != result["outputs"]["dataset"]
+
+
+def forgeml(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    """The installed CLI in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "forgeml", "--workspace", str(workspace), *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def scans_folder(folder: Path) -> Path:
+    """A born-digital PDF (text layer), a scanned one (a picture only), a photo and a
+    PNG cut short, as a scanner share holds them."""
+    from test_readers import make_pdf
+
+    folder.mkdir(parents=True)
+    (folder / "invoice.pdf").write_bytes(make_pdf(["Invoice 42 total 19.99 EUR", "Page two"]))
+    page = Image.new("RGB", (300, 200), "white")
+    page.paste((200, 30, 30), (20, 20, 120, 80))
+    page.save(folder / "scanned.pdf")  # Pillow writes an image-only PDF, like a scanner
+    (folder / "photo.png").write_bytes(png((20, 160, 20), (64, 48)))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return folder
+
+
+def test_pdf_pages_and_image_files_become_pictures_with_their_text(tmp_path):
+    folder = scans_folder(tmp_path / "scans")
+    made = forgeml(tmp_path / "ws", "--json", "data", "ingest", str(folder), "--images",
+                   "--instruction", "Read this page.", "--dpi", "72", "--name", "scans")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)
+    assert result["metrics"]["documents"] == 4 and result["metrics"]["rejected"] == 1
+    (rejected,) = result["metrics"]["rejections"]
+    assert rejected["source"].endswith("broken.png") and "cannot be decoded" in rejected["reason"]
+    ws = Workspace.open(tmp_path / "ws")
+    try:
+        records = list(iter_records(ws.root / ws.registry.resolve("scans").path))
+    finally:
+        ws.close()
+    by_place = {(r["source"].removeprefix("scans/"), r["metadata"].get("page")): r for r in records}
+    assert set(by_place) == {("invoice.pdf", 1), ("invoice.pdf", 2), ("scanned.pdf", 1),
+                             ("photo.png", None)}  # fmt: skip
+    first = by_place[("invoice.pdf", 1)]
+    user, answer = first["messages"]
+    assert user["content"][1] == {"type": "text", "text": "Read this page."}
+    assert answer == {"role": "assistant", "content": "Invoice 42 total 19.99 EUR"}
+    url = user["content"][0]["image_url"]["url"]
+    data = base64.b64decode(url.split(",", 1)[1])
+    picture = Image.open(io.BytesIO(data))
+    assert picture.size == (612, 792)  # US Letter at 72 dpi
+    assert first["metadata"]["images"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len(by_place[("scanned.pdf", 1)]["messages"]) == 1  # no text: a prompt to answer
+    assert len(by_place[("photo.png", None)]["messages"]) == 1
+    assessed = json.loads(forgeml(tmp_path / "ws", "--json", "data", "assess", "scans").stdout)
+    assert assessed["metrics"]["images"] == 4  # the full profile is in the report
+    assert assessed["metrics"]["structure"] == {"text": 0, "chat": 2, "preference": 0, "prompt": 2}
+
+    # The same files in another folder give the same dataset, byte for byte.
+    moved = tmp_path / "elsewhere" / "deeper" / "scans"  # Pillow dates its PDFs: copy them
+    shutil.copytree(folder, moved)
+    again = forgeml(tmp_path / "ws2", "--json", "data", "ingest", str(moved), "--images",
+                    "--instruction", "Read this page.", "--dpi", "72")  # fmt: skip
+    assert json.loads(again.stdout)["outputs"]["dataset"] == result["outputs"]["dataset"]
+
+
+def test_pictures_need_the_flag_and_a_sane_resolution(tmp_path):
+    folder = scans_folder(tmp_path / "scans")
+    text_only = forgeml(tmp_path / "ws", "data", "ingest", str(folder / "photo.png"))
+    assert text_only.returncode != 0
+    assert "an image file" in text_only.stderr and "--images" in text_only.stderr
+    too_fine = forgeml(tmp_path / "ws", "data", "ingest", str(folder), "--images", "--dpi", "5000")
+    assert too_fine.returncode == 2 and "pdf_dpi" in too_fine.stderr
+    assert "Traceback" not in text_only.stderr + too_fine.stderr

@@ -430,14 +430,14 @@ def test_directory_walk_is_sorted_skips_hidden_and_reports_unsupported(tmp_path:
     (tmp_path / ".secret.txt").write_text("hidden")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "config.txt").write_text("hidden dir")
-    (tmp_path / "logo.png").write_bytes(b"\x89PNG")
+    (tmp_path / "logo.svg").write_bytes(b"<svg/>")
     documents, (unsupported,) = read(tmp_path)
     assert [d.text for d in documents] == ["upper-case suffix", "a", "z"]
-    assert unsupported.source.endswith("logo.png")
+    assert unsupported.source.endswith("logo.svg")
     assert unsupported.reason == "unsupported file type"
     # Files of a directory before its subdirectories; a path named twice is listed once.
     names = [s.path.name for s in list_sources([tmp_path, tmp_path / "a.txt"])]
-    assert names == ["C.TXT", "a.txt", "logo.png", "z.txt"]
+    assert names == ["C.TXT", "a.txt", "logo.svg", "z.txt"]
 
 
 def test_explicit_hidden_file_is_read_and_missing_path_raises(tmp_path: Path) -> None:

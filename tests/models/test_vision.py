@@ -185,6 +185,8 @@ def test_bad_images_are_refused_with_what_is_wrong() -> None:
         decode_image(png(20, 20, fmt="TIFF"), "img")
     with pytest.raises(InputError, match="cannot be decoded"):
         decode_image(png(64, 64)[:200], "img")
+    with pytest.raises(InputError, match="cannot be decoded"):  # a PNG signature, then junk
+        decode_image(b"\x89PNG\r\n\x1a\nnot really a png", "img")
     side = int(MAX_IMAGE_PIXELS**0.5) + 10  # a 1-bit image: tiny file, huge pixel count
     buffer = io.BytesIO()
     Image.new("1", (side, side)).save(buffer, "PNG")

@@ -20,7 +20,8 @@ app = typer.Typer(help="Ingest, assess, clean and mix datasets.", no_args_is_hel
 def ingest(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(
-        ..., help="Files and directories (txt, md, html, pdf, jsonl, csv, parquet, .gz)."
+        ...,
+        help="Files and directories (txt, md, html, pdf, jsonl, csv, parquet, .gz; images with --images).",
     ),
     name: str | None = typer.Option(None, "--name", help="Name the dataset (e.g. support-docs)."),
     text_field: str = typer.Option(
@@ -36,6 +37,20 @@ def ingest(
         help="Reject a file (txt, md, html, pdf) or jsonl/csv line larger than this once "
         "decompressed.",
     ),
+    images: bool = typer.Option(
+        False,
+        "--images",
+        help="Image files and PDF pages become pictures in chat records (scans, forms): "
+        "the picture and --instruction as the user turn, a page's text layer as the answer.",
+    ),
+    instruction: str = typer.Option(
+        "Transcribe this page.",
+        "--instruction",
+        help="With --images: the words beside each picture.",
+    ),
+    dpi: int = typer.Option(
+        100, "--dpi", help="With --images: PDF pages are drawn at this resolution (36-300)."
+    ),
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Read documents into a dataset artifact; unreadable files are reported, not dropped."""
@@ -47,6 +62,9 @@ def ingest(
         "metadata_fields": metadata_field,
         "strict": strict,
         "max_file_mb": max_file_mb,
+        "images": images,
+        "image_instruction": instruction,
+        "pdf_dpi": dpi,
     }
     result = run_stage(workspace, "data.ingest", params, seed=seed)
     report_run(ctx, result)

@@ -46,6 +46,24 @@ class IngestParams(StageParams):
         description="Largest file read whole (txt, md, html, pdf) and longest jsonl/csv line, "
         "after decompression; bigger ones are rejected (a gzip bomb cannot fill memory).",
     )
+    images: bool = Field(
+        default=False,
+        description="Image files and PDF pages become pictures in chat records (a vision "
+        "model's data): the picture and `image_instruction` as the user turn, a page's text "
+        "layer as the answer.",
+    )
+    image_instruction: str = Field(
+        default="Transcribe this page.",
+        min_length=1,
+        max_length=2000,
+        description="With images: the user's words beside each picture.",
+    )
+    pdf_dpi: int = Field(
+        default=100,
+        ge=36,
+        le=300,
+        description="With images: the resolution PDF pages are drawn at.",
+    )
 
 
 @stage(
@@ -59,6 +77,9 @@ def ingest(ctx: StageContext, params: IngestParams):
         fallback_encoding=params.fallback_encoding,
         strict=params.strict,
         max_file_bytes=params.max_file_mb << 20,
+        images=params.images,
+        image_instruction=params.image_instruction,
+        pdf_dpi=params.pdf_dpi,
     )
     writer = ctx.new_artifact("dataset")
     dataset = DatasetWriter(writer.path)
@@ -83,9 +104,11 @@ def ingest(ctx: StageContext, params: IngestParams):
         first = (
             f"; first: {rejections[0]['source']}: {rejections[0]['reason']}" if rejections else ""
         )
+        listed = f"All rejections are listed in {ctx.work_dir / 'rejections.jsonl'}."
+        advice = rejections[0].get("hint") if rejections else None
         raise InputError(
             f"no documents could be read from {', '.join(map(str, params.paths))}{first}",
-            hint=f"All rejections are listed in {ctx.work_dir / 'rejections.jsonl'}.",
+            hint=f"{advice}. {listed}" if advice else listed,
         )
     writer.meta.update(documents=summary["documents"], characters=summary["characters"])
     ctx.set_metrics(

@@ -172,6 +172,8 @@ def decode_image(data: bytes, where: str) -> Any:
         image = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError as error:
         raise InputError("not a PNG, JPEG, WebP, GIF or BMP image", field=where) from error
+    except (OSError, ValueError, SyntaxError) as error:  # a header cut short or garbled
+        raise InputError(f"the image cannot be decoded: {error}", field=where) from error
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise InputError(

@@ -1,4 +1,5 @@
-"""Stream documents out of an organisation's files: txt, md, html, pdf, jsonl, csv, parquet.
+"""Stream documents out of an organisation's files: txt, md, html, pdf, jsonl, csv, parquet
+(and images, as pictures in chat records: readers/pictures.py).
 
     from forgeml.data.readers import iter_documents, Document, Rejection
 
@@ -29,6 +30,7 @@ from forgeml.data.readers.documents import (
 )
 from forgeml.data.readers.parquet import read_parquet
 from forgeml.data.readers.pdf import read_pdf
+from forgeml.data.readers.pictures import read_image
 from forgeml.data.readers.records import read_csv, read_jsonl
 from forgeml.data.readers.sources import (
     FORMAT_BY_SUFFIX,
@@ -63,6 +65,7 @@ READERS: dict[str, Reader] = {
     "jsonl": read_jsonl,
     "csv": read_csv,
     "parquet": read_parquet,
+    "image": read_image,
 }
 
 
@@ -74,6 +77,9 @@ def iter_documents(
     fallback_encoding: str | None = "cp1252",
     strict: bool = False,
     max_file_bytes: int = 1 << 30,
+    images: bool = False,
+    image_instruction: str = "Transcribe this page.",
+    pdf_dpi: int = 100,
 ) -> Iterator[Document | Rejection]:
     """Documents and rejections from files and directories (walked recursively, sorted).
 
@@ -88,6 +94,9 @@ def iter_documents(
             fallback_encoding=fallback_encoding,
             strict=strict,
             max_file_bytes=max_file_bytes,
+            images=images,
+            image_instruction=image_instruction,
+            pdf_dpi=pdf_dpi,
         )
     except ValidationError as error:
         first = error.errors(include_url=False)[0]

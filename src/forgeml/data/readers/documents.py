@@ -28,7 +28,9 @@ class SourceFile:
     """
 
     path: Path
-    format: str | None  # "txt", "md", "html", "pdf", "jsonl", "csv", "parquet"; None: unsupported
+    format: (
+        str | None
+    )  # "txt", "md", "html", "pdf", "jsonl", "csv", "parquet", "image"; None: unsupported
     compressed: bool  # gzip; sha256 and size are of the compressed bytes on disk
     size_bytes: int
     sha256: str
@@ -108,13 +110,16 @@ class Rejection:
         )
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "source": self.source,
             "line": self.line,
             "field": self.field,
             "reason": self.reason,
             "source_sha256": self.source_sha256,
         }
+        if self.hint:  # what to do about it, where the reader knows
+            record["hint"] = self.hint
+        return record
 
 
 class ReadOptions(BaseModel):
@@ -133,6 +138,12 @@ class ReadOptions(BaseModel):
     max_file_bytes: int = Field(1 << 30, ge=1)
     """Largest file read whole (txt, md, html, pdf) and longest jsonl/csv line, after
     decompression: a bigger one is rejected before it can fill memory (a gzip bomb)."""
+    images: bool = False
+    """Image files and PDF pages become pictures in chat records (readers/pictures.py)."""
+    image_instruction: str = Field("Transcribe this page.", min_length=1, max_length=2000)
+    """The user's words beside each picture."""
+    pdf_dpi: int = Field(100, ge=36, le=300)
+    """The resolution PDF pages are drawn at, as pictures."""
 
     @field_validator("fallback_encoding")
     @classmethod

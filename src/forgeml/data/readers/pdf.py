@@ -26,6 +26,11 @@ from forgeml.data.readers.sources import READ_ERRORS, TooLarge, read_content
 
 
 def read_pdf(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rejection]:
+    if options.images:  # pages as pictures (scans): readers/pictures.py
+        from forgeml.data.readers.pictures import read_pdf_pictures
+
+        yield from read_pdf_pictures(source, options)
+        return
     from pypdf import PdfReader  # lazy: only needed when a pdf is read
 
     # pypdf logs its own complaints about damaged files; ours, the Rejection, says it better.

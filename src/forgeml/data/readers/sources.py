@@ -43,6 +43,13 @@ FORMAT_BY_SUFFIX = {
     ".jsonl": "jsonl",
     ".csv": "csv",
     ".parquet": "parquet",
+    # Pictures, read only with `images` (readers/pictures.py); rejected with a hint otherwise.
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".webp": "image",
+    ".gif": "image",
+    ".bmp": "image",
 }
 
 _BOMS = (  # UTF-32 LE starts with the UTF-16 LE BOM, so it must be tried first
