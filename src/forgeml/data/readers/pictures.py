@@ -95,13 +95,9 @@ def read_image(source: SourceFile, options: ReadOptions) -> Iterator[Document | 
             "an image file", hint="ingest with --images to keep pictures (a vision model's data)"
         )
         return
-    try:
-        data = read_content(source, min(options.max_file_bytes, MAX_IMAGE_BYTES))
-    except TooLarge as error:
-        yield reject(str(error))
-        return
-    except READ_ERRORS as error:
-        yield reject(f"cannot read file: {error}")
+    data = _content(source, min(options.max_file_bytes, MAX_IMAGE_BYTES))
+    if isinstance(data, str):
+        yield reject(data)
         return
     try:
         image = decode_image(data, "image")
@@ -125,13 +121,9 @@ def read_pdf_pictures(source: SourceFile, options: ReadOptions) -> Iterator[Docu
             str(source.path), reason, field=where, hint=hint, source_sha256=source.sha256
         )
 
-    try:
-        data = read_content(source, options.max_file_bytes)
-    except TooLarge as error:
-        yield reject(str(error))
-        return
-    except READ_ERRORS as error:
-        yield reject(f"cannot read file: {error}")
+    data = _content(source, options.max_file_bytes)
+    if isinstance(data, str):
+        yield reject(data)
         return
     try:
         document = pypdfium2.PdfDocument(data)
@@ -168,6 +160,16 @@ def read_pdf_pictures(source: SourceFile, options: ReadOptions) -> Iterator[Docu
             yield picture_record(source, number, png, image, options, answer, metadata)
     finally:
         document.close()
+
+
+def _content(source: SourceFile, limit: int) -> bytes | str:
+    """The file's bytes, or why they cannot be read (too large, unreadable)."""
+    try:
+        return read_content(source, limit)
+    except TooLarge as error:
+        return str(error)
+    except READ_ERRORS as error:
+        return f"cannot read file: {error}"
 
 
 def draw_page(page: Any, dpi: int) -> Any:
