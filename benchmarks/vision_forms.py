@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="SFT steps, everything trained")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this folder")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the tower and the vision model's SFT runs"
+    )
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="vision-forms-"))
     ws, data = root / "ws", root / "data"
@@ -133,11 +136,12 @@ def main() -> None:
     sft = ["train", "sft", "--batch-size", "16", "--no-collapse-check"]
     timings = {}
     clock = time.monotonic()
-    forgeml(ws, "models", "add-vision", "base", "--vision", "tiny", "--name", "base-vl")
-    forgeml(ws, *sft, "--model", "base-vl", "--data", "forms", "--trainable", "projector",
+    seed = ["--seed", str(args.seed)]
+    forgeml(ws, "models", "add-vision", "base", "--vision", "tiny", "--name", "base-vl", *seed)
+    forgeml(ws, *sft, "--model", "base-vl", "--data", "forms", "--trainable", "projector", *seed,
             "--max-steps", str(args.projector_steps), "--lr", "3e-3", "--name", "forms-proj")  # fmt: skip
     forgeml(ws, *sft, "--model", "forms-proj", "--data", "forms", "--max-steps", str(args.steps),
-            "--lr", "2e-3", "--name", "forms-vl")  # fmt: skip
+            "--lr", "2e-3", "--name", "forms-vl", *seed)  # fmt: skip
     timings["vision model"] = time.monotonic() - clock
     clock = time.monotonic()
     forgeml(ws, *sft, "--model", "base", "--data", "forms-no-images", "--max-steps", str(args.steps),

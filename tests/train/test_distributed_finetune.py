@@ -24,6 +24,7 @@ from finetune_fixtures import (
     chat_lines,
     forgeml,
     openai_preference_line,
+    prompt_lines,
     register_model,
     weights,
     write_jsonl,
@@ -110,6 +111,37 @@ def test_two_processes_tune_preferences_as_one(workspace):
     expected = weights(one)
     for name, tensor in weights(two).items():
         torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_grpo_on_two_processes_is_one_reproducible_run(workspace):
+    """GRPO under torchrun: one registry run that rank 0 records, each rank generating
+    for its share of the prompts. Sampling streams are per rank, so the weights are not a
+    one-process run's; the same launch again (another run key) gives the same bytes."""
+    forgeml(workspace, "data", "ingest", str(write_jsonl(workspace.parent / "prompts.jsonl",
+            prompt_lines(8))), "--name", "prompts")  # fmt: skip
+    train = ["train", "rl", "--model", "base", "--data", "prompts", "--reward", "exact_match",
+             "--max-steps", "2", "--batch-size", "4", "--num-generations", "2",
+             "--max-completion-length", "8", "--seq-len", "64"]  # fmt: skip
+    first = torchrun(workspace, "--json", *train, "--checkpoint-every", "100", "--name", "rl-a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_id = json.loads(first.stdout)["run_id"]  # rank 0 alone reports: one JSON document
+    second = torchrun(workspace, *train, "--checkpoint-every", "200", "--name", "rl-b")
+    assert second.returncode == 0, second.stderr[-3000:]
+    ws = Workspace.open(workspace)
+    try:
+        with ws.registry.session() as session:
+            run = session.get(Run, run_id)
+            assert run.status == "succeeded" and run.attempt == 1
+            count = select(func.count()).select_from(Run).where(Run.stage == "train.rl")
+            assert session.scalar(count) == 2  # one registry run per launch, not per rank
+        a, b = (ws.root / ws.registry.resolve(name).path for name in ("rl-a", "rl-b"))
+    finally:
+        ws.close()
+    assert json.loads((a / "training.json").read_text())["processes"] == 2
+    expected = weights(a)
+    for name, tensor in weights(b).items():
+        assert torch.equal(tensor, expected[name]), name
 
 
 def rank_processes(launcher: subprocess.Popen) -> dict[int, int]:

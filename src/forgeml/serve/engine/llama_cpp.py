@@ -146,6 +146,11 @@ class LlamaCppEngine(Engine):
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    def __del__(self) -> None:
+        # The vision context points into the text model: free it before the slots go.
+        if getattr(self, "images", None) is not None:
+            self.images.close()
+
     async def start(self) -> None:
         if self._thread is not None:
             return
