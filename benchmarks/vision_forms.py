@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=400, help="training forms")
     parser.add_argument("--test", type=int, default=64, help="forms per held-out suite")
     parser.add_argument("--projector-steps", type=int, default=100)
+    parser.add_argument("--projector-lr", default="3e-3", help="the projector-only step's lr")
     parser.add_argument("--steps", type=int, default=400, help="SFT steps, everything trained")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this folder")
@@ -139,7 +140,7 @@ def main() -> None:
     seed = ["--seed", str(args.seed)]
     forgeml(ws, "models", "add-vision", "base", "--vision", "tiny", "--name", "base-vl", *seed)
     forgeml(ws, *sft, "--model", "base-vl", "--data", "forms", "--trainable", "projector", *seed,
-            "--max-steps", str(args.projector_steps), "--lr", "3e-3", "--name", "forms-proj")  # fmt: skip
+            "--max-steps", str(args.projector_steps), "--lr", args.projector_lr, "--name", "forms-proj")  # fmt: skip
     forgeml(ws, *sft, "--model", "forms-proj", "--data", "forms", "--max-steps", str(args.steps),
             "--lr", "2e-3", "--name", "forms-vl", *seed)  # fmt: skip
     timings["vision model"] = time.monotonic() - clock
