@@ -114,6 +114,28 @@ def test_two_processes_tune_preferences_as_one(workspace):
 
 
 @pytest.mark.slow
+def test_two_processes_train_a_classifier_as_one(workspace):
+    from test_classify import lines
+
+    forgeml(workspace, "data", "ingest", str(write_jsonl(workspace.parent / "tickets.jsonl",
+            lines())), "--name", "tickets")  # fmt: skip
+    train = ["train", "classify", "--model", "base", "--data", "tickets", "--max-steps", "3",
+             "--batch-size", "8", "--lr", "3e-3", "--seq-len", "64"]  # fmt: skip
+    forgeml(workspace, *train, "--checkpoint-every", "100", "--name", "cls-one")
+    launched = torchrun(workspace, *train, "--checkpoint-every", "200", "--name", "cls-two")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    ws = Workspace.open(workspace)
+    try:
+        one, two = (ws.root / ws.registry.resolve(name).path for name in ("cls-one", "cls-two"))
+    finally:
+        ws.close()
+    assert json.loads((two / "training.json").read_text())["processes"] == 2
+    expected = weights(one)
+    for name, tensor in weights(two).items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
 def test_grpo_on_two_processes_is_one_reproducible_run(workspace):
     """GRPO under torchrun: one registry run that rank 0 records, each rank generating
     for its share of the prompts. Sampling streams are per rank, so the weights are not a

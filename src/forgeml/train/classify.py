@@ -33,7 +33,7 @@ from forgeml.train.classify_data import (
     label_sets,
     load_classification,
 )
-from forgeml.train.distributed import is_rank_zero
+from forgeml.train.distributed import is_rank_zero, launch_rank
 from forgeml.train.finetune_common import (
     apply_lora,
     eval_values,
@@ -99,6 +99,7 @@ def classify(ctx: StageContext, params: ClassifyParams):
             },
             "validation": report,
             "determinism": determinism,
+            "processes": launch_rank()[1],
         }
         if final_eval:
             history.evals.append({"step": history.steps, **eval_values(final_eval)})
