@@ -94,23 +94,29 @@ def test_two_processes_fine_tune_as_one_run(workspace):
         torch.testing.assert_close(tensor, one[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.slow
-def test_two_processes_tune_preferences_as_one(workspace):
-    train = ["--max-steps", "2", "--batch-size", "4", "--seq-len", "64", "--lr", "1e-4"]
-    forgeml(workspace, "train", "preference", "--model", "base", "--data", "pairs", *train,
-            "--checkpoint-every", "100", "--name", "dpo-one")  # fmt: skip
-    launched = torchrun(workspace, "train", "preference", "--model", "base", "--data", "pairs",
-                        *train, "--checkpoint-every", "200", "--name", "dpo-two")  # fmt: skip
+def trains_as_one_process(workspace: Path, train: list[str], name: str) -> None:
+    """`train` in one process, then under torchrun with two (another checkpoint interval:
+    a run key of its own): the launched run records two processes and trains the same
+    weights, to float rounding."""
+    forgeml(workspace, *train, "--checkpoint-every", "100", "--name", f"{name}-one")
+    launched = torchrun(workspace, *train, "--checkpoint-every", "200", "--name", f"{name}-two")
     assert launched.returncode == 0, launched.stderr[-3000:]
     ws = Workspace.open(workspace)
     try:
-        one, two = (ws.root / ws.registry.resolve(name).path for name in ("dpo-one", "dpo-two"))
+        one, two = (ws.root / ws.registry.resolve(f"{name}-{n}").path for n in ("one", "two"))
     finally:
         ws.close()
     assert json.loads((two / "training.json").read_text())["processes"] == 2
     expected = weights(one)
-    for name, tensor in weights(two).items():
-        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    for key, tensor in weights(two).items():
+        torch.testing.assert_close(tensor, expected[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_two_processes_tune_preferences_as_one(workspace):
+    train = ["train", "preference", "--model", "base", "--data", "pairs", "--max-steps", "2",
+             "--batch-size", "4", "--seq-len", "64", "--lr", "1e-4"]  # fmt: skip
+    trains_as_one_process(workspace, train, "dpo")
 
 
 @pytest.mark.slow
@@ -121,18 +127,7 @@ def test_two_processes_train_a_classifier_as_one(workspace):
             lines())), "--name", "tickets")  # fmt: skip
     train = ["train", "classify", "--model", "base", "--data", "tickets", "--max-steps", "3",
              "--batch-size", "8", "--lr", "3e-3", "--seq-len", "64"]  # fmt: skip
-    forgeml(workspace, *train, "--checkpoint-every", "100", "--name", "cls-one")
-    launched = torchrun(workspace, *train, "--checkpoint-every", "200", "--name", "cls-two")
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    ws = Workspace.open(workspace)
-    try:
-        one, two = (ws.root / ws.registry.resolve(name).path for name in ("cls-one", "cls-two"))
-    finally:
-        ws.close()
-    assert json.loads((two / "training.json").read_text())["processes"] == 2
-    expected = weights(one)
-    for name, tensor in weights(two).items():
-        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    trains_as_one_process(workspace, train, "cls")
 
 
 @pytest.mark.slow
