@@ -29,7 +29,23 @@ from forgeml.models.image_inputs import (
 )
 
 MAX_IMAGES_PER_RECORD = 64
-_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}  # fmt: skip
+MEDIA_TYPE_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}  # fmt: skip
+
+
+def media_type_of(image: Any) -> str:
+    """The media type of a decoded image (PNG when Pillow does not say)."""
+    return MEDIA_TYPE_BY_FORMAT.get(image.format or "PNG", "image/png")
+
+
+def image_metadata(data: bytes, image: Any) -> dict[str, Any]:
+    """What a record's `images` metadata says of one image: for lineage and assessment."""
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "width": image.width,
+        "height": image.height,
+        "format": media_type_of(image),
+    }
 
 
 def inline_images(
@@ -60,17 +76,8 @@ def inline_images(
                 )
             data = _read(url, folder, where)
             image = decode_image(data, where)
-            media_type = _MEDIA_TYPES[image.format] if image.format else "image/png"
-            inline = url if url.startswith("data:") else data_url(data, media_type)
-            images.append(
-                {
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "bytes": len(data),
-                    "width": image.width,
-                    "height": image.height,
-                    "format": media_type,
-                }
-            )
+            inline = url if url.startswith("data:") else data_url(data, media_type_of(image))
+            images.append(image_metadata(data, image))
             parts.append({"type": "image_url", "image_url": {"url": inline}})
         out.append({**message, "content": parts})
     return out, images

@@ -26,13 +26,13 @@ rejected with the flag to use, and a PDF is read as text.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 from forgeml.core.errors import InputError
+from forgeml.data.images import image_metadata, media_type_of
 from forgeml.data.readers.documents import (
     Document,
     ReadOptions,
@@ -43,7 +43,6 @@ from forgeml.data.readers.documents import (
 from forgeml.data.readers.sources import READ_ERRORS, TooLarge, read_content
 from forgeml.models.image_inputs import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, data_url, decode_image
 
-MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}  # fmt: skip
 MAX_PDF_PAGES = 10_000  # a hostile PDF may claim millions of pages
 
 
@@ -57,24 +56,12 @@ def picture_record(
     metadata: dict[str, Any],
 ) -> Document:
     """One picture (and its answer, when there is one) as a chat document."""
-    media_type = MEDIA_TYPES.get(image.format or "PNG", "image/png")
     user = {"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": data_url(data, media_type)}},
+        {"type": "image_url", "image_url": {"url": data_url(data, media_type_of(image))}},
         {"type": "text", "text": options.image_instruction},
     ]}  # fmt: skip
     messages = [user] + ([{"role": "assistant", "content": answer}] if answer else [])
-    metadata = {
-        **metadata,
-        "images": [
-            {
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data),
-                "width": image.width,
-                "height": image.height,
-                "format": media_type,
-            }
-        ],
-    }
+    metadata = {**metadata, "images": [image_metadata(data, image)]}
     text = "\n\n".join(part for part in (options.image_instruction, answer) if part)
     return Document(
         id=document_id(source.sha256, position),
@@ -154,10 +141,11 @@ def read_pdf_pictures(source: SourceFile, options: ReadOptions) -> Iterator[Docu
                 continue
             buffer = io.BytesIO()
             picture.save(buffer, "PNG")
-            png = buffer.getvalue()
-            image = decode_image(png, f"page {number}")
+            picture.format = "PNG"  # drawn here, within the pixel bound: no need to decode it back
             metadata = {"format": "pdf", "page": number, "pages": pages}
-            yield picture_record(source, number, png, image, options, answer, metadata)
+            yield picture_record(
+                source, number, buffer.getvalue(), picture, options, answer, metadata
+            )
     finally:
         document.close()
 
