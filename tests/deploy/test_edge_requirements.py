@@ -8,7 +8,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from forgeml.deploy.edge import RUNTIME_PINS, RUNTIME_PINS_FOR
+from forgeml.deploy.edge import RUNTIME_PINS, RUNTIME_PINS_FOR, VISION_PINS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,9 +23,10 @@ def pins(lines) -> dict[str, str]:
 
 
 def test_runtime_pins_are_exact_and_agree_with_the_lock():
-    runtime = pins(RUNTIME_PINS)
-    assert len(runtime) == len(RUNTIME_PINS), "a package pinned twice"
+    runtime = pins(RUNTIME_PINS + VISION_PINS)
+    assert len(runtime) == len(RUNTIME_PINS + VISION_PINS), "a package pinned twice"
     assert {"fastapi", "uvicorn", "sse-starlette", "pydantic-settings", "numpy"} <= set(runtime)
+    assert "pillow" in runtime  # a vision model's bundle decodes images
     lock = pins((ROOT / "requirements.lock").read_text().splitlines())
     differ = {name: (v, lock[name]) for name, v in runtime.items() if lock.get(name, v) != v}
     assert not differ, f"bundle pins vs requirements.lock: {differ}"

@@ -70,6 +70,11 @@ def runtime(edge_workspace, tmp_path):
     )
     assert made.returncode == 0, made.stderr
     venv = tmp_path / "venv"
+    return bundle, venv, install_runtime(bundle / "requirements.txt", venv)
+
+
+def install_runtime(requirements: Path, venv: Path) -> dict[str, str]:
+    """A fresh venv holding only `requirements`; the environment of a shell using it."""
     env = bare_env(venv)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     install = subprocess.run(
@@ -83,14 +88,14 @@ def runtime(edge_workspace, tmp_path):
             "--find-links",
             str(WHEELS),
             "-r",
-            str(bundle / "requirements.txt"),
+            str(requirements),
         ],
         capture_output=True,
         text=True,
         env=env,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    return bundle, venv, env
+    return env
 
 
 def test_the_bundle_serves_the_openai_client_with_only_its_runtime(runtime, edge_model_dir):
@@ -152,6 +157,17 @@ def test_the_bundle_serves_the_openai_client_with_only_its_runtime(runtime, edge
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(ask, range(4)))
         assert all(answers), answers
+
+        # A text model's bundle refuses an image with a 400 naming the part.
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": [image]}]},
+            timeout=30,
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "messages[0].content[0]"
+        assert "takes text only" in refused.json()["error"]["message"]
         assert server.poll() is None
     finally:
         server.send_signal(signal.SIGINT)

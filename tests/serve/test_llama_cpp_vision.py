@@ -8,22 +8,13 @@ token counts (the same grid of image tokens) and the same greedy answers.
 
 from __future__ import annotations
 
-import base64
-import copy
 import importlib.util
-import io
-import pydoc_data.topics
 
-import numpy as np
 import pytest
-from PIL import Image
+from vision_fixtures import png_url, register_tiny_vision_model
 
-from forgeml.core.context import record_artifact
 from forgeml.core.runs import run_stage
 from forgeml.core.workspace import Workspace
-from forgeml.models.sizes import build_config, build_model
-from forgeml.models.tokenizer import train_tokenizer
-from forgeml.models.vision import add_vision, save_processor_files
 from forgeml.serve import ServeSettings, create_app
 from forgeml.serve.auth import create_key
 from forgeml.serve.background import BackgroundServer
@@ -40,29 +31,10 @@ pytestmark = [
 VL, EXPORT = "tiny-vl", "tiny-vl-gguf"
 
 
-def png_url(width: int, height: int, seed: int) -> str:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    if seed % 2:  # a smooth picture as well as noise: the two must read differently
-        pixels = np.broadcast_to(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None],
-                                 (height, width, 3)).copy()  # fmt: skip
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workspace = Workspace.init(tmp_path_factory.mktemp("llama-cpp-vision") / "ws")
-    tokenizer = train_tokenizer(list(pydoc_data.topics.topics.values()), vocab_size=1000)
-    text = build_model(build_config("tiny", vocab_size=len(tokenizer)), seed=0)
-    model, tokenizer = add_vision(text, copy.deepcopy(tokenizer), "tiny", seed=1)
-    temp = workspace.store.new_temp_dir()
-    model.save_pretrained(temp)
-    tokenizer.save_pretrained(temp)
-    save_processor_files(temp, model.config)
-    artifact = record_artifact(workspace, workspace.store.commit(temp, "model", None), None)
-    with workspace.registry.session() as session:
-        workspace.registry.add_version(session, VL, artifact)
+    artifact = register_tiny_vision_model(workspace, VL)
     run_stage(workspace, "export.model", {"format": "gguf", "quant": "f32", "name": EXPORT},
               {"model": artifact})  # fmt: skip
     _, key = create_key(workspace, "vision", "inference")

@@ -8,6 +8,8 @@ What the bundle holds (bundle.json lists every other file with its sha256):
                            from llama-cpp-python's server; imports neither forgeml nor torch)
     requirements.txt       its runtime, every package pinned
     model-<quant>.gguf     the GGUF export (the `export.model` run, reused when it exists)
+    mmproj-<type>.gguf     a vision-language model's vision tower (llama.cpp's mtmd reads
+                           it; the launcher then takes `image_url` parts)
     chat_template.jinja    the model's chat template (the launcher serves with it)
     MODEL_CARD.md          `forgeml models card` of the model
     lineage.json           the model's and the export's refs and sha256: `forgeml lineage
@@ -85,6 +87,8 @@ RUNTIME_PINS = (
     "typing_extensions==4.16.0",
     "uvicorn==0.55.0",
 )
+# A vision-language model's bundle decodes and resizes images as forgeml does.
+VISION_PINS = ("pillow==13.0.0",)
 PYTHON_REQUIRES = ">=3.11"  # numpy 2.4's floor
 
 
@@ -130,7 +134,9 @@ def build_edge_bundle(
     names = _names(workspace, model)
     config = json.loads((model_dir / "config.json").read_text())
     context = int(config.get("max_position_embeddings") or MAX_DEFAULT_CONTEXT)
+    vision = _vision(config, gguf.get("mmproj"))
     requirements = [f"llama_cpp_python=={llama_cpp_python}", *RUNTIME_PINS]
+    requirements += sorted(VISION_PINS, key=str.lower) if vision else []
     manifest: dict[str, Any] = {
         "schema": SCHEMA,
         "model": {
@@ -145,6 +151,7 @@ def build_edge_bundle(
         "fallback_quantization": gguf["fallback_quantization"],
         "chat_template": CHAT_TEMPLATE,
         "chat": _special_tokens(model_dir),
+        "vision": vision,
         "serving": {
             "context_length": context,
             "n_ctx": min(context, MAX_DEFAULT_CONTEXT),
@@ -169,6 +176,8 @@ def build_edge_bundle(
         root = staging / "bundle"
         root.mkdir()
         shutil.copyfile(export_dir / gguf["file"], root / gguf["file"])
+        if vision:
+            shutil.copyfile(export_dir / vision["mmproj"], root / vision["mmproj"])
         (root / CHAT_TEMPLATE).write_text(template, encoding="utf-8")
         (root / "MODEL_CARD.md").write_text(model_card(workspace, model.ref), encoding="utf-8")
         (root / "lineage.json").write_text(_json(lineage), encoding="utf-8")
@@ -194,6 +203,19 @@ def build_edge_bundle(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**manifest, "path": str(output), "export_reused": result.reused}
+
+
+def _vision(config: dict[str, Any], mmproj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the launcher needs to take images: the tower's file and how forgeml resizes
+    for it (models/image_inputs.py); None for a text model."""
+    if mmproj is None:
+        return None
+    return {
+        "mmproj": mmproj["file"],
+        "patch_size": config["vision_config"]["patch_size"],
+        "image_size": config["vision_config"]["image_size"],
+        "spatial_merge_size": config["spatial_merge_size"],
+    }
 
 
 def _chat_template(model_dir: Path, model: Artifact) -> str:
@@ -256,6 +278,16 @@ def _tarball(root: Path, top: str, model: Artifact) -> bytes:
     return packed.getvalue()
 
 
+def _vision_readme(manifest: dict[str, Any]) -> str:
+    if not manifest["vision"]:
+        return ""
+    return f"""
+
+The model reads images: {manifest["vision"]["mmproj"]} is its vision tower. Send them as
+`image_url` parts with data URLs (`data:image/png;base64,...`; nothing is fetched), at
+most 8 a request (`--max-images`), each up to 20 MiB and 40 megapixels."""
+
+
 def _readme(manifest: dict[str, Any]) -> str:
     model = manifest["model"]
     return f"""# {model["name"]} ({manifest["quant"]}), served by llama.cpp
@@ -274,7 +306,7 @@ PATH=$PWD/.venv/bin:$PATH ./serve --verify  # every file against bundle.json's s
 An OpenAI-compatible API at http://HOST:PORT/v1 (chat/completions, completions, models),
 from llama-cpp-python's server. It decodes one request at a time: concurrent requests
 wait and run in turn. `./serve --help` lists the options (threads, context, KV cache,
-API key).
+API key).{_vision_readme(manifest)}
 
 MODEL_CARD.md describes the model; lineage.json points back to the registry it came from.
 """
