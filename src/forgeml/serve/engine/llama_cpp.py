@@ -139,6 +139,9 @@ class LlamaCppEngine(Engine):
         self._wakeup = threading.Condition()
         self._running: list[Running] = []
         self._free = set(range(self.slots.slots))
+        # Requests taken off the queue for a free slot whose images are being encoded
+        # (outside the lock): those slots count as taken for the queue's bound.
+        self._admitting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -185,7 +188,8 @@ class LlamaCppEngine(Engine):
         sequence.outbox = queue = asyncio.Queue()
         with self._wakeup:
             # Requests beyond the free slots wait; at most max_waiting of them.
-            if len(self._waiting) + 1 - len(self._free) > self.max_waiting:
+            free = len(self._free) - self._admitting
+            if len(self._waiting) + 1 - free > self.max_waiting:
                 raise QueueFullError(
                     f"the server is busy: {len(self._waiting)} requests are waiting",
                     hint="retry after a short wait",
@@ -225,27 +229,45 @@ class LlamaCppEngine(Engine):
                 self._wakeup.wait()
             if self._stopping:
                 return False
-            while self._waiting and self._free:
-                self._start(self._waiting.popleft())
+            admitted = []
+            while self._waiting and len(admitted) < len(self._free):
+                admitted.append(self._waiting.popleft())
+            self._admitting = len(admitted)
+        # Outside the lock: encoding images takes a while, and new requests must not wait
+        # on it to be queued (or refused) by the event loop.
+        for sequence in admitted:
+            self._start(sequence)
         return True
 
     def _start(self, sequence: Sequence) -> None:
+        """Claim a slot for `sequence`, or fail it; either way it is no longer admitting."""
+        running = None
+        try:
+            running = self._prepare(sequence)
+        finally:
+            with self._wakeup:
+                if running is not None:
+                    self._free.discard(running.slot)
+                    self._running.append(running)
+                self._admitting -= 1
+
+    def _prepare(self, sequence: Sequence) -> Running | None:
         prompt = sequence.prompt_ids
         if sequence.aborted:
             self._send(sequence, sequence.fail("abort"))
-        elif not prompt or len(prompt) >= self.max_context:
+            return None
+        if not prompt or len(prompt) >= self.max_context:
             message = f"the prompt has {len(prompt)} tokens; the context is {self.max_context}"
             self._send(sequence, sequence.fail("error", message))
-        else:
-            try:
-                images = self._read_images(sequence)
-            except (InputError, RuntimeError) as error:
-                self._send(sequence, sequence.fail("error", str(error)))
-                return
-            reusable = images[0][0] if images else None
-            slot, keep = self.slots.claim(prompt, self._free, reusable)
-            self._free.discard(slot)
-            self._running.append(Running(sequence, slot, keep, list(prompt[keep:]), None, images))
+            return None
+        try:
+            images = self._read_images(sequence)
+        except (InputError, RuntimeError) as error:
+            self._send(sequence, sequence.fail("error", str(error)))
+            return None
+        reusable = images[0][0] if images else None
+        slot, keep = self.slots.claim(prompt, self._free, reusable)
+        return Running(sequence, slot, keep, list(prompt[keep:]), None, images)
 
     def _read_images(self, sequence: Sequence) -> list[tuple[int, np.ndarray]]:
         """Where each of the request's images sits in the prompt, and its embeddings."""
