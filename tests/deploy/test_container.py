@@ -8,11 +8,13 @@ a rebuild reuses podman's layers (~20 s, ~1 min after a source edit)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -46,8 +48,12 @@ def image() -> str:
     if shutil.which("podman") is None or shutil.which("debootstrap") is None:
         pytest.skip("podman and debootstrap are not installed (.ci/run installs them)")
     started = time.monotonic()
-    build = subprocess.run([str(ROOT / "deploy/container/build-local.sh"), IMAGE],
-                           capture_output=True, text=True, timeout=1800)  # fmt: skip
+    # One build at a time across test processes (pytest-xdist runs test_compose.py beside
+    # this file): the second finds the first's layers cached instead of building again.
+    with open(Path(tempfile.gettempdir()) / "forgeml-test-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = subprocess.run([str(ROOT / "deploy/container/build-local.sh"), IMAGE],
+                               capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     print(f"image build: {time.monotonic() - started:.0f} s")
     return IMAGE
