@@ -181,10 +181,11 @@ def measure_size(args, size: str, scratch: Path) -> dict:
     env = os.environ | {"FORGEML_SERVING_LLAMA_CPP_N_CTX": str(SLOT_CONTEXT)}
     rows: dict[tuple[str, int], dict] = {}
     for _ in range(args.repeat):
-        for concurrency in CONCURRENCY:
+        for concurrency in args.concurrency:
             cell_texts = texts if concurrency > 1 else texts[: args.requests_single]
             commands = server_commands(args, workspace, gguf, args.threads, concurrency)
-            for name, (command, model, ready, extra_env) in commands.items():
+            for name in args.servers:
+                command, model, ready, extra_env = commands[name]
                 port = free_port()
                 command = [str(port) if part == "PORT" else part for part in command]
                 log = scratch / f"{size}-{name.replace(' ', '-')}-{port}.log"
@@ -229,9 +230,9 @@ def print_table(size: str, measured: dict, args) -> None:
     )
     print(header)
     print("-" * len(header))
-    for concurrency in CONCURRENCY:
+    for concurrency in args.concurrency:
         base = rows[("llama-server", concurrency)]["tokens/s"]
-        for name in SERVERS:
+        for name in args.servers:
             row = rows[(name, concurrency)]
             print(
                 f"{name:22} {concurrency:4} {row['tokens/s']:7.0f} {row['tokens/s'] / base:14.2f} "
@@ -248,8 +249,18 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help="a subset of: " + ", ".join(SERVERS)
+    )
+    parser.add_argument(
+        "--concurrency", default=",".join(map(str, CONCURRENCY)), help="client counts, e.g. 32"
+    )
     parser.add_argument("--llama-server", default=None, help="default: build/find it")
     args = parser.parse_args()
+    args.servers = [name for name in SERVERS if name in args.servers.split(",")]
+    if "llama-server" not in args.servers:
+        parser.error("--servers must include llama-server (the ratios' baseline)")
+    args.concurrency = tuple(int(count) for count in args.concurrency.split(","))
     if args.llama_server is None:
         build = [str(ROOT / "scripts/build_llama_server.sh")]
         output = subprocess.run(build, check=True, capture_output=True, text=True).stdout
