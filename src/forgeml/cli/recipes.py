@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -91,7 +92,12 @@ def run_recipe(
                 f"[green]✓[/] {step.name:<16} {step.stage:<20} {step.action:<6} {took:6.1f}s  {refs}"
             )
 
-    done = execute(workspace, loaded, on_step=on_step, quiet=opts.json)
+    # Under torchrun every process runs the recipe (core.recipes.execute); rank 0 alone
+    # reports.
+    reporting = int(os.environ.get("RANK", "0")) == 0
+    done = execute(workspace, loaded, on_step=on_step if reporting else None, quiet=opts.json)
+    if not reporting:
+        raise typer.Exit(0)
     total = time.monotonic() - started
     emit(
         ctx,

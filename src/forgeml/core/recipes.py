@@ -16,6 +16,7 @@ the field, and says what was expected.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -400,11 +401,19 @@ def execute(
     (unless `force`: then every step runs again, which also checks determinism)."""
     done: list[PlannedStep] = []
     outputs: dict[str, dict[str, Artifact]] = {}
+    run = run_stage
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched:  # torchrun / accelerate launch: every process runs this recipe
+        from forgeml.train.distributed import run_step_on_this_rank
+
+        if force:
+            raise InputError("a recipe reruns its steps (force) in one process, not a launch")
+        run = run_step_on_this_rank
     for index, step in enumerate(loaded.recipe.steps):
         inputs, _ = _step_inputs(loaded, index, outputs)
         seed = step.seed if step.seed is not None else loaded.recipe.seed
         try:
-            result = run_stage(
+            result = run(
                 workspace,
                 step.uses,
                 step.with_,
@@ -431,4 +440,8 @@ def execute(
         done.append(planned)
         if on_step:
             on_step(planned)
+    if launched:
+        from forgeml.train.distributed import leave_process_group
+
+        leave_process_group()
     return done

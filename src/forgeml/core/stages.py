@@ -95,6 +95,9 @@ class Stage:
     sources: Callable[[Any], list[Path]] | None = None
     registry_sources: Callable[[Any, Any], list[dict[str, Any]]] | None = None
     description: str = ""
+    # Trains on every process of a launch (torchrun, accelerate launch): under a launcher,
+    # every rank runs it (rank 0 records the run); other stages run on rank 0 alone.
+    every_rank: bool = False
 
     @property
     def code_sha256(self) -> str:
@@ -154,6 +157,7 @@ def stage(
     inputs: dict[str, str] | None = None,
     sources: Callable[[Any], list[Path]] | None = None,
     registry_sources: Callable[[Any, Any], list[dict[str, Any]]] | None = None,
+    every_rank: bool = False,
 ) -> Callable:
     def register(fn: Callable) -> Callable:
         _STAGES[name] = Stage(
@@ -165,6 +169,7 @@ def stage(
             sources=sources,
             registry_sources=registry_sources,
             description=(fn.__doc__ or "").strip().split("\n")[0],
+            every_rank=every_rank,
         )
         return fn
 

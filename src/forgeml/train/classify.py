@@ -50,7 +50,13 @@ from forgeml.train.runtime import deterministic
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
 
 
-@stage("train.classify", params=ClassifyParams, inputs=INPUTS, outputs={"model": "model"})
+@stage(
+    "train.classify",
+    params=ClassifyParams,
+    inputs=INPUTS,
+    outputs={"model": "model"},
+    every_rank=True,
+)
 def classify(ctx: StageContext, params: ClassifyParams):
     """Train a classifier head (one or several label sets) on labelled text or chats."""
     from transformers import Trainer, TrainingArguments

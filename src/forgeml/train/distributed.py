@@ -15,6 +15,11 @@ are `run-<key prefix>`), and calls the stage function with a `WorkerContext`: th
 inputs, seed and checkpoint directory, and no registry writes. The stage itself must
 leave artifact writing to `accelerator.is_main_process`.
 
+`forgeml run RECIPE` under a launcher goes step by step the same way
+(`run_step_on_this_rank`): rank 0 runs every step; the other ranks train in the steps
+whose stage trains on every rank (`@stage(..., every_rank=True)`) and wait for rank 0
+in the others (ingest, evaluation, export), taking its outputs from the registry.
+
 A rank that fails before training (bad input, run already running) exits non-zero and
 the launcher (torchrun, accelerate launch) stops the whole group, so no rank waits
 forever on a collective. Checkpoints are written to the run directory by all ranks, so
@@ -26,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +141,53 @@ def run_stage_on_this_rank(
     stage.fn(context, validated)
     leave_process_group()
     return None
+
+
+def run_step_on_this_rank(
+    workspace,
+    stage_name: str,
+    params: dict | Any,
+    inputs: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    poll_seconds: float = 0.5,
+    **run_options: Any,
+) -> RunResult:
+    """A recipe step under a launcher: rank 0 runs it as `run_stage` does; the other ranks
+    train beside it when the stage trains on every rank, else only wait, and take rank
+    0's result from the registry, so every rank goes on to the next step with its
+    outputs. The process group stays up between steps (`leave_process_group` at the end
+    of the recipe): a second training step trains in the same group."""
+    if launch_rank()[0] == 0:
+        return run_stage(workspace, stage_name, params, inputs, seed=seed, **run_options)
+    stage, validated, resolved, _sources, key = prepare(workspace, stage_name, params, inputs, seed)
+    if reused := find_reusable(workspace, key):
+        return reused
+    if stage.every_rank:
+        stage.fn(WorkerContext(workspace, "run-" + key[:16], key, seed, resolved), validated)
+    return wait_for_run(workspace, key, poll_seconds)
+
+
+def wait_for_run(workspace, key: str, poll_seconds: float = 0.5) -> RunResult:
+    """The succeeded run with this key, once rank 0 has recorded it. Should rank 0's run
+    fail, its process exits and the launcher stops this one; a run seen running and then
+    failed (another launcher, or none) is an error here too."""
+    from sqlalchemy import select
+
+    from forgeml.core.errors import ForgeError
+    from forgeml.core.schema import Run
+
+    seen_running = False
+    while True:
+        if found := find_reusable(workspace, key):
+            return found
+        with workspace.registry.session() as session:
+            status = session.scalar(select(Run.status).where(Run.key == key))
+        if status == "running":
+            seen_running = True
+        elif seen_running and status in ("failed", "cancelled"):
+            raise ForgeError(f"rank 0's run of this step ({key[:12]}) ended {status}")
+        time.sleep(poll_seconds)
 
 
 def leave_process_group() -> None:

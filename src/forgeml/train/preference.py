@@ -50,7 +50,13 @@ from forgeml.train.runtime import deterministic
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
 
 
-@stage("train.preference", params=PreferenceParams, inputs=INPUTS, outputs={"model": "model"})
+@stage(
+    "train.preference",
+    params=PreferenceParams,
+    inputs=INPUTS,
+    outputs={"model": "model"},
+    every_rank=True,
+)
 def preference(ctx: StageContext, params: PreferenceParams):
     """Preference-tune a model (DPO, ORPO or KTO); LoRA is merged in."""
     return {"model": _train(ctx, params, adapter=False)}
@@ -61,6 +67,7 @@ def preference(ctx: StageContext, params: PreferenceParams):
     params=PreferenceLoraParams,
     inputs=INPUTS,
     outputs={"adapter": "adapter"},
+    every_rank=True,
 )
 def preference_lora(ctx: StageContext, params: PreferenceLoraParams):
     """Train a LoRA adapter on preference pairs (DPO, ORPO or KTO)."""

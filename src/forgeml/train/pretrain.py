@@ -65,6 +65,7 @@ RUNTIME_OPTIONS = {"experts_implementation", "attn_implementation"}
     inputs={"mixture": "mixture", "tokenizer": "tokenizer?", "base": "model?"},
     outputs={"model": "model"},
     sources=lambda p: [p.base_path] if p.base_path else [],
+    every_rank=True,
 )
 def pretrain(ctx: StageContext, params: PretrainParams):
     """Pre-train from scratch, or continue pre-training a base model, on a mixture."""

@@ -57,6 +57,7 @@ INPUTS = {"model": "model", "dataset": "dataset"}
     inputs=INPUTS,
     outputs={"model": "model"},
     sources=lambda p: source_files(p.rewards),
+    every_rank=True,
 )
 def rl(ctx: StageContext, params: RLParams):
     """Reinforce a model with GRPO on prompts and reward functions; LoRA is merged in."""
@@ -69,6 +70,7 @@ def rl(ctx: StageContext, params: RLParams):
     inputs=INPUTS,
     outputs={"adapter": "adapter"},
     sources=lambda p: source_files(p.rewards),
+    every_rank=True,
 )
 def rl_lora(ctx: StageContext, params: RLLoraParams):
     """Train a LoRA adapter with GRPO on prompts and reward functions."""

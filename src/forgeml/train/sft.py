@@ -58,13 +58,19 @@ from forgeml.train.vision_training import check_trainable, freeze_for
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?", "replay": "mixture?"}
 
 
-@stage("train.sft", params=SFTParams, inputs=INPUTS, outputs={"model": "model"})
+@stage("train.sft", params=SFTParams, inputs=INPUTS, outputs={"model": "model"}, every_rank=True)
 def sft(ctx: StageContext, params: SFTParams):
     """Fine-tune a model on chat data (loss on assistant turns); LoRA is merged in."""
     return {"model": _train(ctx, params, adapter=False)}
 
 
-@stage("train.sft_lora", params=SFTLoraParams, inputs=INPUTS, outputs={"adapter": "adapter"})
+@stage(
+    "train.sft_lora",
+    params=SFTLoraParams,
+    inputs=INPUTS,
+    outputs={"adapter": "adapter"},
+    every_rank=True,
+)
 def sft_lora(ctx: StageContext, params: SFTLoraParams):
     """Train a LoRA adapter on chat data (loss on assistant turns)."""
     return {"adapter": _train(ctx, params, adapter=True)}
