@@ -49,7 +49,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reference, t
     # A different log_every: a new run key, the same training.
     params = {**TRAIN, **settings, "log_every": 4}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(script), str(workspace.root), json.dumps(params), json.dumps(refs)],
         capture_output=True, text=True, check=False, timeout=500,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -57,7 +57,15 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
 
 def launch_command(workspace: Path, *args: str) -> list[str]:
     """`torchrun --nproc_per_node 2 -m forgeml --workspace W ARGS...`"""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    # --standalone: a free rendezvous port (test files run side by side under xdist)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
     return [*command, "-m", "forgeml", "--workspace", str(workspace), *args]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def torchrun_recipe(workspace: Path, recipe: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
                "forgeml", "--workspace", str(workspace), "--json", "run", str(recipe), *args]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
 
@@ -118,3 +119,52 @@ def test_a_launched_recipe_runs_each_step_once_and_trains_as_one_process(setup):
     again = torchrun_recipe(workspace, recipe, *change)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {step["action"] for step in json.loads(again.stdout)["steps"]} == {"reuse"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_slurm_script_forgeml_launch_writes_runs_the_recipe(setup, tmp_path):
+    """The sbatch script run as Slurm runs it on a one-node allocation: `scontrol` and
+    `srun` are stand-ins here (srun runs its command once; Slurm itself is not
+    installed), torchrun and its c10d rendezvous are real. Each run records the job."""
+    workspace, recipe = setup
+    variant = tmp_path / "recipe.yaml"  # other checkpoint intervals: the steps train again
+    variant.write_text(recipe.read_text().replace("checkpoint_every: 50", "checkpoint_every: 70"))
+    script = tmp_path / "job.sbatch"
+    forgeml(workspace, "launch", str(variant), "--on", "slurm", "--procs-per-node", "2",
+            "-o", str(script))  # fmt: skip
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "scontrol").write_text("#!/bin/sh\necho localhost\n")  # show hostnames LIST
+    (shims / "srun").write_text(
+        '#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n'
+    )
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    env = ENV | {"PATH": f"{shims}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+                 "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "localhost",
+                 "FORGEML_RDZV_PORT": str(free_port())}  # fmt: skip
+    ran = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+
+    ws = Workspace.open(workspace)
+    try:
+        with ws.registry.session() as session:
+            runs = session.scalars(
+                select(Run).where(Run.stage.in_(["train.sft", "train.preference"]))
+                .order_by(Run.created_at.desc()).limit(2)
+            ).all()  # fmt: skip
+            assert {run.status for run in runs} == {"succeeded"}
+            for run in runs:
+                assert run.environment["launch"] == {
+                    "slurm_job": "4242", "slurm_nodes": "localhost", "by": "slurm",
+                    "processes": 2, "nodes": 1,
+                }  # fmt: skip
+    finally:
+        ws.close()

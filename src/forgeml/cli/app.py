@@ -34,6 +34,7 @@ from forgeml.cli import batch as batch_cli
 from forgeml.cli import classify as classify_cli
 from forgeml.cli import eval as eval_cli
 from forgeml.cli import export as export_cli
+from forgeml.cli import launch as launch_cli
 from forgeml.cli import plan as plan_cli
 from forgeml.cli import serve as serve_cli
 from forgeml.cli import tokenizer as tokenizer_cli
@@ -114,6 +115,7 @@ app.add_typer(train_cli.app, name="train")
 models.models_app.command("sizes")(models_sizes.sizes)
 app.command(name="run")(recipes.run_recipe)
 app.command(name="plan")(plan_cli.plan_recipe)
+app.command(name="launch")(launch_cli.launch)
 app.command(name="classify")(classify_cli.classify)
 app.add_typer(recipes.stages_app, name="stages")
 app.command(name="lineage")(governance.lineage)

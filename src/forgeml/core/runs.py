@@ -15,7 +15,7 @@ import platform
 import socket
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -142,12 +142,33 @@ def environment_record() -> dict[str, Any]:
             packages[name] = version(name)
         except PackageNotFoundError:
             continue
-    return {
+    record = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": packages,
         "forgeml": __version__,
     }
+    if launch := launch_record(os.environ):
+        record["launch"] = launch
+    return record
+
+
+def launch_record(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Where a launched run ran: the Slurm job, the Kubernetes pod (`forgeml launch` sets
+    FORGEML_LAUNCH), the launch's processes and nodes; None outside a launcher."""
+    found: dict[str, Any] = {}
+    if "SLURM_JOB_ID" in environ:
+        found["slurm_job"] = environ["SLURM_JOB_ID"]
+        found["slurm_nodes"] = environ.get("SLURM_JOB_NODELIST", "")
+    if environ.get("FORGEML_LAUNCH") == "kubernetes":
+        found["kubernetes_pod"] = environ.get("HOSTNAME", "")
+    if environ.get("FORGEML_LAUNCH"):
+        found["by"] = environ["FORGEML_LAUNCH"]
+    if environ.get("WORLD_SIZE", "1").isdigit() and int(environ.get("WORLD_SIZE", "1")) > 1:
+        found["processes"] = int(environ["WORLD_SIZE"])
+        nodes = environ.get("GROUP_WORLD_SIZE", "1")
+        found["nodes"] = int(nodes) if nodes.isdigit() else 1
+    return found or None
 
 
 def prepare(
