@@ -170,12 +170,17 @@ def test_the_bundle_serves_the_openai_client_with_only_its_runtime(runtime, edge
         assert "takes text only" in refused.json()["error"]["message"]
         assert server.poll() is None
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops it; killed if it has not ended within 20 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def wait_until_up(server: subprocess.Popen, port: int, timeout: float = 90) -> None:

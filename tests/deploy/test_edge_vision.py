@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
 import subprocess
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from deploy_fixtures import forgeml
 from openai import OpenAI
-from test_edge_runtime import free_port, install_runtime, wait_until_up
+from test_edge_runtime import free_port, install_runtime, stop, wait_until_up
 from vision_fixtures import png_url, register_tiny_vision_model
 
 from forgeml.core.hashing import sha256_file
@@ -84,12 +83,7 @@ def servers(vision_workspace, bundle, tmp_path_factory):
         with BackgroundServer(app) as address:
             yield f"http://127.0.0.1:{port}", address, key
     finally:
-        edge.send_signal(signal.SIGINT)
-        try:
-            edge.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            edge.kill()
-            edge.wait()
+        stop(edge)
         workspace.close()
 
 
