@@ -190,7 +190,10 @@ def test_a_busy_engine_answers_429_and_a_closed_stream_frees_it(served_gguf, mon
     short = {**long, "max_tokens": 4}
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         with client.stream("POST", "/v1/completions", json={**long, "stream": True}) as stream:
-            assert next(stream.iter_lines()).startswith("data: ")  # decoding now
+            # Keep the line iterator: dropping it closes the connection (httpcore closes a
+            # stream whose iteration stops early), and the server would abort the request.
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")  # decoding now
             busy = client.post("/v1/completions", json=short)
             assert busy.status_code == 429, busy.text
             assert busy.json()["error"]["type"] == "rate_limit_error"
