@@ -257,6 +257,9 @@ ENVIRONMENT = [
     ["`VLLM_API_KEY`", "API key of the vLLM server named by `serving.vllm_url`."],
     ["`EDGE_API_KEY`", "Read by an edge bundle's `./serve` (not by forgeml): the bearer key clients must send (`--api-key` sets it)."],
     ["`RANK`, `WORLD_SIZE`", "Set by `accelerate launch` / `torchrun`: this process's rank and the number of processes."],
+    ["`FORGEML_LAUNCH`", "Set by the jobs `forgeml launch` writes (`slurm`, `kubernetes`): recorded with each run under `environment.launch`, with the Slurm job or the pod."],
+    ["`FORGEML_PYTHON`", "Read by a `forgeml launch --on slurm` script: the Python with forgeml on every node (default: the `--python` it was written with)."],
+    ["`FORGEML_RDZV_PORT`", "Read by a `forgeml launch --on slurm` script: torchrun's rendezvous port on the allocation's first node (default 29500)."],
     ["`CUBLAS_WORKSPACE_CONFIG`", "Set to `:4096:8` by training when unset: cuBLAS is deterministic only with a fixed workspace."],
 ]  # fmt: skip
 
