@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import typer
 from forgeml.cli.output import console, emit, options, table
 from forgeml.core.errors import InputError
 from forgeml.core.recipes import PlannedStep, execute, load_recipe, parse_variables, plan
+from forgeml.core.runs import launch_rank
 from forgeml.core.stages import get_stage, list_stages
 from forgeml.core.sweeps import Cell, parse_axis, parse_duration, run_sweep
 
@@ -94,7 +94,7 @@ def run_recipe(
 
     # Under torchrun every process runs the recipe (core.recipes.execute); rank 0 alone
     # reports.
-    reporting = int(os.environ.get("RANK", "0")) == 0
+    reporting = launch_rank()[0] == 0
     done = execute(workspace, loaded, on_step=on_step if reporting else None, quiet=opts.json)
     if not reporting:
         raise typer.Exit(0)

@@ -16,7 +16,6 @@ the field, and says what was expected.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.registry import NAME_PATTERN
-from forgeml.core.runs import RunResult, find_reusable, prepare, run_stage
+from forgeml.core.runs import RunResult, find_reusable, launch_rank, prepare, run_stage
 from forgeml.core.schema import Artifact
 from forgeml.core.stages import get_stage
 
@@ -402,7 +401,7 @@ def execute(
     done: list[PlannedStep] = []
     outputs: dict[str, dict[str, Artifact]] = {}
     run = run_stage
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    launched = launch_rank()[1] > 1
     if launched:  # torchrun / accelerate launch: every process runs this recipe
         from forgeml.train.distributed import run_step_on_this_rank
 

@@ -153,6 +153,12 @@ def environment_record() -> dict[str, Any]:
     return record
 
 
+def launch_rank() -> tuple[int, int]:
+    """(rank, world size) from a launcher's environment (torchrun, accelerate launch),
+    before any process group; (0, 1) in a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launch_record(environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Where a launched run ran: the Slurm job, the Kubernetes pod (`forgeml launch` sets
     FORGEML_LAUNCH), the launch's processes and nodes; None outside a launcher."""
@@ -164,8 +170,9 @@ def launch_record(environ: Mapping[str, str]) -> dict[str, Any] | None:
         found["kubernetes_pod"] = environ.get("HOSTNAME", "")
     if environ.get("FORGEML_LAUNCH"):
         found["by"] = environ["FORGEML_LAUNCH"]
-    if environ.get("WORLD_SIZE", "1").isdigit() and int(environ.get("WORLD_SIZE", "1")) > 1:
-        found["processes"] = int(environ["WORLD_SIZE"])
+    world = environ.get("WORLD_SIZE", "1")  # recorded for every run: a stray value is skipped
+    if world.isdigit() and int(world) > 1:
+        found["processes"] = int(world)
         nodes = environ.get("GROUP_WORLD_SIZE", "1")
         found["nodes"] = int(nodes) if nodes.isdigit() else 1
     return found or None

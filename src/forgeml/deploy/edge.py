@@ -136,7 +136,7 @@ def build_edge_bundle(
     context = int(config.get("max_position_embeddings") or MAX_DEFAULT_CONTEXT)
     vision = _vision(config, gguf.get("mmproj"))
     requirements = [f"llama_cpp_python=={llama_cpp_python}", *RUNTIME_PINS]
-    requirements += sorted(VISION_PINS, key=str.lower) if vision else []
+    requirements += VISION_PINS if vision else ()
     manifest: dict[str, Any] = {
         "schema": SCHEMA,
         "model": {

@@ -229,6 +229,10 @@ def install_vision_handler(manifest: dict, max_images: int) -> None:
     stock = llama_chat_format.MTMDChatHandler
 
     class BundleVisionHandler(stock):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._prepared: dict[bytes, tuple[int, int, bytes]] = {}  # this request's images
+
         def _init_mtmd_context(self, llama_model) -> None:
             # The stock handler keeps mtmd's default token budget (8-1024 for Pixtral),
             # which would shrink an image forgeml keeps: open it; the resize bounds it.
@@ -259,7 +263,9 @@ def install_vision_handler(manifest: dict, max_images: int) -> None:
             return image_data(image_url, "image_url")
 
         def _create_bitmap_from_bytes(self, image_bytes: bytes):
-            width, height, rgb = image_rgb(image_bytes, vision, "image_url")
+            # Decoded and resized already by __call__'s checks (requests run one at a time)
+            prepared = self._prepared.pop(image_bytes, None)
+            width, height, rgb = prepared or image_rgb(image_bytes, vision, "image_url")
             buffer = (ctypes.c_uint8 * len(rgb)).from_buffer(bytearray(rgb))
             bitmap = mtmd_cpp.mtmd_bitmap_init(width, height, buffer)
             if bitmap is None:
@@ -274,12 +280,17 @@ def install_vision_handler(manifest: dict, max_images: int) -> None:
                     found[max_images][0],
                 )
             # (llama-cpp-python's schema takes images in user messages only)
+            self._prepared = {}
             for where, part in found:
                 value = part.get("image_url")
                 url = value.get("url") if isinstance(value, dict) else value
                 # a bad image is refused here, naming its part, before the model runs
-                image_rgb(image_data(url, where), vision, where)
-            return super().__call__(**request)
+                data = image_data(url, where)
+                self._prepared[data] = image_rgb(data, vision, where)
+            try:
+                return super().__call__(**request)
+            finally:
+                self._prepared = {}
 
     llama_chat_format.MTMDChatHandler = BundleVisionHandler
 

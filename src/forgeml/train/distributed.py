@@ -29,13 +29,12 @@ multi-node training needs the workspace on a shared filesystem.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from forgeml.core.runs import RunResult, find_reusable, prepare, run_stage
+from forgeml.core.runs import RunResult, find_reusable, launch_rank, prepare, run_stage
 
 log = logging.getLogger("forgeml.train")
 
@@ -57,11 +56,6 @@ def rank_zero_says(flag: bool) -> bool:
 def is_rank_zero() -> bool:
     """Whether this process writes the run's outputs (rank 0, or the only process)."""
     return launch_rank()[0] == 0
-
-
-def launch_rank() -> tuple[int, int]:
-    """(rank, world size) from the launcher's environment, before any process group."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class WorkerContext:
@@ -129,16 +123,13 @@ def run_stage_on_this_rank(
     Returns the run's result on rank 0, and on other ranks only when the run was
     reused (then no rank trains); otherwise None.
     """
-    rank, _ = launch_rank()
-    if rank == 0:
+    if launch_rank()[0] == 0:
         result = run_stage(workspace, stage_name, params, inputs, seed=seed, quiet=quiet)
         leave_process_group()
         return result
-    stage, validated, resolved, _sources, key = prepare(workspace, stage_name, params, inputs, seed)
-    if reused := find_reusable(workspace, key):
+    reused, _key = _beside_rank_zero(workspace, stage_name, params, inputs, seed)
+    if reused:
         return reused
-    context = WorkerContext(workspace, "run-" + key[:16], key, seed, resolved)
-    stage.fn(context, validated)
     leave_process_group()
     return None
 
@@ -160,12 +151,21 @@ def run_step_on_this_rank(
     of the recipe): a second training step trains in the same group."""
     if launch_rank()[0] == 0:
         return run_stage(workspace, stage_name, params, inputs, seed=seed, **run_options)
+    reused, key = _beside_rank_zero(workspace, stage_name, params, inputs, seed)
+    return reused or wait_for_run(workspace, key, poll_seconds)
+
+
+def _beside_rank_zero(
+    workspace, stage_name: str, params: dict | Any, inputs: dict[str, Any] | None, seed: int
+) -> tuple[RunResult | None, str]:
+    """A rank > 0's part of a run: (its succeeded run, key) when it can be reused, else
+    (None, key) after training as a worker if the stage trains on every rank."""
     stage, validated, resolved, _sources, key = prepare(workspace, stage_name, params, inputs, seed)
     if reused := find_reusable(workspace, key):
-        return reused
+        return reused, key
     if stage.every_rank:
         stage.fn(WorkerContext(workspace, "run-" + key[:16], key, seed, resolved), validated)
-    return wait_for_run(workspace, key, poll_seconds)
+    return None, key
 
 
 def wait_for_run(workspace, key: str, poll_seconds: float = 0.5) -> RunResult:

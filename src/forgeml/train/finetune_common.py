@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -52,7 +51,7 @@ from forgeml.models.sizes import load_model
 from forgeml.models.vision import is_vision_language, save_processor_files
 from forgeml.train import integration_callbacks
 from forgeml.train.checkpoint_files import CHECKPOINT_PREFIX, checkpoints
-from forgeml.train.distributed import rank_zero_says
+from forgeml.train.distributed import launch_rank, rank_zero_says
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
 from forgeml.train.report import curve, write_loss_curve, write_training_record
@@ -146,7 +145,7 @@ def trainer_args(
     bf16 = params.precision == "bf16" or (
         params.precision == "auto" and cuda and torch.cuda.is_bf16_supported()
     )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launch_rank()[1]
     micro = params.micro_batch_size or max(1, params.batch_size // world)
     if params.batch_size % (micro * world):
         raise InputError(
