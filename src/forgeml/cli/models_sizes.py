@@ -14,17 +14,7 @@ from __future__ import annotations
 import typer
 
 from forgeml.cli.output import emit, table
-
-# The vocabulary each size's description assumes (tokenizers are trained per mixture).
-TYPICAL_VOCAB = {
-    "tiny": 1024,
-    "mini": 8192,
-    "small": 8192,
-    "medium": 32768,
-    "large": 32768,
-    "small4": 131072,
-}
-DEFAULT_VOCAB = 32768
+from forgeml.models.size_table import VISION_LANGUAGE_SIZES, typical_vocab
 
 
 def _human(value: float) -> str:
@@ -45,15 +35,21 @@ def describe_sizes(vocab_size: int | None = None, seq_len: int = 2048) -> list[d
     )
 
     rows = []
-    for name, size in SIZES.items():
-        vocab = vocab_size or TYPICAL_VOCAB.get(name, DEFAULT_VOCAB)
+    names = [*SIZES, *VISION_LANGUAGE_SIZES]
+    for name in names:
+        vl = VISION_LANGUAGE_SIZES.get(name)
+        size = SIZES[vl.text if vl else name]
+        # A vision-language model's vocabulary has the three image tokens too.
+        vocab = (vocab_size or typical_vocab(name)) + (3 if vl else 0)
         config = build_config(name, vocab_size=vocab)
         context = min(seq_len, size.max_position_embeddings)
         total, active = count_parameters(config)
+        image_path = _image_path_parameters(vl.vision, size.hidden_size) if vl else 0
         rows.append(
             {
                 "size": name,
-                "description": size.description,
+                "description": vl.description if vl else size.description,
+                "vision": vl.vision if vl else None,
                 "hidden_size": size.hidden_size,
                 "layers": size.num_hidden_layers,
                 "routed_experts": size.n_routed_experts,
@@ -61,13 +57,31 @@ def describe_sizes(vocab_size: int | None = None, seq_len: int = 2048) -> list[d
                 "shared_experts": size.n_shared_experts,
                 "max_positions": size.max_position_embeddings,
                 "vocab_size": vocab,
-                "parameters": total,
-                "active_parameters": active,
+                "parameters": total + image_path,
+                "active_parameters": active + image_path,
                 "seq_len": context,
+                # Text tokens; an image's tokens also pass through the tower.
                 "training_flops_per_token": training_flops_per_token(config, context),
             }
         )
     return rows
+
+
+def _image_path_parameters(vision: str, text_hidden: int) -> int:
+    """The tower's parameters (counted on the meta device) plus the projector's: an RMS
+    norm, the 2x2 patch merger and two linear layers, without biases (add_vision's)."""
+    import torch
+    from transformers.models.pixtral.modeling_pixtral import PixtralVisionModel
+
+    from forgeml.models.size_table import VISION_SIZES
+    from forgeml.models.vision import build_vision_config
+
+    size = VISION_SIZES[vision]
+    with torch.device("meta"):
+        tower = PixtralVisionModel(build_vision_config(size))
+    hidden, merged = size.hidden_size, size.hidden_size * size.spatial_merge_size**2
+    projector = hidden + merged * hidden + hidden * text_hidden + text_hidden * text_hidden
+    return sum(p.numel() for p in tower.parameters()) + projector
 
 
 def describe_vision_sizes() -> list[dict]:
@@ -146,7 +160,7 @@ def sizes(
                     r["size"],
                     r["layers"],
                     r["hidden_size"],
-                    f"{r['experts_per_token']}/{r['routed_experts']} + {r['shared_experts']}",
+                    f"{r['experts_per_token']}/{r['routed_experts']}+{r['shared_experts']}",
                     _human(r["vocab_size"]),
                     _human(r["parameters"]),
                     _human(r["active_parameters"]),

@@ -46,8 +46,9 @@ def emit(ctx: typer.Context, data: Any, render: Callable[[], None] | None = None
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     view = Table(title=title, title_justify="left", show_lines=False)
-    for column in columns:
-        view.add_column(column)
+    for index, column in enumerate(columns):
+        # The first column names the row: narrow terminals wrap the others, never it.
+        view.add_column(column, no_wrap=index == 0, min_width=len(column) if index == 0 else None)
     for row in rows:
         view.add_row(*["" if cell is None else str(cell) for cell in row])
     console.print(view)

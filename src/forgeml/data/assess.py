@@ -33,7 +33,7 @@ from forgeml.data.quality import QualityThresholds
 from forgeml.data.readiness import readiness
 from forgeml.data.report_html import render
 from forgeml.data.scan import FindingsWriter, detector_fingerprint, iter_batches, scan
-from forgeml.models.size_table import SIZES
+from forgeml.models.size_table import ALL_SIZE_NAMES
 
 FORMAT = "forgeml.report/1"
 REPORT_FILE = "report.json"
@@ -76,8 +76,8 @@ class AssessParams(StageParams):
     @field_validator("size")
     @classmethod
     def _known_size(cls, value: str) -> str:
-        if value not in SIZES:
-            raise ValueError(f"unknown size; choose one of {', '.join(SIZES)}")
+        if value not in ALL_SIZE_NAMES:
+            raise ValueError(f"unknown size; choose one of {', '.join(ALL_SIZE_NAMES)}")
         return value
 
 

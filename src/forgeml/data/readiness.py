@@ -29,19 +29,16 @@ CPT_READY_TOKENS = 100_000_000
 CPT_LIMITED_TOKENS = 1_000_000
 SFT_READY_EXAMPLES = 10_000
 SFT_LIMITED_EXAMPLES = 1_000
-# The vocabulary each size is usually paired with (see the sizes' descriptions), for
-# counting parameters before a tokenizer exists.
-TYPICAL_VOCAB = {"tiny": 1024, "mini": 8192, "small": 8192, "medium": 32768, "large": 32768}
-DEFAULT_VOCAB = 131072
 
 
 def parameters(size: str, vocab_size: int | None = None) -> int:
     """Total parameters of a named size with this vocabulary (the typical one if None)."""
     # Imported here: forgeml.models.sizes loads torch and transformers, which a data
     # command should pay for only when it asks for a readiness verdict.
+    from forgeml.models.size_table import typical_vocab
     from forgeml.models.sizes import build_config, count_parameters
 
-    vocab = vocab_size or TYPICAL_VOCAB.get(size, DEFAULT_VOCAB)
+    vocab = vocab_size or typical_vocab(size)
     return count_parameters(build_config(size, vocab))[0]
 
 

@@ -206,3 +206,59 @@ VISION_SIZES: dict[str, VisionSize] = {
 }
 """Named vision encoders; a vision-language model is a text size plus one of these
 (`forgeml models add-vision --vision tiny`)."""
+
+
+@dataclass(frozen=True)
+class VisionLanguageSize:
+    """A named vision-language size: a text size with a vision tower in front."""
+
+    description: str
+    text: str  # a key of SIZES
+    vision: str  # a key of VISION_SIZES
+
+
+VISION_LANGUAGE_SIZES: dict[str, VisionLanguageSize] = {
+    "tiny-vl": VisionLanguageSize(
+        description="Tests and CPU demos with images: the `tiny` text model and tower.",
+        text="tiny",
+        vision="tiny",
+    ),
+    "small-vl": VisionLanguageSize(
+        description="CPU experiments with images: the `small` text model and tower.",
+        text="small",
+        vision="small",
+    ),
+    "small4-vl": VisionLanguageSize(
+        description="Mistral Small 4's shape: its text model and Pixtral encoder.",
+        text="small4",
+        vision="pixtral",
+    ),
+}
+"""Pre-training a `-vl` size trains its text model on the mixture's text, then gives it a
+fresh tower (what `forgeml models add-vision` does to any text model): a tower learns
+from images, so it is trained in SFT on image chats (projector first, then everything)."""
+
+ALL_SIZE_NAMES: tuple[str, ...] = (*SIZES, *VISION_LANGUAGE_SIZES)
+
+
+def text_size_name(name: str) -> str:
+    """The text size a size name stands for ("tiny-vl" -> "tiny"); other names unchanged."""
+    vl = VISION_LANGUAGE_SIZES.get(name)
+    return vl.text if vl is not None else name
+
+
+# The vocabulary each text size is usually paired with (see the descriptions), for
+# counting parameters before a tokenizer exists (tokenizers are trained per mixture).
+TYPICAL_VOCAB = {
+    "tiny": 1024,
+    "mini": 8192,
+    "small": 8192,
+    "medium": 32768,
+    "large": 32768,
+    "small4": 131072,
+}
+
+
+def typical_vocab(name: str) -> int:
+    """The vocabulary a size's description assumes (a `-vl` size: its text size's)."""
+    return TYPICAL_VOCAB[text_size_name(name)]

@@ -35,7 +35,15 @@ from transformers.utils import logging as hf_logging
 
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.models import experts
-from forgeml.models.size_table import BOS_ID, EOS_ID, PAD_ID, SIZES, ModelSize
+from forgeml.models.size_table import (
+    ALL_SIZE_NAMES,
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SIZES,
+    ModelSize,
+    text_size_name,
+)
 
 # transformers 5.23 ships Mistral4ForCausalLM but leaves `mistral4` out of
 # AutoModelForCausalLM's mapping, so `from_pretrained` on our own checkpoints (ours,
@@ -78,16 +86,17 @@ def build_config(
 
     `vocab_size` comes from the tokenizer, so it has no default. `overrides` may name
     any `Mistral4Config` field (e.g. `num_hidden_layers=3`, `bos_token_id=...`) or the
-    runtime choices `experts_implementation` / `attn_implementation`.
+    runtime choices `experts_implementation` / `attn_implementation`. A vision-language
+    size ("tiny-vl") gives its text model's config (the tower is added by add_vision).
     """
     if isinstance(size, str):
-        if size not in SIZES:
+        if text_size_name(size) not in SIZES:
             raise InputError(
                 f"unknown model size {size!r}",
                 field="size",
-                hint="choose one of: " + ", ".join(SIZES),
+                hint="choose one of: " + ", ".join(ALL_SIZE_NAMES),
             )
-        size = SIZES[size]
+        size = SIZES[text_size_name(size)]
     unknown = sorted(set(overrides) - _CONFIG_FIELDS - _RUNTIME_OPTIONS)
     if unknown:
         raise InputError(

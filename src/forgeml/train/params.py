@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from forgeml.core.stages import StageParams
+from forgeml.models.size_table import ALL_SIZE_NAMES
 
 DEFAULT_SIZE = "tiny"
 Schedule = Literal["cosine", "wsd", "constant"]
@@ -22,7 +23,8 @@ class PretrainParams(StageParams):
     size: str | None = Field(
         default=None,
         description=f"Named size for a new model (see `forgeml models sizes`); default "
-        f"{DEFAULT_SIZE}. Not with a base model.",
+        f"{DEFAULT_SIZE}. A `-vl` size (tiny-vl) saves the trained text model with a fresh "
+        "vision tower. Not with a base model.",
     )
     model: dict[str, Any] = Field(
         default_factory=dict,
@@ -78,6 +80,13 @@ class PretrainParams(StageParams):
         default="auto", description="auto (fp32 on CPU, bf16 autocast on GPU), fp32 or bf16."
     )
     name: str | None = Field(default=None, description="Name the model.")
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, value: str | None) -> str | None:
+        if value is not None and value not in ALL_SIZE_NAMES:
+            raise ValueError(f"unknown size; choose one of {', '.join(ALL_SIZE_NAMES)}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PretrainParams:

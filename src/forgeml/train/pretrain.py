@@ -5,7 +5,10 @@
     torchrun --nproc_per_node 2 -m forgeml train pretrain --mixture docs --tokenizer docs-tok
 
 From scratch: a named size (forgeml.models.sizes) with any `Mistral4Config` field
-overridden, initialised from the run's seed, with the given tokenizer. Continued
+overridden, initialised from the run's seed, with the given tokenizer. A vision-language
+size (`tiny-vl`) trains its text model on the text, then saves it with a fresh vision
+tower drawn from the seed (as `forgeml models add-vision` would): a `mistral3` model,
+ready for SFT on image chats. Continued
 pre-training: a `model` artifact (`base` input) or any local Hugging Face causal-LM
 directory (`base_path`, hashed into the run key like a source file); the tokenizer
 comes with the base. Either way the output is a standard HF directory —
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import AutoTokenizer, Mistral4Config
+from transformers import AutoTokenizer, Mistral4Config, Mistral4ForCausalLM
 from transformers.utils import logging as hf_logging
 
 from forgeml.core.context import StageContext
@@ -43,7 +46,9 @@ from forgeml.core.errors import InputError
 from forgeml.core.stages import stage
 from forgeml.data.dataset import SUMMARY_FILE, iter_texts
 from forgeml.models.chat_template import CHAT_TEMPLATE, CONTROL_TOKENS
+from forgeml.models.size_table import VISION_LANGUAGE_SIZES, VisionLanguageSize
 from forgeml.models.sizes import build_config, build_model, count_parameters, load_model
+from forgeml.models.vision import add_vision, save_processor_files, vision_record
 from forgeml.train import loop
 from forgeml.train.packing import (
     PackedBlocks,
@@ -179,10 +184,27 @@ def pretrain(ctx: StageContext, params: PretrainParams):
                 },
             }
             model_to_save = accelerator.unwrap_model(model)
+            vl = VISION_LANGUAGE_SIZES.get(params.size or "")
+            if vl is not None:
+                model_to_save, tokenizer = _with_vision(model_to_save, weights, tokenizer, vl, ctx)
+                weights = None  # the new model's own
+                record["model"] = _model_summary(model_to_save)
+                record["vision"] = {"size": vl.vision, **vision_record(model_to_save.config)}
             artifact = _write_model(ctx, model_to_save, weights, tokenizer, state, record)
             ctx.name(artifact, params.name)
         accelerator.wait_for_everyone()
         return {"model": artifact} if artifact is not None else {}
+
+
+def _with_vision(text_model, weights: dict, tokenizer, size: VisionLanguageSize, ctx):
+    """The trained text model with a fresh `size.vision` tower in front (a `-vl` size).
+
+    The text weights come from the gathered state dict, so this holds when the model was
+    sharded across processes; the tower and projector are drawn from the run's seed."""
+    with torch.device("meta"):
+        text = Mistral4ForCausalLM(text_model.config)
+    text.load_state_dict(weights, assign=True)
+    return add_vision(text, tokenizer, size.vision, seed=ctx.seed)
 
 
 def _write_model(ctx, model, weights, tokenizer, state: loop.TrainState, record: dict):
@@ -201,6 +223,8 @@ def _write_model(ctx, model, weights, tokenizer, state: loop.TrainState, record:
     with _quiet_transformers():
         model.save_pretrained(writer.path, state_dict=weights)
     tokenizer.save_pretrained(writer.path)
+    if "vision" in record:
+        save_processor_files(writer.path, model.config)
     write_training_record(writer.path, record)
     write_loss_curve(
         writer.path / "loss_curve.svg",
