@@ -12,6 +12,7 @@ import json
 import time
 
 import httpx
+import numpy as np
 import pytest
 from serving_fixtures import ServerThread, register_tiny_model
 from transformers import AutoTokenizer
@@ -317,6 +318,29 @@ def test_a_slot_keeps_its_cache_for_the_next_turn(gguf_export, tokenizer):
         assert (again, kept) == (slot, len(first))
         with pytest.raises(RuntimeError, match="cache differs"):
             slots.decode([Feed(again, other, 0, logits=True)])
+    finally:
+        slots.close()
+
+
+def test_a_batch_out_of_slot_order_gives_each_feed_its_own_row(gguf_export, tokenizer):
+    """decode() lays a batch out in slot order (one llama.cpp pass, not one per break in
+    the sequence ids) and hands the logits rows back in the order the feeds came."""
+    from forgeml.serve.engine.llama_cpp_slots import Feed, SlotContext
+
+    texts = ["Assignment statements", "The for statement", "Comparisons", "Lambdas"]
+    prompts = [prompt_ids(tokenizer, text) for text in texts]
+    slots = SlotContext(gguf_export[1].gguf, slots=4, slot_context=256)
+    try:
+        alone = []
+        for slot, prompt in enumerate(prompts):
+            alone.append(slots.decode([Feed(slot, prompt, 0, logits=True)])[0].copy())
+            slots.truncate(slot, 0)
+        order = [2, 0, 3, 1]  # slots in the batch: none where its id says
+        feeds = [Feed(slot, prompts[slot], 0, logits=slot != 3) for slot in order]
+        rows = slots.decode(feeds)
+        assert rows.shape[0] == 3
+        for row, slot in zip(rows, [s for s in order if s != 3], strict=True):
+            np.testing.assert_allclose(row, alone[slot], atol=1e-4)
     finally:
         slots.close()
 

@@ -199,6 +199,12 @@ class SlotContext:
         Token feeds go in one llama_decode; each image feed in one of its own before it
         (a llama.cpp batch holds tokens or embeddings, and the logits buffer is the last
         decode's). The rows are in feed order and stay valid until the next call.
+
+        The batch is laid out in slot order. Why: with a KV stream per slot llama.cpp
+        cuts a batch into ubatches of consecutive sequence ids *in batch order*
+        (`split_equal(..., sequential=true)`), and each ubatch is one more pass over the
+        weights. Slots in arrival order (scattered by prefix reuse) cut a 32-sequence
+        decode step into many passes; in slot order it is one (docs/PERFORMANCE.md).
         """
         for feed in feeds:
             if feed.embeddings is not None:
@@ -209,9 +215,10 @@ class SlotContext:
         total = sum(len(feed.tokens) for feed in feeds)
         if total > self.batch_tokens:
             raise RuntimeError(f"{total} tokens in a batch of {self.batch_tokens}")
+        in_slot_order = sorted(feeds, key=lambda feed: feed.slot)
         batch = self._batch
         count, outputs = 0, 0
-        for feed in feeds:
+        for feed in in_slot_order:
             if feed.start != len(self._cached[feed.slot]):
                 raise RuntimeError(f"slot {feed.slot} feeds from {feed.start}, cache differs")
             last = len(feed.tokens) - 1
@@ -235,9 +242,14 @@ class SlotContext:
         if not outputs:
             return np.empty((0, self.n_vocab), dtype=np.float32)
         pointer = self._api.llama_get_logits(self.ctx)
-        return np.ctypeslib.as_array(
+        rows = np.ctypeslib.as_array(
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(outputs, self.n_vocab)
         )
+        if all(a is b for a, b in zip(in_slot_order, feeds, strict=True)):
+            return rows
+        # Rows come in slot order; give them back in feed order.
+        row_of = {id(feed): row for row, feed in enumerate(f for f in in_slot_order if f.logits)}
+        return rows[[row_of[id(feed)] for feed in feeds if feed.logits]]
 
     def _decode_embeddings(self, feed: Feed) -> None:
         """An image's embeddings into the slot's cache at `feed.start` (no logits: the
