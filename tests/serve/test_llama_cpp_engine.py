@@ -311,8 +311,10 @@ def test_a_slot_keeps_its_cache_for_the_next_turn(gguf_export, tokenizer):
         slot, keep = slots.claim(first, free=range(4))
         assert keep == 0
         slots.decode([Feed(slot, first, 0, logits=True)])
-        busy_elsewhere, _ = slots.claim(other, free=[s for s in range(4) if s != slot])
+        busy_elsewhere, _ = slots.claim(other, free=[s for s in (3, 2, 1, 0) if s != slot])
         slots.decode([Feed(busy_elsewhere, other, 0, logits=True)])
+        # Nothing to reuse: the lowest free slots, so busy slots sit side by side.
+        assert (slot, busy_elsewhere) == (0, 1)
         # The next turn goes to the slot holding its beginning, whichever is free.
         again, kept = slots.claim(first + other[1:], free=range(4))
         assert (again, kept) == (slot, len(first))

@@ -134,8 +134,6 @@ class SlotContext:
         )
         self._batch = llama_cpp.llama_batch_init(self.batch_tokens, 0, 1)
         self._cached: list[list[int]] = [[] for _ in range(self.slots)]
-        self._last_used = [0] * self.slots
-        self._clock = 0
 
     def tokenize(self, text: str) -> list[int]:
         return self._model.tokenize(text.encode(), add_bos=False, special=True)
@@ -163,20 +161,21 @@ class SlotContext:
         At least the last prompt token is always evaluated again: its logits pick the
         first new token. At most `reusable` tokens are kept: an image's placeholders are
         the same ids for every image, so a cache is reused only up to the first image.
-        Ties go to the slot used longest ago, keeping recent caches.
+
+        Ties go to the lowest slot id, so the busy slots stay side by side: llama.cpp
+        runs a batch as one pass per run of consecutive sequence ids (see `decode`), and
+        8 requests scattered over 32 slots would cost up to 8 passes a step.
         """
         best, best_keep = -1, -1
         limit = len(prompt) - 1 if reusable is None else min(reusable, len(prompt) - 1)
-        for slot in free:
+        for slot in sorted(free):
             keep = _common_prefix(self._cached[slot], prompt) if self.reuse_prefix else 0
             keep = min(keep, limit)
-            if keep > best_keep or (keep == best_keep and self._older(slot, best)):
+            if keep > best_keep:
                 best, best_keep = slot, keep
         if best < 0:
             raise RuntimeError("claim() needs at least one free slot")
         self.truncate(best, best_keep)
-        self._clock += 1
-        self._last_used[best] = self._clock
         return best, best_keep
 
     def truncate(self, slot: int, keep: int) -> None:
@@ -187,9 +186,6 @@ class SlotContext:
         else:
             self._api.llama_memory_seq_rm(self._memory, slot, keep, -1)
             del self._cached[slot][keep:]
-
-    def _older(self, slot: int, other: int) -> bool:
-        return other < 0 or self._last_used[slot] < self._last_used[other]
 
     # --- decoding ------------------------------------------------------------------------
 
