@@ -47,3 +47,16 @@ def test_models_match_the_migrated_schema(workspace):
     with workspace.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_the_fast_revision_check_agrees_with_alembic(tmp_path):
+    """Opening an up-to-date registry skips alembic (every server start does it): the
+    head read from the migration files and the stored revision read with plain SQL must
+    be what alembic says, before the first migration, part way and at the head."""
+    engine = database.create_registry_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    assert database.newest_migration() == database.head_revision()
+    assert database.stored_revision(engine) is None
+    database.upgrade(engine, "0003")
+    assert database.stored_revision(engine) == database.current_revision(engine) == "0003"
+    database.upgrade(engine)
+    assert database.stored_revision(engine) == database.head_revision()

@@ -43,8 +43,9 @@ pytestmark = [
 
 EXPORT = "lean-gguf"
 # What the GGUF path must not load: torch and transformers (~400 MB between them), and
-# libraries only other routes use (scipy: drift statistics; pyarrow: datasets).
-HEAVY = ("torch", "transformers", "scipy", "pyarrow", "accelerate", "safetensors")
+# libraries only other routes use (scipy: drift statistics; pyarrow: datasets; alembic:
+# migrations, not needed to open an up-to-date registry).
+HEAVY = ("torch", "transformers", "scipy", "pyarrow", "accelerate", "safetensors", "alembic")
 LANGUAGE_ID = "py3langid"
 SCHEMA = {
     "type": "object",

@@ -15,15 +15,13 @@ insert into the request log must not print the prompt it carried into the server
 from __future__ import annotations
 
 import fcntl
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -79,19 +77,54 @@ def _redact(url: str) -> str:
     return url
 
 
-def _alembic_config() -> Config:
+# Alembic (~11 MB resident beyond SQLAlchemy) is imported only to migrate or to list
+# revisions: opening an up-to-date registry, as every server start does, reads the
+# revisions with the two functions below instead (tests/core/test_migrations.py
+# checks they agree with alembic's).
+
+
+def _alembic_config():
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+@cache
+def newest_migration() -> str:
+    """The head revision read from the migration files' `revision`/`down_revision`
+    lines: the one revision no other revises."""
+    revisions, revised = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = path.read_text()
+        revisions.update(re.findall(r'^revision = "(\w+)"', source, re.M))
+        revised.update(re.findall(r'^down_revision = "(\w+)"', source, re.M))
+    heads = revisions - revised
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
+def stored_revision(engine: Engine) -> str | None:
+    """The schema revision alembic recorded in the database; None before the first."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 @contextmanager
@@ -121,8 +154,10 @@ def _migration_lock(engine: Engine, lock_file: Path | None) -> Iterator[None]:
 def upgrade(engine: Engine, revision: str = "head", lock_file: Path | None = None) -> None:
     """Bring the schema to `revision` (default: the newest this forgeml knows)."""
     try:
-        if revision == "head" and current_revision(engine) == head_revision():
+        if revision == "head" and stored_revision(engine) == newest_migration():
             return
+        from alembic import command
+
         with _migration_lock(engine, lock_file), engine.begin() as connection:
             config = _alembic_config()
             config.attributes["connection"] = connection
