@@ -9,8 +9,31 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 ALLOWED_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+
+
+def _loopback_names_in_hosts_file(path: str = "/etc/hosts") -> set[str]:
+    """Names /etc/hosts maps to a loopback address (this machine's own name, usually):
+    looking them up reads that file, never DNS. Slurm's loopback node is named so."""
+    names = set()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return names
+    for line in lines:
+        fields = line.split("#")[0].split()
+        try:
+            loopback = len(fields) > 1 and ipaddress.ip_address(fields[0]).is_loopback
+        except ValueError:
+            continue
+        if loopback:
+            names.update(name.lower() for name in fields[1:])
+    return names
+
+
+ALLOWED_NAMES |= _loopback_names_in_hosts_file()
 
 
 class NetworkBlocked(RuntimeError):

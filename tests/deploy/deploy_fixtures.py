@@ -28,7 +28,9 @@ def bundle_files(quant: str) -> set[str]:
     }
 
 
-def forgeml(root: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def forgeml(
+    root: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The installed CLI, as a user runs it."""
     return subprocess.run(
         [*FORGEML, "--workspace", str(root), *args],
@@ -36,4 +38,5 @@ def forgeml(root: Path, *args: str, cwd: Path | None = None) -> subprocess.Compl
         text=True,
         check=False,
         cwd=cwd,
+        env=env,
     )

@@ -5,6 +5,7 @@ script is run for real, under torchrun, in tests/train/test_distributed_recipe.p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import kubernetes_validate
@@ -71,8 +72,10 @@ def test_the_kubernetes_job_is_valid_and_meets_at_pod_zero(tmp_path):
 )  # fmt: skip
 def test_bad_requests_are_refused_before_anything_is_written(tmp_path, args, says):
     out = tmp_path / "job.out"
+    # A PATH without sbatch or kubectl (CI's machine has a Slurm: nothing must reach it).
+    env = {**os.environ, "PATH": str(tmp_path)}
     refused = forgeml(tmp_path / "ws", "launch", str(RECIPE), *args, "-o", str(out),
-                      cwd=tmp_path)  # fmt: skip
+                      cwd=tmp_path, env=env)  # fmt: skip
     assert refused.returncode != 0
     assert says in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr

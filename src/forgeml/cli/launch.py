@@ -18,7 +18,7 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.recipes import load_recipe, parse_variables
 from forgeml.deploy.launch import TARGETS, LaunchRequest, render_kubernetes, render_slurm
 
-SUBMIT = {"slurm": ["sbatch"], "kubernetes": ["kubectl", "apply", "-f"]}
+SUBMIT = {"slurm": ["sbatch", "--parsable"], "kubernetes": ["kubectl", "apply", "-f"]}
 SUFFIX = {"slurm": ".sbatch", "kubernetes": ".yaml"}
 
 
@@ -79,7 +79,7 @@ def launch(
     write_bytes_atomic(path, text.encode("utf-8"))
     if on == "slurm":
         path.chmod(0o755)
-    submitted = None
+    submitted = job_id = None
     if submit:
         tool = SUBMIT[on]
         if shutil.which(tool[0]) is None:
@@ -91,9 +91,14 @@ def launch(
         if done.returncode != 0:
             raise ForgeError(f"{tool[0]} refused the job: {done.stderr.strip()[-2000:]}")
         submitted = done.stdout.strip()
+        if on == "slurm":  # --parsable: "JOBID" or "JOBID;CLUSTER"
+            job_id = submitted.split(";")[0]
+            submitted = f"Submitted batch job {job_id}"
     data = {"target": on, "file": str(path), "job": job, "nodes": nodes,
-            "processes": nodes * procs_per_node, "submitted": submitted}  # fmt: skip
+            "processes": nodes * procs_per_node, "submitted": submitted,
+            "job_id": job_id}  # fmt: skip
     emit(ctx, data, lambda: console.print(
         f"wrote {path} ({nodes} x {procs_per_node} processes)"
-        + (f"; {submitted}" if submitted else f"; submit: {' '.join(SUBMIT[on])} {path}")
+        + (f"; {submitted}" if submitted else f"; submit: {SUBMIT[on][0]} {path}"
+           if on == "slurm" else f"; submit: {' '.join(SUBMIT[on])} {path}")
     ))  # fmt: skip
