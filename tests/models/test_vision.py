@@ -210,6 +210,23 @@ def test_the_same_seed_gives_the_same_tower(text_model) -> None:
     assert not all(a[key].equal(c[key]) for key in a if "vision_tower" in key)
 
 
+def test_image_tokens_start_at_the_text_embeddings_scale(text_model) -> None:
+    """A fresh projector's output is scaled to the text embeddings' RMS (drawn with the
+    usual init it is ~5x smaller, and training the projector alone then failed on some
+    seeds: docs/PERFORMANCE.md), on real pictures, not only the noise it was set on."""
+    model, tokenizer = text_model
+    for seed in (0, 1, 2):
+        vl, _ = add_vision(_copy(model), _copy(tokenizer), "tiny", seed=seed)
+        text_rms = vl.model.language_model.embed_tokens.weight.pow(2).mean().sqrt()
+        pixels = [preprocess(decode_image(png(96, 80, k), "i"), SHAPE)[0] for k in range(3)]
+        with torch.no_grad():
+            features = torch.cat(
+                list(vl.model.get_image_features(**stack_pixels(pixels)).pooler_output)
+            )
+        ratio = float(features.pow(2).mean().sqrt() / text_rms)
+        assert 0.5 < ratio < 2.0, f"seed {seed}: image tokens at {ratio:.2f}x the text's scale"
+
+
 def test_trainable_parts_freeze_the_rest(vision_dir, text_model) -> None:
     from forgeml.train.vision_training import freeze_for
 

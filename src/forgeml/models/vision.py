@@ -117,7 +117,28 @@ def add_vision(
     model.lm_head.load_state_dict(
         _resized(text_model.lm_head.state_dict(), "weight", len(tokenizer))
     )
+    _match_text_scale(model)
     return model, tokenizer
+
+
+def _match_text_scale(model: Mistral3ForConditionalGeneration) -> None:
+    """Scale the fresh projector's last layer so image tokens start at the scale of the text
+    embeddings they sit among (in place).
+
+    Why: drawn with the usual 0.02 init, the projector's output is ~5x smaller than the
+    `tiny` model's embeddings, and the projector-only step then grew it ~125x while the
+    features stayed alike across images, a run that never learned to read
+    (docs/PERFORMANCE.md, "Seeds"). The scale is measured on one fixed noise picture of
+    4 x 4 tokens, so the same seed gives the same weights."""
+    embeddings = model.model.language_model.embed_tokens.weight
+    side = model.config.vision_config.patch_size * model.config.spatial_merge_size * 4
+    noise = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = model.model.get_image_features(
+            pixel_values=noise, image_sizes=torch.tensor([[side, side]])
+        ).pooler_output[0]
+        scale = embeddings.pow(2).mean().sqrt() / features.pow(2).mean().sqrt().clamp_min(1e-12)
+        model.model.multi_modal_projector.linear_2.weight.mul_(scale)
 
 
 def _resized(state: dict[str, torch.Tensor], key: str, rows: int) -> dict[str, torch.Tensor]:
