@@ -166,3 +166,48 @@ def test_image_sft_is_exact_across_workspaces_and_an_interruption(base_dir, tmp_
     assert resumed.outputs["model"].sha256 == straight.outputs["model"].sha256
     for workspace in (straight_ws, killed_ws):
         workspace.close()
+
+
+def test_a_hugging_face_vision_language_directory_is_a_base(tmp_path, base_dir):
+    """A multimodal HF directory (config.json of `mistral3`, safetensors, tokenizer and
+    processor files, as transformers saves one) enters the registry as any base does,
+    through continued pre-training on text (`--base-path`), and is then fine-tuned on
+    images. Text pre-training leaves the tower as it was."""
+    import pydoc_data.topics
+
+    from transformers import AutoTokenizer
+
+    from forgeml.models.sizes import load_model
+    from forgeml.models.vision import add_vision, save_processor_files
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    vl, tokenizer = add_vision(load_model(base_dir), tokenizer, "tiny", seed=7)
+    hf_dir = tmp_path / "hf-vl"
+    vl.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    save_processor_files(hf_dir, vl.config)
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for index, topic in enumerate(list(pydoc_data.topics.topics.values())[:30]):
+        (corpus / f"{index}.txt").write_text(topic)
+    ws = tmp_path / "ws"
+    Workspace.init(ws).close()
+    forgeml(ws, "data", "ingest", str(corpus), "--name", "docs")
+    forgeml(ws, "data", "mix", "docs=1", "--name", "docs-mix")
+    forgeml(ws, "train", "pretrain", "--mixture", "docs-mix", "--base-path", str(hf_dir),
+            "--max-steps", "2", "--seq-len", "64", "--batch-size", "2", "--name", "vl-base")  # fmt: skip
+    based = model_path(ws, "vl-base")
+    assert json.loads((based / "config.json").read_text())["model_type"] == "mistral3"
+    before, after = weights(hf_dir), weights(based)
+    tower = [key for key in before if key.startswith("vision_tower.")]
+    assert tower and all(before[key].equal(after[key]) for key in tower)
+    assert any(not before[k].equal(after[k]) for k in before if k.startswith("language_model."))
+
+    source = write_dataset(tmp_path / "forms", form_records(8, seed=0))
+    forgeml(ws, "data", "ingest", str(source), "--name", "forms")
+    forgeml(ws, "train", "sft", "--model", "vl-base", "--data", "forms", "--batch-size", "4",
+            "--no-collapse-check", "--trainable", "projector", "--max-steps", "2",
+            "--name", "vl-forms")  # fmt: skip
+    record = json.loads((model_path(ws, "vl-forms") / "training.json").read_text())
+    assert record["data"]["images"] == 8
