@@ -143,6 +143,7 @@ class LlamaCppEngine(Engine):
         # (outside the lock): those slots count as taken for the queue's bound.
         self._admitting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._outgoing: list[tuple[Sequence, GenerationChunk]] = []  # the worker's, per step
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._rate = TokenRate()
@@ -199,8 +200,18 @@ class LlamaCppEngine(Engine):
         return sequence_stream(sequence, queue, self._wakeup)
 
     def _send(self, sequence: Sequence, chunk: GenerationChunk) -> None:
+        """Queue a chunk for its stream; `_flush` hands a step's chunks over at once."""
+        self._outgoing.append((sequence, chunk))
+
+    def _flush(self) -> None:
+        """Everything this step produced, to the event loop in one call: one wake-up of
+        the loop per step instead of one per sequence (32 self-pipe writes a step at 32
+        streams, each taking a core from the ggml threads on a small machine)."""
+        if not self._outgoing:
+            return
+        outgoing, self._outgoing = self._outgoing, []
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(sequence.outbox.put_nowait, chunk)
+            self._loop.call_soon_threadsafe(_deliver, outgoing)
 
     # --- the worker thread ------------------------------------------------------------------
 
@@ -214,12 +225,14 @@ class LlamaCppEngine(Engine):
                     except Exception as error:  # keep serving: fail the batch, not the server
                         log.exception("llama.cpp engine step failed")
                         self._fail_running(f"{type(error).__name__}: {error}")
+                self._flush()
         finally:
             with self._wakeup:
                 left, self._waiting = list(self._waiting), collections.deque()
             for sequence in left + [running.sequence for running in self._running]:
                 self._send(sequence, sequence.fail("abort", "the server is shutting down"))
             self._running = []
+            self._flush()
 
     def _admit(self) -> bool:
         """Give waiting requests free slots (sleeping while there is nothing to do);
@@ -351,6 +364,11 @@ class LlamaCppEngine(Engine):
                 self._release(running)
             else:
                 running.next_token = token
+
+
+def _deliver(outgoing: list[tuple[Sequence, GenerationChunk]]) -> None:
+    for sequence, chunk in outgoing:
+        sequence.outbox.put_nowait(chunk)
 
 
 def prompt_feed(running: Running, budget: int) -> Feed:
