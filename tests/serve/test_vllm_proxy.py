@@ -322,3 +322,35 @@ def test_a_vllm_that_does_not_come_up_fails_clearly(model_dir, tmp_path, trouble
     else:
         assert "was not ready after 1 s" in message
     assert engine.process._process is None  # nothing left running
+
+
+def test_images_for_the_vllm_engine_are_refused_with_what_to_do(tmp_path):
+    """The vLLM engine forwards token ids, so a picture would be lost on the way: a chat
+    request with an image is a 400 that says so, before anything reaches vLLM (here a
+    stand-in child: `vllm serve` needs a GPU)."""
+    from fastapi.testclient import TestClient
+    from vision_fixtures import png_url, register_tiny_vision_model
+
+    from forgeml.core.workspace import Workspace
+    from forgeml.serve.auth import create_key
+
+    workspace = Workspace.init(tmp_path / "ws")
+    register_tiny_vision_model(workspace, "vl")
+    _, key = create_key(workspace, "vl", "inference")
+    settings = ServeSettings(engine="vllm", vllm_command=fake_vllm(tmp_path))
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "What is in the picture?"},
+        {"type": "image_url", "image_url": {"url": png_url(32, 32, 0)}},
+    ]}]  # fmt: skip
+    try:
+        with TestClient(create_app(workspace, ["vl"], settings)) as client:
+            answered = client.post("/v1/chat/completions",
+                                   headers={"Authorization": f"Bearer {key}"},
+                                   json={"model": "vl", "messages": messages})  # fmt: skip
+    finally:
+        workspace.close()
+    assert answered.status_code == 400, answered.text
+    error = answered.json()["error"]
+    assert "served by the vLLM engine, which takes text only" in error["message"]
+    assert error["param"] == "messages[0].content[1]"
+    assert "--engine transformers" in error["message"] + str(error.get("hint", ""))

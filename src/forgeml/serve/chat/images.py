@@ -80,6 +80,14 @@ def request_images(
         return RequestImages()
     where = found[0][0]
     if served.image_shape is None:
+        if served.engine.name == "vllm":  # it forwards token ids: the pixels would be lost
+            raise InputError(
+                f"{served.id} is served by the vLLM engine, which takes text only so far; "
+                f"this request has {len(found)} image(s)",
+                field=where,
+                hint="serve a vision-language model with --engine transformers, or its "
+                "GGUF export (with its mmproj file) on the llama.cpp engine",
+            )
         raise InputError(
             f"{served.id} takes text only here; this request has {len(found)} image(s)",
             field=where,
