@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine, on loopback: munge, slurmctld and slurmd,
-# one partition `forgeml` with this host's CPUs. For the launch tests
+# a partition `forgeml` with this host's CPUs, and a partition `held` that is down (a job
+# sent there waits in Slurm's queue: what the cancel tests need). For the launch tests
 # (tests/train/test_slurm_loopback.py): `forgeml launch --on slurm --submit` then runs
 # under a real controller instead of stand-ins. Needs root (the daemons) and Debian's
 # slurmctld, slurmd, slurm-client and munge packages (.ci/run installs them).
@@ -17,7 +18,8 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
-if scontrol ping 2>/dev/null | grep -q "is UP" && sinfo -h -p forgeml -o %a 2>/dev/null | grep -q up; then
+if scontrol ping 2>/dev/null | grep -q "is UP" && sinfo -h -p forgeml -o %a 2>/dev/null | grep -q up \
+  && sinfo -h -p held -o %a 2>/dev/null | grep -q down; then
   echo forgeml
   exit 0
 fi
@@ -61,9 +63,14 @@ InactiveLimit=0
 KillWait=5
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEMORY State=UNKNOWN
 PartitionName=forgeml Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+PartitionName=held Nodes=$HOST MaxTime=INFINITE State=DOWN
 CONFIG
 
-pgrep -x slurmctld >/dev/null || slurmctld -i
+if pgrep -x slurmctld >/dev/null; then
+  scontrol reconfigure
+else
+  slurmctld -i
+fi
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 60); do
   if sinfo -h -p forgeml -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from slurm_fixtures import slurm  # noqa: F401 (the loopback Slurm, for every test here)
 from train_fixtures import TOPICS, prepare_data, pretrain
 
 from forgeml.core.workspace import Workspace

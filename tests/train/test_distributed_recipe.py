@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from finetune_fixtures import (
     weights,
     write_jsonl,
 )
+from slurm_fixtures import wait_for_job
 from sqlalchemy import func, select
 
 from forgeml.core.schema import Run
@@ -56,7 +54,6 @@ steps:
             checkpoint_every: 50}}
 """
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -129,31 +126,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def slurm() -> str:
-    """A one-node Slurm on loopback (scripts/slurm_loopback.sh: munge, slurmctld,
-    slurmd); the partition's name. .ci/run installs Slurm, so CI never skips this."""
-    if shutil.which("sbatch") is None or os.geteuid() != 0:
-        pytest.skip("Slurm is not installed here, or not as root (.ci/run installs it)")
-    started = subprocess.run([str(ROOT / "scripts/slurm_loopback.sh")], capture_output=True,
-                             text=True, timeout=180)  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    return started.stdout.strip()
-
-
-def wait_for_job(job_id: str, timeout: float = 600) -> str:
-    """The job's final state (COMPLETED, FAILED, ...) once Slurm says it has ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
-                               text=True, timeout=30).stdout  # fmt: skip
-        state = re.search(r"JobState=(\w+)", shown)
-        if state and state[1] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
-            return state[1]
-        time.sleep(1)
-    raise AssertionError(f"Slurm job {job_id} did not end in {timeout} s")
 
 
 @pytest.mark.slow

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from forgeml.cli.output import console, emit, options, short_time, table
+from forgeml.core.errors import InputError
 from forgeml.jobs import queue, worker
 
 app = typer.Typer(
@@ -15,15 +18,50 @@ app = typer.Typer(
 @app.command("worker")
 def run_worker(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Run the queued jobs, then exit."),
+    once: bool = typer.Option(
+        False, "--once", help="Run the queued jobs (on Slurm: until they end), then exit."
+    ),
     poll: float = typer.Option(
         2.0, envvar="FORGEML_JOBS_POLL", help="Seconds between looks at the queue."
     ),
+    on: str = typer.Option(
+        "local", "--on", help="local (run jobs here, one at a time) or slurm (sbatch each)."
+    ),
+    partition: str | None = typer.Option(None, "--partition", help="Slurm partition."),
+    gpus_per_job: int = typer.Option(0, "--gpus-per-job", min=0, max=64, help="GPUs per job."),
+    python: str | None = typer.Option(
+        None, "--python", help="forgeml's Python on the compute nodes (default: this one)."
+    ),
 ) -> None:
-    """Run queued fine-tuning jobs one at a time (`forgeml serve` starts one for you)."""
+    """Run queued fine-tuning jobs one at a time (`forgeml serve` starts one for you), or
+    hand each to Slurm (`--on slurm`: a compute node runs it; see forgeml/jobs/slurm.py)."""
+    if on not in ("local", "slurm"):
+        raise InputError(f"--on {on!r}: one of local, slurm", field="on")
     workspace = options(ctx).open()
+    if on == "slurm":
+        from forgeml.jobs import slurm
+
+        settings = slurm.SlurmOptions(partition, gpus_per_job, python or sys.executable)
+        handed = slurm.dispatch(workspace, settings, once=once, poll_seconds=poll)
+        emit(ctx, {"jobs_handed_to_slurm": handed},
+             lambda: console.print(f"{handed} jobs handed to Slurm"))  # fmt: skip
+        return
     done = worker.work(workspace, once=once, poll_seconds=poll)
     emit(ctx, {"jobs_run": done}, lambda: console.print(f"{done} jobs run"))
+
+
+@app.command("run", hidden=True)
+def run_claimed(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="ftjob-..."),
+    owner: str = typer.Option(..., "--owner", help="The claim the dispatcher made."),
+) -> None:
+    """Run one job a dispatcher claimed and handed here (what a Slurm job runs)."""
+    workspace = options(ctx).open()
+    job = worker.execute_claimed(workspace, queue.held_by(workspace, job_id, owner), owner)
+    emit(ctx, {"id": job.id, "status": job.status, "fine_tuned_model": job.fine_tuned_model,
+               "error": job.error},
+         lambda: console.print(f"{job.id}: {job.status}"))  # fmt: skip
 
 
 @app.command("list")
@@ -40,6 +78,7 @@ def list_jobs(ctx: typer.Context, limit: int = typer.Option(20, help="Newest N."
             "fine_tuned_model": j.fine_tuned_model,
             "run_id": j.run_id,
             "error": j.error,
+            "dispatched": (j.spec or {}).get("dispatched"),  # {"backend": "slurm", "job": id}
             "created_at": j.created_at.isoformat(),
         }
         for j in jobs

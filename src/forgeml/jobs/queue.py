@@ -353,6 +353,27 @@ def requeue(workspace: Workspace, job_id: str, owner: str | None = None) -> None
             workspace.registry.audit(session, "job.requeue", job_id, status=job.status)
 
 
+def note_dispatch(workspace: Workspace, job_id: str, backend: str, external_id: str) -> None:
+    """Record where a claimed job was handed (a Slurm job id): on the job and in the audit log."""
+    with workspace.registry.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        job.spec = {**job.spec, "dispatched": {"backend": backend, "job": external_id}}
+        workspace.registry.audit(
+            session, "job.dispatched", job_id, backend=backend, job=external_id
+        )
+
+
+def held_by(workspace: Workspace, job_id: str, owner: str) -> FineTuningJob:
+    """The job, if `owner` holds it and it is still working; else an error saying why."""
+    job = get_job(workspace, job_id)
+    if job.status not in WORKING or job.lease_owner != owner:
+        raise ConflictError(
+            f"job {job_id} is {job.status} and not held by {owner}: nothing to run",
+            hint="a dispatcher hands jobs over with their owner; see `forgeml jobs list`",
+        )
+    return job
+
+
 def attach_run(workspace: Workspace, job_id: str, run_id: str) -> None:
     """Link a run the job started (every one, so cancel reaches each)."""
     with workspace.registry.session() as session:

@@ -181,6 +181,11 @@ def work_once(workspace: Workspace, owner: str | None = None) -> FineTuningJob |
     job = queue.claim_next(workspace, owner)
     if job is None:
         return None
+    return execute_claimed(workspace, job, owner)
+
+
+def execute_claimed(workspace: Workspace, job: FineTuningJob, owner: str) -> FineTuningJob:
+    """Run a job `owner` holds, keeping its lease, and record how it ended."""
     with LeaseKeeper(workspace, job.id, owner):
         try:
             name = run_job(workspace, job)
