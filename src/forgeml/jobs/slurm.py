@@ -116,8 +116,10 @@ def _hand_over(workspace: Workspace, job: FineTuningJob, owner: str, options: Sl
 
 def _watch(workspace: Workspace, job_id: str, slurm_id: str, owner: str) -> bool:
     """Renew, cancel or close one handed-over job; False once it needs no more watching."""
-    job = queue.get_job(workspace, job_id)
+    # Slurm first: a compute node records the job's end before its Slurm job ends, so a
+    # job still unfinished after Slurm says "over" was not finished by that node.
     state = slurm_state(slurm_id)
+    job = queue.get_job(workspace, job_id)
     if queue.is_finished(job.status):
         return False
     if state in ACTIVE:
