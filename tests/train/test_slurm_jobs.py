@@ -123,3 +123,18 @@ def test_a_cancel_takes_a_job_back_from_slurms_queue(tmp_path, slurm):
     assert running.returncode == 0, err[-3000:]
     assert listed(root, job_id)["status"] == "cancelled"
     assert wait_for_job(slurm_job, timeout=60) == "CANCELLED"
+
+
+def test_an_unreachable_controller_is_said_before_any_job_is_claimed(tmp_path, slurm):
+    root = tmp_path / "ws"
+    job_id = queued_job(root, build_base(tmp_path / "base"))
+    conf = Path("/etc/slurm/slurm.conf").read_text()
+    unreachable = tmp_path / "slurm.conf"  # the same cluster, its controller's port closed
+    unreachable.write_text(conf + "SlurmctldPort=9\n")
+    command = [sys.executable, "-m", "forgeml", "--workspace", str(root), "jobs", "worker",
+               "--on", "slurm", "--once"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**ENV, "SLURM_CONF": str(unreachable)})  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "the Slurm controller does not answer" in done.stderr, done.stderr
+    assert listed(root, job_id)["status"] == "queued"  # untouched

@@ -48,14 +48,21 @@ class SlurmOptions:
     python: str = field(default_factory=lambda: sys.executable)
 
 
-def check_tools() -> None:
-    """Before any job is claimed: the Slurm commands the dispatcher runs are here."""
+def check_slurm() -> None:
+    """Before any job is claimed: Slurm's commands are here and its controller answers."""
     missing = [tool for tool in ("sbatch", "scontrol", "scancel") if shutil.which(tool) is None]
     if missing:
         raise ForgeError(
             f"{', '.join(missing)} not on PATH: jobs cannot be handed to Slurm from here",
             hint="run `forgeml jobs worker --on slurm` on a machine with Slurm's client "
             "commands (a login node), or `forgeml jobs worker` to run jobs here",
+        )
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+    if ping.returncode != 0 or "DOWN" in ping.stdout:
+        answer = (ping.stdout.strip().splitlines() or [ping.stderr.strip()])[0]
+        raise ForgeError(
+            f"the Slurm controller does not answer: {answer}",
+            hint="check slurmctld (and SLURM_CONF); no job was claimed",
         )
 
 
@@ -141,7 +148,7 @@ def dispatch(
 ) -> int:
     """Hand queued jobs to Slurm and watch them, until none is left (`once`) or forever;
     returns how many were handed over."""
-    check_tools()
+    check_slurm()
     owner, handed, watching = queue.worker_id(), 0, {}
     while True:
         while (job := queue.claim_next(workspace, owner)) is not None:
