@@ -11,6 +11,9 @@
 set -euo pipefail
 STATE=${FORGEML_SLURM_DIR:-/tmp/forgeml-slurm}
 CONF=/etc/slurm/slurm.conf
+mkdir -p "$STATE"
+exec 9>"$STATE/.lock"  # one caller at a time (test workers start it side by side)
+flock 9
 
 if [ "${1:-}" = stop ]; then
   pkill -x slurmd || true
