@@ -119,7 +119,12 @@ def test_the_bundle_answers_images_as_forgeml_does(servers):
             model=VL, messages=chat(image), max_tokens=6, temperature=0
         )
         assert theirs.usage.prompt_tokens == mine.usage.prompt_tokens
-        assert theirs.choices[0].message.content == mine.choices[0].message.content
+        # The same answer; only a stray byte token (an untrained model makes them) reads
+        # differently: llama-cpp-python drops an invalid UTF-8 byte, forgeml writes U+FFFD.
+        # (Token counts differ at a stop: forgeml counts the end-of-sequence token.)
+        assert theirs.choices[0].message.content == mine.choices[0].message.content.replace(
+            "\ufffd", ""
+        )
         answers.append(mine.choices[0].message.content)
     assert len(set(answers)) > 1, answers  # the answers depend on the picture
 

@@ -100,7 +100,7 @@ def test_continued_pretraining_from_a_local_hf_directory_and_a_model_artifact(re
 @pytest.mark.parametrize(
     ("params", "inputs", "message"),
     [
-        ({"size": "huge"}, {}, "unknown model size"),
+        ({"size": "huge"}, {}, "unknown size; choose one of"),
         ({"micro_batch_size": 3}, {}, "multiple of micro_batch_size"),
         ({"seq_len": 4096}, {}, "exceeds the model's 1024 positions"),
         ({"model": {"hidden_sizes": 3}}, {}, "unknown model setting"),
