@@ -18,7 +18,7 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.recipes import load_recipe, parse_variables
 from forgeml.deploy.launch import TARGETS, LaunchRequest, render_kubernetes, render_slurm
 
-SUBMIT = {"slurm": ["sbatch", "--parsable"], "kubernetes": ["kubectl", "apply", "-f"]}
+SUBMIT = {"slurm": ["sbatch"], "kubernetes": ["kubectl", "apply", "-f"]}
 SUFFIX = {"slurm": ".sbatch", "kubernetes": ".yaml"}
 
 
@@ -87,18 +87,20 @@ def launch(
                 f"{tool[0]} is not on PATH, so the job cannot be submitted from here",
                 hint=f"{path} is written: submit it where {tool[0]} runs",
             )
-        done = subprocess.run([*tool, str(path)], capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise ForgeError(f"{tool[0]} refused the job: {done.stderr.strip()[-2000:]}")
-        submitted = done.stdout.strip()
-        if on == "slurm":  # --parsable: "JOBID" or "JOBID;CLUSTER"
-            job_id = submitted.split(";")[0]
+        if on == "slurm":
+            from forgeml.jobs import slurm  # the queue's modules: only when submitting
+
+            job_id = slurm.submit(path)  # sbatch --parsable, as the jobs dispatcher does
             submitted = f"Submitted batch job {job_id}"
+        else:
+            done = subprocess.run([*tool, str(path)], capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise ForgeError(f"{tool[0]} refused the job: {done.stderr.strip()[-2000:]}")
+            submitted = done.stdout.strip()
     data = {"target": on, "file": str(path), "job": job, "nodes": nodes,
             "processes": nodes * procs_per_node, "submitted": submitted,
             "job_id": job_id}  # fmt: skip
     emit(ctx, data, lambda: console.print(
         f"wrote {path} ({nodes} x {procs_per_node} processes)"
-        + (f"; {submitted}" if submitted else f"; submit: {SUBMIT[on][0]} {path}"
-           if on == "slurm" else f"; submit: {' '.join(SUBMIT[on])} {path}")
+        + (f"; {submitted}" if submitted else f"; submit: {' '.join(SUBMIT[on])} {path}")
     ))  # fmt: skip

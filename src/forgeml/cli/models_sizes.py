@@ -67,36 +67,36 @@ def describe_sizes(vocab_size: int | None = None, seq_len: int = 2048) -> list[d
     return rows
 
 
-def _image_path_parameters(vision: str, text_hidden: int) -> int:
-    """The tower's parameters (counted on the meta device) plus the projector's: an RMS
-    norm, the 2x2 patch merger and two linear layers, without biases (add_vision's)."""
+def _tower_parameters(size) -> int:
+    """A vision tower's parameters, counted on the meta device (no memory)."""
     import torch
     from transformers.models.pixtral.modeling_pixtral import PixtralVisionModel
 
-    from forgeml.models.size_table import VISION_SIZES
     from forgeml.models.vision import build_vision_config
 
-    size = VISION_SIZES[vision]
     with torch.device("meta"):
         tower = PixtralVisionModel(build_vision_config(size))
+    return sum(p.numel() for p in tower.parameters())
+
+
+def _image_path_parameters(vision: str, text_hidden: int) -> int:
+    """The tower's parameters plus the projector's: an RMS norm, the 2x2 patch merger and
+    two linear layers, without biases (add_vision's)."""
+    from forgeml.models.size_table import VISION_SIZES
+
+    size = VISION_SIZES[vision]
     hidden, merged = size.hidden_size, size.hidden_size * size.spatial_merge_size**2
     projector = hidden + merged * hidden + hidden * text_hidden + text_hidden * text_hidden
-    return sum(p.numel() for p in tower.parameters()) + projector
+    return _tower_parameters(size) + projector
 
 
 def describe_vision_sizes() -> list[dict]:
     """One row per vision tower: shape, image geometry and parameters (counted on the
     meta device: no memory)."""
-    import torch
-    from transformers.models.pixtral.modeling_pixtral import PixtralVisionModel
-
     from forgeml.models.size_table import VISION_SIZES
-    from forgeml.models.vision import build_vision_config
 
     rows = []
     for name, size in VISION_SIZES.items():
-        with torch.device("meta"):
-            tower = PixtralVisionModel(build_vision_config(size))
         token = size.patch_size * size.spatial_merge_size
         side = -(-size.image_size // token)  # image tokens a side at the largest image
         rows.append(
@@ -109,7 +109,7 @@ def describe_vision_sizes() -> list[dict]:
                 "image_size": size.image_size,
                 "pixels_per_token": token,
                 "max_image_tokens": side * side,
-                "parameters": sum(p.numel() for p in tower.parameters()),
+                "parameters": _tower_parameters(size),
             }
         )
     return rows

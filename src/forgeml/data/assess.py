@@ -33,7 +33,7 @@ from forgeml.data.quality import QualityThresholds
 from forgeml.data.readiness import readiness
 from forgeml.data.report_html import render
 from forgeml.data.scan import FindingsWriter, detector_fingerprint, iter_batches, scan
-from forgeml.models.size_table import ALL_SIZE_NAMES
+from forgeml.models.size_table import check_size_name
 
 FORMAT = "forgeml.report/1"
 REPORT_FILE = "report.json"
@@ -76,9 +76,7 @@ class AssessParams(StageParams):
     @field_validator("size")
     @classmethod
     def _known_size(cls, value: str) -> str:
-        if value not in ALL_SIZE_NAMES:
-            raise ValueError(f"unknown size; choose one of {', '.join(ALL_SIZE_NAMES)}")
-        return value
+        return check_size_name(value)
 
 
 def token_counter(ctx: StageContext, params: AssessParams) -> tuple[Callable, dict[str, Any]]:

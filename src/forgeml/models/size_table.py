@@ -241,6 +241,14 @@ from images, so it is trained in SFT on image chats (projector first, then every
 ALL_SIZE_NAMES: tuple[str, ...] = (*SIZES, *VISION_LANGUAGE_SIZES)
 
 
+def check_size_name(name: str) -> str:
+    """`name` if it is a named size (text or `-vl`); else the ValueError a parameter
+    validator turns into a field error."""
+    if name not in ALL_SIZE_NAMES:
+        raise ValueError(f"unknown size; choose one of {', '.join(ALL_SIZE_NAMES)}")
+    return name
+
+
 def text_size_name(name: str) -> str:
     """The text size a size name stands for ("tiny-vl" -> "tiny"); other names unchanged."""
     vl = VISION_LANGUAGE_SIZES.get(name)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from forgeml.core.stages import StageParams
-from forgeml.models.size_table import ALL_SIZE_NAMES
+from forgeml.models.size_table import check_size_name
 
 DEFAULT_SIZE = "tiny"
 Schedule = Literal["cosine", "wsd", "constant"]
@@ -84,9 +84,7 @@ class PretrainParams(StageParams):
     @field_validator("size")
     @classmethod
     def _known_size(cls, value: str | None) -> str | None:
-        if value is not None and value not in ALL_SIZE_NAMES:
-            raise ValueError(f"unknown size; choose one of {', '.join(ALL_SIZE_NAMES)}")
-        return value
+        return value if value is None else check_size_name(value)
 
     @model_validator(mode="after")
     def _check(self) -> PretrainParams:
