@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine, on loopback: munge, slurmctld and slurmd,
 # a partition `forgeml` with this host's CPUs, and a partition `held` that is down (a job
-# sent there waits in Slurm's queue: what the cancel tests need). For the launch tests
-# (tests/train/test_slurm_loopback.py): `forgeml launch --on slurm --submit` then runs
-# under a real controller instead of stand-ins. Needs root (the daemons) and Debian's
+# sent there waits in Slurm's queue: what the cancel tests need). The tests that submit
+# (tests/train/test_distributed_recipe.py, test_slurm_jobs.py) start it through the
+# `slurm` fixture and run under a real controller instead of stand-ins. Needs root (the
+# daemons) and Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them).
 # slurmctld, slurmd, slurm-client and munge packages (.ci/run installs them).
 #
 #   scripts/slurm_loopback.sh          # start (or find running); prints the partition
@@ -13,7 +14,7 @@ STATE=${FORGEML_SLURM_DIR:-/tmp/forgeml-slurm}
 CONF=/etc/slurm/slurm.conf
 mkdir -p "$STATE"
 exec 9>"$STATE/.lock"  # one caller at a time (test workers start it side by side)
-flock 9
+flock -w 150 9 || { echo "another slurm_loopback.sh held $STATE/.lock for 150 s" >&2; exit 1; }
 
 if [ "${1:-}" = stop ]; then
   pkill -x slurmd || true
@@ -29,8 +30,16 @@ fi
 
 mkdir -p "$STATE"/{ctld,spool,log} /run/munge
 chown munge:munge /run/munge
-[ -s /etc/munge/munge.key ] || mungekey --create --force
-pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged  # as its own user
+if [ ! -s /etc/munge/munge.key ]; then  # Debian's package makes one; munged wants it its own
+  mungekey --create --force && chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
+fi
+# Daemons start detached from the caller: stdio to a log and no lock fd. A daemon that kept
+# the caller's stdout pipe would keep a caller that reads it to EOF (the test fixture)
+# waiting for the daemon's lifetime; one that kept fd 9 would hold the lock as long.
+detached() { "$@" </dev/null >>"$STATE/log/start.log" 2>&1 9>&-; }
+failed() { echo "$1; logs in $STATE/log" >&2; tail -n 20 "$STATE"/log/*.log >&2 || true; exit 1; }
+pgrep -x munged >/dev/null || detached su -s /bin/sh munge -c /usr/sbin/munged \
+  || failed "munged did not start"  # as its own user
 
 HOST=$(hostname -s)
 # The node's name must resolve without DNS (torchrun's rendezvous uses it): here, to loopback.
@@ -72,9 +81,9 @@ CONFIG
 if pgrep -x slurmctld >/dev/null; then
   scontrol reconfigure
 else
-  slurmctld -i
+  detached slurmctld -i || failed "slurmctld did not start"
 fi
-pgrep -x slurmd >/dev/null || slurmd
+pgrep -x slurmd >/dev/null || detached slurmd || failed "slurmd did not start"
 for _ in $(seq 60); do
   if sinfo -h -p forgeml -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then
     echo forgeml
@@ -82,6 +91,4 @@ for _ in $(seq 60); do
   fi
   sleep 1
 done
-echo "slurm did not come up; logs in $STATE/log" >&2
-tail -20 "$STATE"/log/*.log >&2 || true
-exit 1
+failed "slurm did not come up in 60 s"

@@ -17,14 +17,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def slurm() -> str:
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The loopback cluster's partition name."""
     if shutil.which("sbatch") is None or os.geteuid() != 0:
         pytest.skip("Slurm is not installed here, or not as root (.ci/run installs it)")
-    started = subprocess.run([str(ROOT / "scripts/slurm_loopback.sh")], capture_output=True,
-                             text=True, timeout=180)  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    return started.stdout.strip()
+    # Output to a file, not a pipe: reading a pipe to EOF would also wait on any daemon
+    # the script starts that kept it open.
+    output = tmp_path_factory.mktemp("slurm") / "start.log"
+    with output.open("w") as sink:
+        started = subprocess.run([str(ROOT / "scripts/slurm_loopback.sh")], stdout=sink,
+                                 stderr=subprocess.STDOUT, timeout=240)  # fmt: skip
+    said = output.read_text()
+    assert started.returncode == 0, said
+    return said.strip().splitlines()[-1]
 
 
 def wait_for_job(job_id: str, timeout: float = 600) -> str:

@@ -138,3 +138,23 @@ def test_an_unreachable_controller_is_said_before_any_job_is_claimed(tmp_path, s
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "the Slurm controller does not answer" in done.stderr, done.stderr
     assert listed(root, job_id)["status"] == "queued"  # untouched
+
+
+def test_the_loopback_cluster_answers_a_second_caller_while_its_daemons_run(slurm):
+    """The daemons scripts/slurm_loopback.sh starts must not keep its lock (or the
+    caller's output): CI once waited 180 s on a munged holding the lock."""
+    again = subprocess.run([str(Path(__file__).resolve().parents[2] / "scripts/slurm_loopback.sh")],
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert (again.returncode, again.stdout.strip()) == (0, slurm), again.stderr
+    holders = [
+        pid for pid in os.listdir("/proc") if pid.isdigit()
+        for fd in _open_files(pid) if fd.endswith("/forgeml-slurm/.lock")
+    ]  # fmt: skip
+    assert holders == [], f"processes {holders} hold the loopback script's lock"
+
+
+def _open_files(pid: str) -> list[str]:
+    try:
+        return [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:  # the process ended while we looked
+        return []
