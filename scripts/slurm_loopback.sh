@@ -5,7 +5,6 @@
 # (tests/train/test_distributed_recipe.py, test_slurm_jobs.py) start it through the
 # `slurm` fixture and run under a real controller instead of stand-ins. Needs root (the
 # daemons) and Debian's slurmctld, slurmd, slurm-client and munge (.ci/run installs them).
-# slurmctld, slurmd, slurm-client and munge packages (.ci/run installs them).
 #
 #   scripts/slurm_loopback.sh          # start (or find running); prints the partition
 #   scripts/slurm_loopback.sh stop

@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from finetune_fixtures import build_base, chat_lines, forgeml, register_model
 from slurm_fixtures import wait_for_job
 
+from forgeml.core.schema import FineTuningJob, utcnow
 from forgeml.core.workspace import Workspace
 from forgeml.jobs import files, queue
 
@@ -121,6 +123,45 @@ def test_a_cancel_takes_a_job_back_from_slurms_queue(tmp_path, slurm):
         if running.poll() is None:
             running.kill()
     assert running.returncode == 0, err[-3000:]
+    assert listed(root, job_id)["status"] == "cancelled"
+    assert wait_for_job(slurm_job, timeout=60) == "CANCELLED"
+
+
+def test_a_stopped_dispatcher_leaves_its_job_to_slurm_and_the_next_one_watches_it(tmp_path, slurm):
+    """The lease belongs to the Slurm job, not the dispatcher: after a dispatcher is
+    killed, a local worker does not take the job up again while Slurm has it queued (even
+    once the lease runs out), and a new dispatcher watches it on (here: a cancel)."""
+    root = tmp_path / "ws"
+    job_id = queued_job(root, build_base(tmp_path / "base"))
+    command = [sys.executable, "-m", "forgeml", "--workspace", str(root), "--json", "jobs",
+               "worker", "--on", "slurm", "--poll", "0.5", "--partition", "held"]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not listed(root, job_id)["dispatched"]:
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the job was not handed to Slurm"
+            time.sleep(0.5)
+    finally:
+        first.kill()
+        first.wait()
+    slurm_job = listed(root, job_id)["dispatched"]["job"]
+    workspace = Workspace.open(root)  # as if no dispatcher renewed it for a minute
+    try:
+        with workspace.registry.session() as session:
+            session.get(FineTuningJob, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    finally:
+        workspace.close()
+
+    local = forgeml(root, "--json", "jobs", "worker", "--once")
+    assert json.loads(local.stdout) == {"jobs_run": 0}
+    assert listed(root, job_id)["status"] == "running"
+    assert listed(root, job_id)["dispatched"]["job"] == slurm_job  # not handed over twice
+
+    forgeml(root, "jobs", "cancel", job_id)
+    second = dispatcher(root, "--partition", "held")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads(second.stdout) == {"jobs_handed_to_slurm": 0}
     assert listed(root, job_id)["status"] == "cancelled"
     assert wait_for_job(slurm_job, timeout=60) == "CANCELLED"
 

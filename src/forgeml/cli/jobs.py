@@ -54,7 +54,9 @@ def run_worker(
 def run_claimed(
     ctx: typer.Context,
     job_id: str = typer.Argument(..., help="ftjob-..."),
-    owner: str = typer.Option(..., "--owner", help="The claim the dispatcher made."),
+    owner: str = typer.Option(
+        ..., "--owner", help="The lease owner the job was handed to (slurm:ID)."
+    ),
 ) -> None:
     """Run one job a dispatcher claimed and handed here (what a Slurm job runs)."""
     workspace = options(ctx).open()

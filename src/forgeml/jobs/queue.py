@@ -243,6 +243,8 @@ def lease_is_live(job: FineTuningJob) -> bool:
     expires = job.lease_expires_at
     if expires.tzinfo is None:  # SQLite gives datetimes back without their (UTC) zone
         expires = expires.replace(tzinfo=utcnow().tzinfo)
+    if job.lease_owner.startswith("slurm:"):  # handed to Slurm (`hand_over`)
+        return expires > utcnow() or _slurm_still_has(job.lease_owner.removeprefix("slurm:"))
     if expires <= utcnow():
         return False
     host, _, rest = job.lease_owner.partition(":")
@@ -250,6 +252,14 @@ def lease_is_live(job: FineTuningJob) -> bool:
     if host == socket.gethostname() and pid.isdigit():
         return _pid_alive(int(pid))
     return True  # another machine's worker: trust its lease until it runs out
+
+
+def _slurm_still_has(slurm_id: str) -> bool:
+    """A Slurm job whose lease no dispatcher renewed (none runs): it is still Slurm's while
+    Slurm has it queued or running, so no worker takes it up a second time."""
+    from forgeml.jobs import slurm  # late: that module builds on this one
+
+    return slurm.still_has(slurm_id)
 
 
 def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob | None:
@@ -353,14 +363,36 @@ def requeue(workspace: Workspace, job_id: str, owner: str | None = None) -> None
             workspace.registry.audit(session, "job.requeue", job_id, status=job.status)
 
 
-def note_dispatch(workspace: Workspace, job_id: str, backend: str, external_id: str) -> None:
-    """Record where a claimed job was handed (a Slurm job id): on the job and in the audit log."""
+def hand_over(
+    workspace: Workspace, job_id: str, owner: str, backend: str, external_id: str
+) -> bool:
+    """Pass a claimed job's lease from `owner` (a dispatcher) to the cluster job that will
+    run it, `backend:external_id` (`slurm:1234`), and record where it went: the lease then
+    outlives the dispatcher (see `lease_is_live`). False if `owner` no longer holds it."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
+        if job.status not in WORKING or job.lease_owner != owner:
+            return False
         job.spec = {**job.spec, "dispatched": {"backend": backend, "job": external_id}}
+        job.lease_owner = f"{backend}:{external_id}"
+        job.lease_expires_at = utcnow() + timedelta(seconds=LEASE_SECONDS)
         workspace.registry.audit(
             session, "job.dispatched", job_id, backend=backend, job=external_id
         )
+        return True
+
+
+def dispatched(workspace: Workspace, backend: str) -> list[FineTuningJob]:
+    """The working jobs a cluster holds (their lease owner is `backend:...`), whichever
+    dispatcher handed them over: a restarted dispatcher watches them on."""
+    with workspace.registry.session() as session:
+        query = (
+            select(FineTuningJob)
+            .where(FineTuningJob.status.in_(WORKING))
+            .where(FineTuningJob.lease_owner.startswith(f"{backend}:"))
+            .order_by(FineTuningJob.created_at)
+        )
+        return list(session.scalars(query))
 
 
 def held_by(workspace: Workspace, job_id: str, owner: str) -> FineTuningJob:

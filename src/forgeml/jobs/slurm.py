@@ -2,9 +2,13 @@
 
 The dispatcher claims each queued job (the claim a local worker makes, so exactly one
 dispatcher or worker gets a job) and hands it to Slurm: an sbatch script that runs
-`forgeml jobs run JOB --owner OWNER` on a compute node, which runs the job's stages as a
-local worker would and records the outcome. The dispatcher renews the job's lease while
-Slurm holds it (queued in Slurm too), the compute node while it trains. A Slurm job that
+`forgeml jobs run JOB --owner slurm:SLURM_JOB_ID` on a compute node, which runs the job's
+stages as a local worker would and records the outcome. The job is submitted held, its
+lease passed to `slurm:ID`, then released, so the lease belongs to the Slurm job, not to
+the dispatcher's process: a dispatcher that stops leaves its jobs to Slurm, the next one
+watches them on, and no worker takes up a job Slurm still has queued or running (an
+expired `slurm:` lease is checked with scontrol). Dispatchers renew the leases while Slurm
+holds a job; the compute node renews it while it trains. A Slurm job that
 ends before its fine-tuning job did (a node lost, the time limit, `scancel`) fails the
 job with Slurm's state and the path of its log. A cancel through the API `scancel`s a job
 still waiting in Slurm; a running one stops at its next step, as with a local worker.
@@ -66,8 +70,9 @@ def check_slurm() -> None:
         )
 
 
-def render_script(root: Path, job_id: str, owner: str, options: SlurmOptions) -> str:
-    """The sbatch script that runs one claimed job on a compute node."""
+def render_script(root: Path, job_id: str, options: SlurmOptions) -> str:
+    """The sbatch script that runs one handed-over job on a compute node. The node holds
+    the job as `slurm:$SLURM_JOB_ID`, the owner `queue.hand_over` gave it."""
     logs = root / "serving" / "slurm"
     directives = [
         f"--job-name=forgeml-{job_id}",
@@ -79,24 +84,29 @@ def render_script(root: Path, job_id: str, owner: str, options: SlurmOptions) ->
         directives.append(f"--partition={options.partition}")
     if options.gpus_per_job:
         directives.append(f"--gpus-per-node={options.gpus_per_job}")
-    command = [options.python, "-m", "forgeml", "--workspace", str(root), "jobs", "run",
-               job_id, "--owner", owner]  # fmt: skip
+    command = [options.python, "-m", "forgeml", "--workspace", str(root), "jobs", "run", job_id]
     return (
         "#!/bin/bash\n"
         f"# Written by `forgeml jobs worker --on slurm` for fine-tuning job {job_id}.\n"
         + "".join(f"#SBATCH {directive}\n" for directive in directives)
         + "set -euo pipefail\nexport FORGEML_LAUNCH=slurm\n"
-        + f"exec {shlex.join(command)}\n"
+        + f'exec {shlex.join(command)} --owner "slurm:${{SLURM_JOB_ID}}"\n'
     )
 
 
-def submit(script: Path) -> str:
-    """sbatch the script; Slurm's job id."""
-    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+def submit(script: Path, *, hold: bool = False) -> str:
+    """sbatch the script (held: it waits for `release`); Slurm's job id."""
+    command = ["sbatch", "--parsable", *(["--hold"] if hold else []), str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise ForgeError(f"sbatch refused the job: {done.stderr.strip()[-2000:]}")
     return done.stdout.strip().split(";")[0]
+
+
+def _scontrol(*args: str) -> None:
+    done = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise ForgeError(f"scontrol {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
 
 
 def slurm_state(slurm_id: str) -> str | None:
@@ -111,33 +121,57 @@ def slurm_state(slurm_id: str) -> str | None:
     raise ForgeError(f"scontrol cannot tell job {slurm_id}'s state: {done.stderr.strip()}")
 
 
-def _hand_over(workspace: Workspace, job: FineTuningJob, owner: str, options: SlurmOptions) -> str:
+def still_has(slurm_id: str) -> bool:
+    """Slurm has the job queued or running; True too when its controller cannot say (a
+    fine-tuning job is never run twice on a guess), False without Slurm's commands here."""
+    if shutil.which("scontrol") is None:
+        return False
+    try:
+        state = slurm_state(slurm_id)
+    except (ForgeError, subprocess.TimeoutExpired):
+        log.warning("Slurm cannot tell job %s's state; leaving it to Slurm", slurm_id)
+        return True
+    return state in ACTIVE
+
+
+def _hand_over(workspace: Workspace, job: FineTuningJob, owner: str, options: SlurmOptions) -> None:
+    """Submit held, pass the job's lease to the Slurm job, then release it: the node that
+    runs it finds the job already its own, and the lease no longer dies with this process."""
     script = workspace.root / "serving" / "slurm" / f"{job.id}.sbatch"
     script.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(script, render_script(workspace.root, job.id, owner, options).encode())
-    slurm_id = submit(script)
-    queue.note_dispatch(workspace, job.id, "slurm", slurm_id)
+    write_bytes_atomic(script, render_script(workspace.root, job.id, options).encode())
+    slurm_id = submit(script, hold=True)
+    if not queue.hand_over(workspace, job.id, owner, "slurm", slurm_id):  # cancelled meanwhile
+        subprocess.run(["scancel", slurm_id], capture_output=True, timeout=60)
+        return
+    try:
+        _scontrol("release", slurm_id)
+    except ForgeError as error:
+        subprocess.run(["scancel", slurm_id], capture_output=True, timeout=60)
+        queue.finish(workspace, job.id, "failed", owner=f"slurm:{slurm_id}", error=error.message)
+        return
     log.info("%s: Slurm job %s", job.id, slurm_id)
-    return slurm_id
 
 
-def _watch(workspace: Workspace, job_id: str, slurm_id: str, owner: str) -> bool:
-    """Renew, cancel or close one handed-over job; False once it needs no more watching."""
+def _watch(workspace: Workspace, job: FineTuningJob) -> bool:
+    """Renew, cancel or close one job Slurm holds; False once it needs no more watching."""
+    owner = job.lease_owner
+    slurm_id = owner.removeprefix("slurm:")
     # Slurm first: a compute node records the job's end before its Slurm job ends, so a
     # job still unfinished after Slurm says "over" was not finished by that node.
     state = slurm_state(slurm_id)
-    job = queue.get_job(workspace, job_id)
-    if queue.is_finished(job.status):
+    job = queue.get_job(workspace, job.id)
+    if queue.is_finished(job.status) or job.lease_owner != owner:
         return False
     if state in ACTIVE:
         if job.cancel_requested and state == "PENDING":  # never started: take it back
             subprocess.run(["scancel", slurm_id], capture_output=True, timeout=60)
-            queue.finish(workspace, job_id, "cancelled", owner=owner)
+            queue.finish(workspace, job.id, "cancelled", owner=owner)
             return False
-        queue.renew_lease(workspace, job_id, owner)
+        queue.renew_lease(workspace, job.id, owner)
         return True
-    output = workspace.root / "serving" / "slurm" / f"{job_id}-{slurm_id}.out"
-    queue.finish(workspace, job_id, "failed", owner=owner,
+    output = workspace.root / "serving" / "slurm" / f"{job.id}-{slurm_id}.out"
+    queue.finish(workspace, job.id, "failed", owner=owner,
                  error=f"Slurm job {slurm_id} ended {state or 'and was purged'} before the "
                  f"fine-tuning job finished; its log: {output}")  # fmt: skip
     return False
@@ -146,20 +180,18 @@ def _watch(workspace: Workspace, job_id: str, slurm_id: str, owner: str) -> bool
 def dispatch(
     workspace: Workspace, options: SlurmOptions, *, once: bool = False, poll_seconds: float = 2.0
 ) -> int:
-    """Hand queued jobs to Slurm and watch them, until none is left (`once`) or forever;
-    returns how many were handed over."""
+    """Hand queued jobs to Slurm and watch every job Slurm holds (a stopped dispatcher's
+    too), until none is left (`once`) or forever; returns how many were handed over."""
     check_slurm()
-    owner, handed, watching = queue.worker_id(), 0, {}
+    owner, handed = queue.worker_id(), 0
     while True:
         while (job := queue.claim_next(workspace, owner)) is not None:
             try:
-                watching[job.id] = _hand_over(workspace, job, owner, options)
+                _hand_over(workspace, job, owner, options)
                 handed += 1
             except ForgeError as error:  # a refused submission fails this job, not the rest
                 queue.finish(workspace, job.id, "failed", owner=owner, error=error.message)
-        for job_id, slurm_id in list(watching.items()):
-            if not _watch(workspace, job_id, slurm_id, owner):
-                del watching[job_id]
+        watching = [job for job in queue.dispatched(workspace, "slurm") if _watch(workspace, job)]
         if once and not watching:
             return handed
         time.sleep(poll_seconds)
