@@ -23,9 +23,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 os.environ.pop("FORGEML_DATABASE_URL", None)
 os.environ.pop("FORGEML_WORKSPACE", None)
+os.environ.pop("FORGEML_ARTIFACT_STORE", None)
 
 import toy_stages  # noqa: E402,F401  (registers the stages the core tests use)
 from forgeml.core.workspace import Workspace  # noqa: E402
+from s3_server import bucket, s3_endpoint  # noqa: E402,F401  (S3 on loopback, for the shared-store tests)
 
 
 @pytest.fixture

@@ -221,6 +221,17 @@ WORKSPACE_KEYS = [
         "`registry.db` (SQLite) in the workspace.",
     ],
     [
+        "`artifact_store`",
+        "str or mapping",
+        "A store several machines share artifacts and uploads through: `s3://bucket/prefix` "
+        "(any S3-compatible server; the `s3` extra) or a shared filesystem path, or a mapping "
+        "`{url, endpoint_url, region_name}`. Stages publish what they commit there; a machine "
+        "fetches what it lacks, checked against its sha256 before use; erasure removes it "
+        "there too. Credentials from the environment (`AWS_ACCESS_KEY_ID`, "
+        "`AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`). `FORGEML_ARTIFACT_STORE` overrides it. "
+        "Default: none (this folder only).",
+    ],
+    [
         "`serving`",
         "[serving](#serving)",
         "Defaults for `forgeml serve`; its command-line options override them.",
@@ -243,6 +254,7 @@ WORKSPACE_KEYS = [
 ENVIRONMENT = [
     ["`FORGEML_WORKSPACE`", "The workspace folder when `--workspace` is not given (default `./forgeml-workspace`)."],
     ["`FORGEML_DATABASE_URL`", "The registry database; overrides `database_url` in forgeml.yaml."],
+    ["`FORGEML_ARTIFACT_STORE`", "The shared artifact store's URL; overrides `artifact_store` in forgeml.yaml."],
     ["`FORGEML_SERVING_`", "Followed by a `serving:` field in capitals (`FORGEML_SERVING_MAX_BATCH_SIZE` sets `max_batch_size`): that setting of `forgeml serve`, over forgeml.yaml, under its options. Lists: a JSON array or comma-separated; `none` unsets a nullable one; an unknown name is an error."],
     ["`FORGEML_MODELS`", "The models `forgeml serve` serves when none are named (space-separated)."],
     ["`FORGEML_HOST`, `FORGEML_PORT`", "Where `forgeml serve` listens (`--host`, `--port`)."],

@@ -62,8 +62,9 @@ def show(
     """Show an artifact's manifest and where it lives."""
     workspace = options(ctx).open()
     artifact = workspace.registry.resolve(ref)
+    path = workspace.local_path(artifact)  # fetched from the shared store if only there
     manifest = workspace.store.manifest(artifact.kind, artifact.sha256)
-    data = {**manifest, "ref": artifact.ref, "path": str(workspace.root / artifact.path)}
+    data = {**manifest, "ref": artifact.ref, "path": str(path)}
 
     def render() -> None:
         console.print(f"[bold]{artifact.ref}[/]  {data['path']}")
@@ -94,18 +95,35 @@ def verify(
         if ref
         else workspace.registry.list_artifacts(limit=100000)
     )
-    report = {a.ref: workspace.store.verify(a.kind, a.sha256) for a in targets}
+    if ref:  # one artifact: fetched from the shared store first if it is only there
+        workspace.local_path(targets[0])
+    elsewhere = [a.ref for a in targets if not _here(workspace, a)]
+    report = {
+        a.ref: workspace.store.verify(a.kind, a.sha256) for a in targets if a.ref not in elsewhere
+    }
     bad = {ref: problems for ref, problems in report.items() if problems}
     emit(
         ctx,
-        {"checked": len(report), "problems": bad},
+        {"checked": len(report), "problems": bad, "only_in_shared_store": len(elsewhere)},
         lambda: (
-            console.print(f"{len(report)} artifacts checked, {len(bad)} with problems"),
+            console.print(
+                f"{len(report)} artifacts checked, {len(bad)} with problems"
+                + (
+                    f"; {len(elsewhere)} only in the shared store (checked when fetched)"
+                    if elsewhere
+                    else ""
+                )
+            ),
             [console.print(f"[red]{r}[/]: " + "; ".join(p), markup=True) for r, p in bad.items()],
         ),
     )
     if bad:
         raise typer.Exit(1)
+
+
+def _here(workspace, artifact) -> bool:
+    """In this workspace folder, or expected to be (no shared store to be elsewhere)."""
+    return workspace.remote_store is None or workspace.store.exists(artifact.kind, artifact.sha256)
 
 
 def _size(size: int) -> str:

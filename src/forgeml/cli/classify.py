@@ -41,7 +41,7 @@ def classify(
         raise InputError(f"{len(inputs):,} inputs; at most {MAX_INPUTS:,} at once", field="texts")
     workspace = options(ctx).open()
     artifact = workspace.registry.resolve(model, kind="model", purpose="classify")
-    classifier = Classifier.load(workspace.root / artifact.path)
+    classifier = Classifier.load(workspace.local_path(artifact))
     rendered = [classification_input(i) if isinstance(i, list) else i for i in inputs]
     scores = classifier.scores(rendered)
     results = [{"labels": decide(s, classifier.layout), "scores": s} for s in scores]

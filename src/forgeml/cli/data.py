@@ -201,7 +201,7 @@ def assess(
     inputs = {"dataset": dataset, "tokenizer": tokenizer}
     result = run_stage(workspace, "data.assess", params, inputs, seed=seed)
     report = result.outputs["report"]
-    directory = workspace.root / report.path
+    directory = workspace.local_path(report)
     steps = [
         step.replace("--report REPORT", f"--report {report.ref}")
         for step in result.metrics.get("next_steps", [])

@@ -101,7 +101,7 @@ def _print_metrics(result: RunResult) -> None:
 def _report(ctx: typer.Context, result: RunResult, file: str) -> None:
     workspace = options(ctx).open()
     artifact = next(iter(result.outputs.values()))
-    page = workspace.root / artifact.path / file
+    page = workspace.local_path(artifact) / file
     report_run(ctx, result, {"report": str(page)})
     if not options(ctx).json:
         _print_metrics(result)
@@ -196,7 +196,7 @@ def compare(
         artifact = result.outputs["comparison"]
         console.print(
             f"{result.metrics.get('examples_differing', 0)} answers differ; "
-            f"report: {workspace.root / artifact.path / 'compare.html'}"
+            f"report: {workspace.local_path(artifact) / 'compare.html'}"
         )
 
 

@@ -56,7 +56,7 @@ def export(
         raise InputError("--base applies only to an adapter", field="base")
     params = {"format": format, "quant": quant, "name": name}
     result = run_stage(workspace, "export.model", params, inputs)
-    directory = workspace.root / result.outputs["export"].path
+    directory = workspace.local_path(result.outputs["export"])
     record = json.loads((directory / RECORD).read_text())
     main_file = (record.get("gguf") or {}).get("file")
     report_run(ctx, result, extra={"path": str(directory), "file": main_file})

@@ -192,8 +192,8 @@ def _preview(ctx: typer.Context, model: str, data: str, index: int, params: dict
 
     workspace = options(ctx).open()
     registry = workspace.registry
-    model_dir = workspace.root / registry.resolve(model, kind="model", purpose="be fine-tuned").path
-    data_dir = workspace.root / registry.resolve(data, kind="dataset", purpose="be trained on").path
+    model_dir = workspace.local_path(registry.resolve(model, kind="model", purpose="be fine-tuned"))
+    data_dir = workspace.local_path(registry.resolve(data, kind="dataset", purpose="be trained on"))
     settings = {key: params[key] for key in ("seq_len",) if key in params}
     shown = preview(model_dir, data_dir, index, **settings)
     payload = {

@@ -147,11 +147,11 @@ def _summary(workspace, steps: list[PlannedStep], timings: list[float]) -> dict[
             for s, t in zip(steps, timings, strict=True)
         ],
         "evals": evals,
-        "report": str(workspace.root / report.outputs["report"].path / "report.html")
+        "report": str(workspace.local_path(report.outputs["report"]) / "report.html")
         if report
         else None,
         "loss_curves": {
-            s.name: str(workspace.root / s.outputs["model"].path / "loss_curve.svg")
+            s.name: str(workspace.local_path(s.outputs["model"]) / "loss_curve.svg")
             for s in trained
         },
     }

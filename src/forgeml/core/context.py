@@ -62,10 +62,10 @@ class StageContext:
 
     def input_path(self, name: str) -> Path:
         artifact = self.inputs[name]
-        return self.workspace.root / artifact.path
+        return self.workspace.local_path(artifact)
 
     def artifact_path(self, artifact: Artifact) -> Path:
-        return self.workspace.root / artifact.path
+        return self.workspace.local_path(artifact)
 
     # --- outputs -------------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ def plan_forget(
     plan.blocked = sorted(rows, key=lambda a: a.id)
     plan.marked = [a for a in plan.blocked if a.forgotten_at is None]
     erasable = [a for a in plan.blocked if purge_models or a.kind not in WEIGHT_KINDS]
-    plan.erased = [a for a in erasable if (workspace.root / a.path).exists()]
+    plan.erased = [a for a in erasable if workspace.store.holds(a.kind, a.sha256)]
     plan.uploads = _uploads_behind(workspace, artifact)
     kept = {a.sha256 + a.kind for a in plan.blocked if a not in erasable}
     outputs = _run_outputs(tree)

@@ -76,7 +76,7 @@ def _edges(workspace: Workspace, run_id: str, direction: str) -> list[tuple[str,
 
 def _import_given(workspace: Workspace, scratch: Workspace, artifact: Artifact) -> Artifact:
     """An artifact no run made (e.g. imported) is taken as given: copy it over."""
-    source = workspace.root / artifact.path
+    source = workspace.local_path(artifact)
     target = scratch.store.path_for(artifact.kind, artifact.sha256)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -240,6 +240,8 @@ def run_stage(
         if on_start:
             on_start(reused.run_id)
         return reused
+    if workspace.remote_store is not None:  # a shared store it cannot write: said before work
+        workspace.remote_store.check_writable()
     run = _claim(workspace, stage, validated, resolved, sources, key, seed, recipe, step)
     if on_start:
         on_start(run.id)

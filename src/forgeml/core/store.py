@@ -16,13 +16,16 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgeml import __version__
 from forgeml.core.atomic import fsync_dir, write_json_atomic
-from forgeml.core.errors import InputError, NotFoundError
+from forgeml.core.errors import ForgeError, InputError, NotFoundError
 from forgeml.core.hashing import sha256_file, tree_hash
 from forgeml.core.schema import utcnow
+
+if TYPE_CHECKING:
+    from forgeml.core.remote_store import RemoteStore
 
 MANIFEST = "manifest.json"
 KIND_PATTERN = "abcdefghijklmnopqrstuvwxyz_"
@@ -39,9 +42,17 @@ class StoredArtifact:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    """The workspace's `artifacts/` folder, and the shared store behind it if there is one
+    (remote_store.py): commits are published there, reads fetch from it what is not here."""
+
+    def __init__(self, root: Path, remote: RemoteStore | None = None) -> None:
         self.root = root
         self.tmp_root = root / ".tmp"
+        self.remote = remote
+
+    def _relative(self, path: Path) -> str:
+        """`path` as the shared store names it: relative to the workspace folder."""
+        return path.resolve().relative_to(self.root.resolve().parent).as_posix()
 
     def path_for(self, kind: str, sha256: str) -> Path:
         return self.root / kind / sha256
@@ -88,7 +99,36 @@ class ArtifactStore:
             shutil.rmtree(temp_dir)  # identical content is already stored
         else:
             fsync_dir(final.parent)
+        if self.remote is not None:
+            self.remote.publish_dir(final, self._relative(final))
         return StoredArtifact(kind, sha256, final, size, len(files), meta or {})
+
+    def materialise(self, kind: str, sha256: str) -> Path:
+        """The artifact's folder here, fetched from the shared store first if it is only
+        there; a fetched copy takes its place only once its hashes match its address."""
+        final = self.path_for(kind, sha256)
+        if self.remote is None or (final / MANIFEST).exists():
+            return final
+        temp = self.new_temp_dir()
+        try:
+            manifest = self.remote.fetch_dir(self._relative(final), temp)
+            actual, _ = tree_hash(temp, exclude=frozenset({MANIFEST}))
+            if actual != sha256 or manifest.get("sha256") != sha256:
+                raise ForgeError(
+                    f"artifact {kind}/{sha256[:12]} in the store {self.remote.url} is corrupt: "
+                    "its files do not hash to its address; it was not used"
+                )
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(temp, final)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                shutil.rmtree(temp)  # another reader placed it first
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return final
 
     def manifest(self, kind: str, sha256: str) -> dict[str, Any]:
         path = self.path_for(kind, sha256) / MANIFEST
@@ -100,6 +140,11 @@ class ArtifactStore:
 
     def exists(self, kind: str, sha256: str) -> bool:
         return (self.path_for(kind, sha256) / MANIFEST).exists()
+
+    def holds(self, kind: str, sha256: str) -> bool:
+        """The artifact's bytes are here or in the shared store (what erasure must reach)."""
+        path = self.path_for(kind, sha256)
+        return path.exists() or (self.remote is not None and self.remote.has(self._relative(path)))
 
     def verify(self, kind: str, sha256: str) -> list[str]:
         """Problems with a stored artifact: missing, extra or changed files. Empty if intact."""
@@ -128,8 +173,11 @@ class ArtifactStore:
         """Delete a directory (an artifact, a run's scratch, an upload) for good.
 
         It is first renamed into the temp area, so a crash mid-delete leaves no
-        half-erased artifact at its address; `clean_stale_temp` finishes the job.
+        half-erased artifact at its address; `clean_stale_temp` finishes the job. The
+        shared store's copy goes too, whether or not this machine had one.
         """
+        if self.remote is not None:
+            self.remote.erase(self._relative(path))
         if not path.exists():
             return False
         self.tmp_root.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 forgeml-workspace/
   forgeml.yaml        workspace settings (database URL, gates, serving defaults)
   registry.db         SQLite registry (unless FORGEML_DATABASE_URL points elsewhere)
-  artifacts/<kind>/<sha256>/   immutable artifacts, each with manifest.json
+  artifacts/<kind>/<sha256>/   immutable artifacts, each with manifest.json (the working
+                      copy of a shared `artifact_store`, if forgeml.yaml names one)
   runs/<run-id>/      a run's logs and checkpoints (what an interrupted run resumes from)
 """
 
@@ -21,6 +22,7 @@ from forgeml.core import database
 from forgeml.core.atomic import write_text_atomic
 from forgeml.core.errors import WorkspaceError
 from forgeml.core.registry import Registry
+from forgeml.core.remote_store import RemoteStore
 from forgeml.core.store import ArtifactStore
 
 CONFIG_FILE = "forgeml.yaml"
@@ -28,7 +30,9 @@ DEFAULT_WORKSPACE = "forgeml-workspace"
 DATABASE_ENV = "FORGEML_DATABASE_URL"
 # The top-level keys of forgeml.yaml (docs/CONFIGURATION.md documents each); a misspelt
 # one is an error rather than a setting silently ignored.
-SETTINGS_KEYS = ("forgeml_workspace", "database_url", "serving", "gates", "monitoring")
+SETTINGS_KEYS = (
+    "forgeml_workspace", "database_url", "artifact_store", "serving", "gates", "monitoring",
+)  # fmt: skip
 WORKSPACE_ENV = "FORGEML_WORKSPACE"
 
 
@@ -145,8 +149,32 @@ class Workspace:
         return Registry(self.engine)
 
     @cached_property
+    def remote_store(self) -> RemoteStore | None:
+        """The shared store machines exchange artifacts and uploads through, if any."""
+        return RemoteStore.from_settings(self.settings.get("artifact_store"))
+
+    @cached_property
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.artifacts_dir)
+        return ArtifactStore(self.artifacts_dir, self.remote_store)
+
+    def local_path(self, record: Any) -> Path:
+        """Where an artifact or uploaded file (a registry row with `path`) is on this
+        machine, fetched from the shared store first if it is only there. Every read of
+        stored bytes goes through here, so a workspace split across machines reads alike."""
+        path = self.root / record.path
+        if self.remote_store is None:
+            return path
+        if hasattr(record, "kind"):  # an Artifact
+            return self.store.materialise(record.kind, record.sha256)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            incoming = path.with_name(f".{path.name}.{os.getpid()}.fetch")
+            try:
+                self.remote_store.fetch_file(record.path, incoming, record.sha256)
+                os.replace(incoming, path)
+            finally:
+                incoming.unlink(missing_ok=True)
+        return path
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id

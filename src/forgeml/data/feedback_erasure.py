@@ -165,7 +165,7 @@ def _datasets_built_from(workspace: Workspace, feedback_ids: set[int]) -> list[A
         session.expunge_all()
     found = []
     for artifact in outputs:
-        directory = workspace.root / artifact.path
+        directory = workspace.local_path(artifact)
         if not directory.is_dir():
             continue
         for record in iter_records(directory, ["metadata"]):

@@ -116,13 +116,13 @@ def build_edge_bundle(
     returns its manifest, with `export` the GGUF export run's outcome."""
     output = output.absolute()
     check_request(quant, output)
-    model_dir = workspace.root / model.path
+    model_dir = workspace.local_path(model)
     template = _chat_template(model_dir, model)
     result = run_stage(
         workspace, "export.model", {"format": "gguf", "quant": quant}, {"model": model}
     )
     export = result.outputs["export"]
-    export_dir = workspace.root / export.path
+    export_dir = workspace.local_path(export)
     record = json.loads((export_dir / "export.json").read_text())
     gguf = record["gguf"]
     llama_cpp_python = gguf["tools"]["llama_cpp_python"]

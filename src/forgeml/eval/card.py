@@ -53,7 +53,7 @@ def _short(value: Any) -> str:
 
 
 def _read_json(workspace: Workspace, artifact: Artifact, name: str) -> dict[str, Any] | None:
-    path = workspace.root / artifact.path / name
+    path = workspace.local_path(artifact) / name
     try:
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, json.JSONDecodeError):
@@ -91,7 +91,7 @@ def _reports_on(workspace: Workspace, dataset: Artifact) -> list[tuple[Artifact,
 def _report_summary(workspace: Workspace, report: Artifact) -> str:
     """A report's headline: its top-level numbers (or its `summary` block's) and any
     verdicts one level down (`data.assess` writes readiness verdicts there)."""
-    folder = workspace.root / report.path
+    folder = workspace.local_path(report)
     for path in sorted(folder.glob("*.json")):
         if path.name == "manifest.json":
             continue

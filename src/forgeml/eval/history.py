@@ -46,7 +46,7 @@ def artifact_label(workspace: Workspace, artifact: Artifact) -> str:
 
 
 def read_eval(workspace: Workspace, artifact: Artifact) -> dict[str, Any]:
-    path = workspace.root / artifact.path / EVAL_FILE
+    path = workspace.local_path(artifact) / EVAL_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -94,6 +94,8 @@ def store_file(
         raise
     relative = Path("files") / file_id / stored_name
     try:
+        if workspace.remote_store is not None:  # other machines' workers read it from there
+            workspace.remote_store.publish_file(directory / stored_name, relative.as_posix())
         return _record_upload(
             workspace, file_id, name, purpose, size, digest, relative, details, audit
         )
@@ -240,7 +242,7 @@ def list_files(workspace: Workspace, purpose: str | None = None) -> list[StoredF
 
 
 def file_content(workspace: Workspace, file_id: str) -> bytes:
-    return (workspace.root / get_file(workspace, file_id).path).read_bytes()
+    return (workspace.local_path(get_file(workspace, file_id))).read_bytes()
 
 
 def delete_file(
@@ -249,6 +251,8 @@ def delete_file(
     """Remove the bytes; keep the row (marked deleted) so lineage still names the file."""
     stored = get_file(workspace, file_id)
     (workspace.root / stored.path).unlink(missing_ok=True)
+    if workspace.remote_store is not None:
+        workspace.remote_store.erase(stored.path)
     with workspace.registry.session() as session:
         row = session.get(StoredFile, file_id)
         row.deleted_at = utcnow()

@@ -79,7 +79,7 @@ def stage_params(job: FineTuningJob, stage_name: str) -> tuple[dict[str, Any], l
 
 def file_paths(workspace: Workspace, file_ids: list[str]) -> list[str]:
     with workspace.registry.session() as session:
-        return [str(workspace.root / session.get(StoredFile, file_id).path) for file_id in file_ids]
+        return [str(workspace.local_path(session.get(StoredFile, file_id))) for file_id in file_ids]
 
 
 def run_job(workspace: Workspace, job: FineTuningJob) -> str:

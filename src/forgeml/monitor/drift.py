@@ -111,7 +111,7 @@ def model_reference(workspace: Workspace, model: str) -> tuple[Any, dict[str, An
     )
     require_training_data(workspace, artifact)  # before a run is recorded for nothing
     made = run_stage(workspace, "monitor.reference", {}, {"model": artifact}, quiet=True)
-    reference = load_reference(workspace.root / made.outputs["reference"].path)
+    reference = load_reference(workspace.local_path(made.outputs["reference"]))
     reference["summary"] = {
         "artifact": made.outputs["reference"].ref,
         "kind": reference["kind"],

@@ -123,7 +123,7 @@ def _artifact_facts(workspace: Workspace, ref: str) -> Facts:
         return Facts()
     meta = artifact.meta or {}
     config = None
-    config_file = workspace.root / artifact.path / "config.json"
+    config_file = workspace.local_path(artifact) / "config.json"
     if artifact.kind == "model" and config_file.exists():
         from transformers import AutoConfig
 

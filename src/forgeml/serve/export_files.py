@@ -29,7 +29,7 @@ class ExportFiles:
 
 
 def export_files(workspace: Workspace, artifact: Artifact) -> ExportFiles:
-    directory = workspace.root / artifact.path
+    directory = workspace.local_path(artifact)
     record = json.loads((directory / RECORD).read_text())
     if record["format"] != "gguf":
         return ExportFiles(directory, directory, None)
@@ -37,7 +37,7 @@ def export_files(workspace: Workspace, artifact: Artifact) -> ExportFiles:
         if described is None:
             continue
         source = workspace.registry.resolve(f"{described['kind']}/{described['sha256']}")
-        source_dir = workspace.root / source.path
+        source_dir = workspace.local_path(source)
         if (source_dir / "tokenizer.json").is_file():
             mmproj = (record["gguf"].get("mmproj") or {}).get("file")
             return ExportFiles(

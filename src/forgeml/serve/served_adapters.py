@@ -84,7 +84,7 @@ def load_served_adapter(
             f"and its base {base.id} runs on {base.engine.name}",
             hint=EXPORT_HINT,
         )
-    directory = workspace.root / adapter.path
+    directory = workspace.local_path(adapter)
     tokenizer = _adapter_tokenizer(directory, base)
     key = "adapter_" + adapter.sha256[:16]  # PEFT's name: a module key, so no dots
     base.engine.add_adapter(key, directory)

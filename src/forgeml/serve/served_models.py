@@ -136,7 +136,7 @@ def load_served_model(workspace: Workspace, ref: str, settings: ServeSettings) -
             f"{ref!r} is a {artifact.kind}, but a model (or an export of one) is needed here",
             hint="List models with `forgeml models list`.",
         )
-    return load_directory(ref, workspace.root / artifact.path, settings, artifact, log_dir=log_dir)
+    return load_directory(ref, workspace.local_path(artifact), settings, artifact, log_dir=log_dir)
 
 
 def load_served_models(
@@ -312,7 +312,7 @@ class ModelPool:
         if base is not None:
             served = load_served_adapter(self.workspace, name, artifact, base)
         else:
-            path = self.workspace.root / artifact.path
+            path = self.workspace.local_path(artifact)
             served = load_directory(name, path, self.settings, artifact)
         served.vocabulary  # noqa: B018  (build constrained-decoding tables before traffic)
         (deployment,) = start_deployments(self.workspace, [served], self.settings, on_demand=True)

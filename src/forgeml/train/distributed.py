@@ -77,10 +77,10 @@ class WorkerContext:
         return path
 
     def input_path(self, name: str) -> Path:
-        return self.workspace.root / self.inputs[name].path
+        return self.workspace.local_path(self.inputs[name])
 
     def artifact_path(self, artifact) -> Path:
-        return self.workspace.root / artifact.path
+        return self.workspace.local_path(artifact)
 
     def log(self, message: str, **data: Any) -> None:
         log.debug("%s (worker): %s", self.run_id, message)

@@ -93,7 +93,7 @@ def _base_of(workspace: Workspace, run: Run) -> Path:
         )
         session.expunge(base)
     workspace.registry.ensure_usable(base, "be the base of a checkpoint")
-    return workspace.root / base.path
+    return workspace.local_path(base)
 
 
 @stage(

@@ -38,7 +38,7 @@ def report(request: Request, sha: str):
     )
     if artifact.forgotten_at is not None:
         raise forgotten_error(artifact.ref, artifact.forgotten_reason or "", "be shown")
-    path = workspace.root / artifact.path / "report.html"
+    path = workspace.local_path(artifact) / "report.html"
     if not path.is_file():
         raise InputError(f"{artifact.ref} has no HTML report")
     return FileResponse(path, media_type="text/html")
@@ -54,7 +54,7 @@ def rejects(request: Request, sha: str):
     )
     if artifact.forgotten_at is not None:
         raise forgotten_error(artifact.ref, artifact.forgotten_reason or "", "be shown")
-    directory = workspace.root / artifact.path
+    directory = workspace.local_path(artifact)
     summary = json.loads((directory / SUMMARY_FILE).read_text())
     rows = []
     for row in iter_rejects(directory):

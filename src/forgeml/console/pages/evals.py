@@ -62,7 +62,7 @@ def report(request: Request, kind: str, sha: str):
     artifact = request.app.state.workspace.registry.resolve(
         f"{kind}/{sha}", kind="eval", purpose="be shown in the console"
     )
-    root = request.app.state.workspace.root / artifact.path
+    root = request.app.state.workspace.local_path(artifact)
     for name in ("eval.html", "compare.html"):
         if (root / name).is_file():
             return FileResponse(root / name, media_type="text/html")

@@ -129,7 +129,7 @@ class BatchRunner:
         stored = await asyncio.to_thread(files.get_file, self.workspace, batch.input_file_id)
         default_model = (batch.details or {}).get("default_model")
         requests = await asyncio.to_thread(
-            read_requests, self.workspace.root / stored.path, batch.endpoint, default_model
+            read_requests, self.workspace.local_path(stored), batch.endpoint, default_model
         )
         path = results_path(self.workspace, batch.id)
         path.parent.mkdir(parents=True, exist_ok=True)

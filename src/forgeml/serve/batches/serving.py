@@ -48,7 +48,7 @@ def create_batch(
             "purpose 'batch'",
             field="input_file_id",
         )
-    requests = read_requests(workspace.root / stored.path, body.endpoint, default_model)
+    requests = read_requests(workspace.local_path(stored), body.endpoint, default_model)
     details = {
         "metadata": body.metadata,
         "completion_window": body.completion_window,

@@ -82,7 +82,7 @@ async def file_content(file_id: str, request: Request) -> FileResponse:
     workspace = request.app.state.pool.workspace
     stored = await asyncio.to_thread(files.get_file, workspace, file_id)
     return FileResponse(
-        workspace.root / stored.path,
+        workspace.local_path(stored),
         media_type="application/octet-stream",
         filename=stored.filename,
     )

@@ -127,7 +127,7 @@ def _earlier_checkpoints(
             continue
         try:
             model = workspace.registry.resolve(f"{row['name']}:{row['version']}", kind="model")
-            record = json.loads((workspace.root / model.path / "checkpoint.json").read_text())
+            record = json.loads((workspace.local_path(model) / "checkpoint.json").read_text())
         except (ForgeError, OSError, ValueError):
             continue
         found.append((row["name"], record))
@@ -188,7 +188,7 @@ def _training_record(workspace: Workspace, job: FineTuningJob) -> dict[str, Any]
         return None
     try:
         model = workspace.registry.resolve(job.fine_tuned_model, kind="model")
-        record = json.loads((workspace.root / model.path / "training.json").read_text())
+        record = json.loads((workspace.local_path(model) / "training.json").read_text())
     except (ForgeError, OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
