@@ -121,3 +121,18 @@ def test_a_misspelt_store_setting_is_named(tmp_path):
     done = forgeml(root, env, "artifacts", "list", ok=False)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "artifact_store: unknown setting 'endpoint'" in done.stderr, done.stderr
+
+
+def test_a_shared_filesystem_path_is_a_store_too(tmp_path):
+    shared = tmp_path / "nfs" / "forgeml-artifacts"
+    env = {**os.environ, "FORGEML_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+           "FORGEML_ARTIFACT_STORE": str(shared)}  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    new_machine(a, env, None)
+    new_machine(b, env, None)
+    made = json.loads(forgeml(a, env, "--json", "data", "ingest", str(corpus(tmp_path / "docs")),
+                              "--name", "docs").stdout)  # fmt: skip
+    relative = f"artifacts/dataset/{shown(a, env, made['outputs']['dataset'])['sha256']}"
+    assert files_under(shared / relative) == files_under(a / relative)
+    forgeml(b, env, "data", "assess", "docs")
+    assert files_under(b / relative) == files_under(a / relative)
