@@ -123,16 +123,26 @@ def test_a_misspelt_store_setting_is_named(tmp_path):
     assert "artifact_store: unknown setting 'endpoint'" in done.stderr, done.stderr
 
 
-def test_a_shared_filesystem_path_is_a_store_too(tmp_path):
+def test_a_shared_filesystem_path_is_a_store_too_and_older_work_is_published(tmp_path):
+    """A workspace that worked alone, then shares: `forgeml artifacts publish` puts what it
+    made before into the store (a shared folder here), and another machine reads it."""
     shared = tmp_path / "nfs" / "forgeml-artifacts"
-    env = {**os.environ, "FORGEML_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
-           "FORGEML_ARTIFACT_STORE": str(shared)}  # fmt: skip
+    alone = {**os.environ, "FORGEML_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    env = {**alone, "FORGEML_ARTIFACT_STORE": str(shared)}
     a, b = tmp_path / "a", tmp_path / "b"
-    new_machine(a, env, None)
-    new_machine(b, env, None)
-    made = json.loads(forgeml(a, env, "--json", "data", "ingest", str(corpus(tmp_path / "docs")),
+    new_machine(a, alone, None)
+    made = json.loads(forgeml(a, alone, "--json", "data", "ingest", str(corpus(tmp_path / "docs")),
                               "--name", "docs").stdout)  # fmt: skip
-    relative = f"artifacts/dataset/{shown(a, env, made['outputs']['dataset'])['sha256']}"
+    relative = f"artifacts/dataset/{shown(a, alone, made['outputs']['dataset'])['sha256']}"
+    refused = forgeml(a, alone, "artifacts", "publish", ok=False)
+    assert refused.returncode != 0 and "no shared store to publish to" in refused.stderr
+
+    published = json.loads(forgeml(a, env, "--json", "artifacts", "publish").stdout)
+    assert published == {"published": 1, "already_there": 0, "damaged": []}
     assert files_under(shared / relative) == files_under(a / relative)
+    again = json.loads(forgeml(a, env, "--json", "artifacts", "publish").stdout)
+    assert again == {"published": 0, "already_there": 1, "damaged": []}
+
+    new_machine(b, env, None)
     forgeml(b, env, "data", "assess", "docs")
     assert files_under(b / relative) == files_under(a / relative)

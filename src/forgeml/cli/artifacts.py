@@ -121,6 +121,32 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command("publish")
+def publish(ctx: typer.Context) -> None:
+    """Copy this folder's artifacts and uploads that the shared store (artifact_store)
+    lacks to it: what was made before the store was set, or while it was unreachable."""
+    from forgeml.core.share import publish_workspace
+
+    workspace = options(ctx).open()
+    counts = publish_workspace(workspace)
+    emit(
+        ctx,
+        counts,
+        lambda: (
+            console.print(
+                f"{counts['published']} published, {counts['already_there']} already in "
+                f"{workspace.remote_store.url}, {len(counts['damaged'])} damaged (not published)"
+            ),
+            [
+                console.print(f"[red]{d['ref']}[/]: " + "; ".join(d["problems"]))
+                for d in counts["damaged"]
+            ],
+        ),
+    )
+    if counts["damaged"]:
+        raise typer.Exit(1)
+
+
 def _here(workspace, artifact) -> bool:
     """In this workspace folder, or expected to be (no shared store to be elsewhere)."""
     return workspace.remote_store is None or workspace.store.exists(artifact.kind, artifact.sha256)

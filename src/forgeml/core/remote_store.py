@@ -128,6 +128,12 @@ class RemoteStore:
         except Exception as exc:
             raise self._failed(f"be read ({relative})", exc) from exc
 
+    def has_file(self, relative: str) -> bool:
+        try:
+            return self.fs.exists(self._at(relative))
+        except Exception as exc:
+            raise self._failed(f"be read ({relative})", exc) from exc
+
     def publish_dir(self, local: Path, relative: str) -> None:
         """Copy a committed artifact's folder to the store, its manifest last."""
         if self.has(relative):
