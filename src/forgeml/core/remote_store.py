@@ -74,8 +74,11 @@ class RemoteStore:
                 # Offline by default: without keys botocore would ask the cloud's metadata
                 # address for some. On a cloud with instance roles, set it to false.
                 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-            if self.url.startswith("s3://") and "endpoint_url" in options:
-                options["client_kwargs"] = {"endpoint_url": options.pop("endpoint_url")}
+            if self.url.startswith("s3://"):
+                # Another machine publishes at any time: never answer from a cached listing.
+                options["use_listings_cache"] = False
+                if "endpoint_url" in options:
+                    options["client_kwargs"] = {"endpoint_url": options.pop("endpoint_url")}
             try:
                 self._fs, self._base = fsspec.core.url_to_fs(self.url, **options)
             except ImportError as exc:
