@@ -51,6 +51,16 @@ def listed(root: Path, job_id: str) -> dict:
     return next(job for job in jobs if job["id"] == job_id)
 
 
+def handed_to_slurm(root: Path, job_id: str, dispatcher: subprocess.Popen) -> str:
+    """The Slurm job id, once the running dispatcher has handed the job over."""
+    deadline = time.monotonic() + 120
+    while not listed(root, job_id)["dispatched"]:
+        assert dispatcher.poll() is None, dispatcher.stderr.read()
+        assert time.monotonic() < deadline, "the job was not handed to Slurm"
+        time.sleep(0.5)
+    return listed(root, job_id)["dispatched"]["job"]
+
+
 def test_a_queued_job_runs_on_slurm_to_its_model(tmp_path, slurm):
     root = tmp_path / "ws"
     job_id = queued_job(root, build_base(tmp_path / "base"))
@@ -105,12 +115,7 @@ def test_a_cancel_takes_a_job_back_from_slurms_queue(tmp_path, slurm):
     running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=ENV)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not listed(root, job_id)["dispatched"]:
-            assert running.poll() is None, running.stderr.read()
-            assert time.monotonic() < deadline, "the job was not handed to Slurm"
-            time.sleep(0.5)
-        slurm_job = listed(root, job_id)["dispatched"]["job"]
+        slurm_job = handed_to_slurm(root, job_id, running)
         assert (
             "JobState=PENDING"
             in subprocess.run(
@@ -137,15 +142,10 @@ def test_a_stopped_dispatcher_leaves_its_job_to_slurm_and_the_next_one_watches_i
                "worker", "--on", "slurm", "--poll", "0.5", "--partition", "held"]  # fmt: skip
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     try:
-        deadline = time.monotonic() + 120
-        while not listed(root, job_id)["dispatched"]:
-            assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the job was not handed to Slurm"
-            time.sleep(0.5)
+        slurm_job = handed_to_slurm(root, job_id, first)
     finally:
         first.kill()
         first.wait()
-    slurm_job = listed(root, job_id)["dispatched"]["job"]
     workspace = Workspace.open(root)  # as if no dispatcher renewed it for a minute
     try:
         with workspace.registry.session() as session:

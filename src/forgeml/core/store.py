@@ -90,15 +90,7 @@ class ArtifactStore:
         }
         write_json_atomic(temp_dir / MANIFEST, manifest)
         final = self.path_for(kind, sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(temp_dir, final)
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            shutil.rmtree(temp_dir)  # identical content is already stored
-        else:
-            fsync_dir(final.parent)
+        _place(temp_dir, final)
         if self.remote is not None:
             self.remote.publish_dir(final, self._relative(final))
         return StoredArtifact(kind, sha256, final, size, len(files), meta or {})
@@ -118,13 +110,7 @@ class ArtifactStore:
                     f"artifact {kind}/{sha256[:12]} in the store {self.remote.url} is corrupt: "
                     "its files do not hash to its address; it was not used"
                 )
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(temp, final)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                shutil.rmtree(temp)  # another reader placed it first
+            _place(temp, final)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
@@ -203,6 +189,20 @@ class ArtifactStore:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
         return removed
+
+
+def _place(temp: Path, final: Path) -> None:
+    """Rename a complete folder to its address in one step; if identical content is
+    already there (content addressing: same address, same bytes), drop the new copy."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(temp, final)
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        shutil.rmtree(temp)
+    else:
+        fsync_dir(final.parent)
 
 
 def _pid_alive(pid: int) -> bool:
