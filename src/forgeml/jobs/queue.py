@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
@@ -236,15 +236,19 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[:128]
 
 
-def lease_is_live(job: FineTuningJob) -> bool:
-    """A worker holds the job: its lease has not run out, and its process lives if local."""
+def lease_is_live(job: FineTuningJob, slurm_holds: set[str] | None = None) -> bool:
+    """A worker holds the job: its lease has not run out, and its process lives if local.
+    `slurm_holds`: the lapsed `slurm:` owners Slurm still runs, asked beforehand (see
+    `claim_next`); without it Slurm is asked here."""
     if not job.lease_owner or job.lease_expires_at is None:
         return False
-    expires = job.lease_expires_at
-    if expires.tzinfo is None:  # SQLite gives datetimes back without their (UTC) zone
-        expires = expires.replace(tzinfo=utcnow().tzinfo)
+    expires = _aware(job.lease_expires_at)
     if job.lease_owner.startswith("slurm:"):  # handed to Slurm (`hand_over`)
-        return expires > utcnow() or _slurm_still_has(job.lease_owner.removeprefix("slurm:"))
+        if expires > utcnow():
+            return True
+        if slurm_holds is not None:
+            return job.lease_owner in slurm_holds
+        return _slurm_still_has(job.lease_owner.removeprefix("slurm:"))
     if expires <= utcnow():
         return False
     host, _, rest = job.lease_owner.partition(":")
@@ -252,6 +256,29 @@ def lease_is_live(job: FineTuningJob) -> bool:
     if host == socket.gethostname() and pid.isdigit():
         return _pid_alive(int(pid))
     return True  # another machine's worker: trust its lease until it runs out
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives datetimes back without their (UTC) zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
+
+
+def _slurm_leases_still_held(workspace: Workspace) -> set[str]:
+    """The `slurm:` lease owners that have lapsed, or are about to, whose Slurm job is
+    still queued or running. Asked before `claim_next` takes its write lock, so no
+    scontrol call (seconds, more if the controller is down) holds up other writers."""
+    soon = utcnow() + timedelta(seconds=LEASE_SECONDS / 4)
+    with workspace.registry.reading() as session:
+        owners = {
+            job.lease_owner
+            for job in session.scalars(
+                select(FineTuningJob)
+                .where(FineTuningJob.status.in_(WORKING))
+                .where(FineTuningJob.lease_owner.startswith("slurm:"))
+            )
+            if job.lease_expires_at is not None and _aware(job.lease_expires_at) <= soon
+        }
+    return {owner for owner in owners if _slurm_still_has(owner.removeprefix("slurm:"))}
 
 
 def _slurm_still_has(slurm_id: str) -> bool:
@@ -272,6 +299,7 @@ def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob 
     """
     owner = owner or worker_id()
     mark_dead_runs(workspace)
+    slurm_holds = _slurm_leases_still_held(workspace)
     while True:
         with workspace.registry.session() as session:
             query = (
@@ -288,7 +316,11 @@ def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob 
             if session.bind.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             job = next(
-                (j for j in session.scalars(query) if j.status == "queued" or not lease_is_live(j)),
+                (
+                    j
+                    for j in session.scalars(query)
+                    if j.status == "queued" or not lease_is_live(j, slurm_holds)
+                ),
                 None,
             )
             if job is None:
