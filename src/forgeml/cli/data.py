@@ -193,11 +193,20 @@ def assess(
     workers: int | None = typer.Option(
         None, "--workers", help="Detector processes (default: one per core, up to 4)."
     ),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where the detectors run: local or ray (same output)."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --executor ray: the cluster's head (default RAY_ADDRESS, else a local Ray).",
+    ),
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Report a dataset's size, sources, duplicates, PII, languages, quality and readiness."""
     workspace = options(ctx).open()
-    params = {"size": size, "name": name, "workers": workers}
+    params = {"size": size, "name": name, "workers": workers, "executor": executor,
+              "ray_address": ray_address}  # fmt: skip
     inputs = {"dataset": dataset, "tokenizer": tokenizer}
     result = run_stage(workspace, "data.assess", params, inputs, seed=seed)
     report = result.outputs["report"]
@@ -264,6 +273,14 @@ def clean(
     pii_type: list[str] = typer.Option([], "--pii-type", help="Only this PII type (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Name the cleaned dataset."),
     workers: int | None = typer.Option(None, "--workers", help="Detector processes."),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where the detectors run: local or ray (same output)."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --executor ray: the cluster's head (default RAY_ADDRESS, else a local Ray).",
+    ),
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Remove duplicates and poor documents, redact PII; every change goes to a rejects artifact."""
@@ -282,6 +299,8 @@ def clean(
         "languages": language or None,
         "min_language_confidence": min_language_confidence,
         "workers": workers,
+        "executor": executor,
+        "ray_address": ray_address,
         "name": name,
     }
     inputs = {"dataset": dataset, "report": report}

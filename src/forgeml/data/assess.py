@@ -27,12 +27,18 @@ from forgeml import __version__
 from forgeml.core.atomic import write_json_atomic, write_text_atomic
 from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
-from forgeml.core.stages import StageParams, stage
+from forgeml.core.stages import stage
 from forgeml.data.assessment import Profile
 from forgeml.data.quality import QualityThresholds
 from forgeml.data.readiness import readiness
 from forgeml.data.report_html import render
-from forgeml.data.scan import FindingsWriter, detector_fingerprint, iter_batches, scan
+from forgeml.data.scan import (
+    ExecutorParams,
+    FindingsWriter,
+    detector_fingerprint,
+    iter_batches,
+    scan,
+)
 from forgeml.models.size_table import check_size_name
 
 FORMAT = "forgeml.report/1"
@@ -41,7 +47,7 @@ HTML_FILE = "report.html"
 FINDINGS_FILE = "documents.parquet"
 
 
-class AssessParams(StageParams):
+class AssessParams(ExecutorParams):
     size: str = Field(default="small", description="Model size the pre-training verdict is for.")
     vocab_size: int | None = Field(
         default=None,
@@ -127,7 +133,11 @@ def assess(ctx: StageContext, params: AssessParams):
     profile = Profile(params.quality, params.samples)
     findings = FindingsWriter(writer.path / FINDINGS_FILE)
     for batch, found in scan(
-        ctx.input_path("dataset"), workers=params.workers, dedup_threshold=params.near_threshold
+        ctx.input_path("dataset"),
+        workers=params.workers,
+        dedup_threshold=params.near_threshold,
+        executor=params.executor,
+        ray_address=params.ray_address,
     ):
         counts = count_tokens(batch.texts)
         failed = profile.add(batch, found, counts)

@@ -32,16 +32,16 @@ from pydantic import Field, field_validator
 
 from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
-from forgeml.core.stages import StageParams, stage
+from forgeml.core.stages import stage
 from forgeml.data.assess import FINDINGS_FILE, REPORT_FILE
 from forgeml.data.dataset import DatasetWriter
 from forgeml.data.pii import PII_TYPES, PLACEHOLDERS, PiiMatch, find_pii, redact
 from forgeml.data.quality import QualityThresholds, failed_filters
 from forgeml.data.rejects import RejectsWriter
-from forgeml.data.scan import Batch, Finding, detector_fingerprint, scan
+from forgeml.data.scan import Batch, ExecutorParams, Finding, detector_fingerprint, scan
 
 
-class CleanParams(StageParams):
+class CleanParams(ExecutorParams):
     dedup: bool = Field(
         default=True, description="Remove exact and near duplicates (the first copy stays)."
     )
@@ -255,6 +255,8 @@ def clean(ctx: StageContext, params: CleanParams):
         dedup_threshold=params.near_threshold if params.dedup else None,
         saved=saved,
         saved_dedup=saved_dedup and params.dedup,
+        executor=params.executor,
+        ray_address=params.ray_address,
     ):
         for index, finding in enumerate(findings):
             documents += 1

@@ -29,11 +29,14 @@ from dataclasses import dataclass, fields
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from forgeml.core.errors import InputError
+from forgeml.core.stages import StageParams
 from forgeml.data import dedup, keytable, language, pii, quality, shingle_store
 from forgeml.data.dataset import read_summary
 from forgeml.data.dedup import DuplicateMatch, NearDuplicateIndex
@@ -110,6 +113,24 @@ def iter_batches(directory: Path, batch_rows: int = BATCH_ROWS) -> Iterator[Batc
             )
 
 
+class ExecutorParams(StageParams):
+    """Where a stage's scan runs its detectors: the parameters `data.assess` and
+    `data.clean` share."""
+
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the per-document detectors run: `local` (processes here) or `ray` "
+        "(Ray tasks on `ray_address`, or on a local Ray with `workers` CPUs); the output is "
+        "byte-identical.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        max_length=500,
+        description="With executor ray: the cluster's head (`host:port`, `ray://host:port` "
+        "or `auto`); default RAY_ADDRESS, else a local Ray started for the run.",
+    )
+
+
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -121,16 +142,24 @@ def scan(
     dedup_threshold: float | None = 0.8,
     saved: Path | None = None,
     saved_dedup: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Iterator[tuple[Batch, list[Finding]]]:
     """Every batch of the dataset with one `Finding` per record, in order.
 
     `dedup_threshold` None skips duplicate detection. `saved` reads the per-document
     findings from a findings file instead of computing them (the caller has checked that
     they belong to this dataset); `saved_dedup` takes the duplicates from it too.
+    `executor` "ray" runs the detectors as Ray tasks (ray_executor.py); same findings.
     """
     batches = iter_batches(directory)
     if saved is not None:
         results = _with_saved(batches, saved, keep_duplicates=saved_dedup)
+    elif executor == "ray":
+        from forgeml.data.ray_executor import ordered_map  # late: Ray only when asked for
+
+        results = ordered_map(_inspect_batch, ((batch, batch.texts) for batch in batches),
+                              cpus=workers or default_workers(), address=ray_address)  # fmt: skip
     elif (workers or default_workers()) > 1 and _documents(directory) >= PARALLEL_MIN_DOCUMENTS:
         results = _in_workers(batches, workers or default_workers())
     else:

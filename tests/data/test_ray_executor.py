@@ -1,0 +1,121 @@
+"""`--executor ray` on data.assess and data.clean: the detectors run as Ray tasks (a
+local Ray here, 2 CPUs) and the artifacts are byte-identical to the local executor's,
+through the installed CLI as a user runs it. A Ray address that does not answer is an
+error before anything is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def forgeml(root, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "forgeml", "--workspace", str(root), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=ENV)
+    if ok:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """2,600 documents (three scan batches): near copies, exact copies and PII among them."""
+    rng = random.Random(7)
+    words = [
+        "claim",
+        "policy",
+        "refund",
+        "invoice",
+        "approval",
+        "customer",
+        "ticket",
+        "region",
+        "account",
+    ]
+    lines = []
+    for index in range(2600):
+        text = " ".join(rng.choice(words) for _ in range(40)) + f" case {index}."
+        if index % 50 == 7:
+            text = lines[index - 5]["text"]  # an exact copy of an earlier one
+        if index % 90 == 3:
+            text += f" Write to agent{index}@example.com or call +44 20 7946 {index % 10000:04d}."
+        lines.append({"text": text})
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A one-node Ray cluster of 2 CPUs on loopback (`ray start --head`), as a platform
+    team runs one; its address."""
+    from forgeml.data.ray_executor import LOCAL_RAY_ENVIRONMENT
+
+    ray = [str(Path(sys.executable).parent / "ray")]
+    env = {**ENV, **LOCAL_RAY_ENVIRONMENT}
+    port = free_port()
+    started = subprocess.run([*ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                              "--include-dashboard", "false", "--disable-usage-stats"],
+                             capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    yield f"127.0.0.1:{port}"
+    subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
+    """clean on a local Ray started for the run, assess on a running cluster; the local
+    executor's artifacts either way."""
+    root = tmp_path / "ws"
+    forgeml(root, "init")
+    forgeml(root, "data", "ingest", str(corpus), "--name", "docs")
+    clean = ["data", "clean", "docs", "--no-quality", "--workers", "2"]
+    assess = ["data", "assess", "docs", "--workers", "2"]
+    local_clean = json.loads(forgeml(root, "--json", *clean).stdout)
+    local_assess = json.loads(forgeml(root, "--json", *assess).stdout)
+    on_ray = forgeml(root, "--debug", "--json", *clean, "--executor", "ray")
+    assert "Ray tasks ran _inspect_batch on 2 CPUs" in on_ray.stderr, on_ray.stderr[-2000:]
+    ray_clean = json.loads(on_ray.stdout)
+    ray_assess = json.loads(forgeml(root, "--json", *assess, "--executor", "ray",
+                                    "--ray-address", ray_cluster).stdout)  # fmt: skip
+
+    assert ray_clean["run_id"] != local_clean["run_id"]  # two runs ...
+    assert ray_clean["outputs"] == local_clean["outputs"]  # ... one set of bytes
+    assert ray_clean["metrics"] == local_clean["metrics"]
+    assert local_clean["metrics"]["removed_documents"] > 0
+    assert local_clean["metrics"]["redacted_documents"] > 0
+    findings = [
+        (Path(json.loads(forgeml(root, "--json", "artifacts", "show", run["outputs"]["report"]).stdout)["path"]) / "documents.parquet").read_bytes()
+        for run in (local_assess, ray_assess)
+    ]  # fmt: skip
+    assert findings[0] == findings[1]
+
+
+def test_a_ray_address_that_does_not_answer_is_said_before_reading(tmp_path, corpus):
+    root = tmp_path / "ws"
+    forgeml(root, "init")
+    forgeml(root, "data", "ingest", str(corpus), "--name", "docs")
+    started = time.monotonic()
+    done = forgeml(root, "data", "clean", "docs", "--executor", "ray", "--ray-address",
+                   "127.0.0.1:9", ok=False)  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "the Ray cluster at 127.0.0.1:9 does not answer" in done.stderr, done.stderr
+    assert time.monotonic() - started < 60
+    bad = forgeml(root, "data", "clean", "docs", "--executor", "spark", ok=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "executor" in bad.stderr
