@@ -11,7 +11,8 @@ MinHash signatures, while the detectors are where the CPU time goes.
 Where: a running cluster (`ray_address`: `host:port` of its head, `ray://host:10001`,
 or `auto`; default `RAY_ADDRESS`), or without one a local Ray started for the run with
 `workers` CPUs. Every Ray worker needs forgeml installed (the detectors are its code).
-Offline: Ray's usage statistics are switched off before it starts.
+Offline: Ray's usage statistics are off, and a Ray started here listens on loopback and
+asks no cloud metadata address (`LOCAL_RAY_ENVIRONMENT`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ Item = TypeVar("Item")
 
 
 def _use_token_if_given() -> None:
-    """A cluster with token authentication (Ray's default since 2.5x) wants the token
+    """A cluster with token authentication (on by default in Ray 2.60) wants the token
     from its client: given as RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token,
     it is used (Ray itself only looks for one when told RAY_AUTH_MODE=token)."""
     given = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
