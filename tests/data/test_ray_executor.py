@@ -1,5 +1,6 @@
-"""`--executor ray` on data.assess and data.clean: the detectors run as Ray tasks (a
-local Ray here, 2 CPUs) and the artifacts are byte-identical to the local executor's,
+"""`--executor ray` on data.ingest, data.assess and data.clean: files are read and the
+detectors run as Ray tasks (a `ray start` cluster or a local Ray, 2 CPUs) and the
+artifacts are byte-identical to the local executor's,
 through the installed CLI as a user runs it. A Ray address that does not answer is an
 error before anything is read."""
 
@@ -57,9 +58,13 @@ def corpus(tmp_path_factory):
         if index % 90 == 3:
             text += f" Write to agent{index}@example.com or call +44 20 7946 {index % 10000:04d}."
         lines.append({"text": text})
-    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
+    folder = tmp_path_factory.mktemp("corpus")
+    for part in range(4):  # four files (four read tasks), a text file and one unreadable
+        chunk = lines[part * 650 : (part + 1) * 650]
+        (folder / f"part-{part}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in chunk))
+    (folder / "notes.txt").write_text("Escalations go to the regional lead within two days. " * 9)
+    (folder / "scan.bin").write_bytes(b"\x00\x01 not a document")
+    return folder
 
 
 @pytest.fixture
@@ -80,11 +85,20 @@ def ray_cluster(tmp_path):
 
 
 def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
-    """clean on a local Ray started for the run, assess on a running cluster; the local
-    executor's artifacts either way."""
+    """ingest and assess on a running cluster, clean on a local Ray started for the run:
+    the local executor's artifacts every time."""
     root = tmp_path / "ws"
     forgeml(root, "init")
-    forgeml(root, "data", "ingest", str(corpus), "--name", "docs")
+    local_ingest = json.loads(
+        forgeml(root, "--json", "data", "ingest", str(corpus), "--name", "docs").stdout
+    )
+    read_on_ray = forgeml(root, "--debug", "--json", "data", "ingest", str(corpus), "--executor",
+                          "ray", "--ray-address", ray_cluster)  # fmt: skip
+    assert "6 Ray tasks ran read_file on 2 CPUs" in read_on_ray.stderr, read_on_ray.stderr[-2000:]
+    ray_ingest = json.loads(read_on_ray.stdout)
+    assert ray_ingest["outputs"] == local_ingest["outputs"]
+    assert ray_ingest["metrics"] == local_ingest["metrics"]
+    assert local_ingest["metrics"]["files"] == 5 and local_ingest["metrics"]["rejected"] == 1
     clean = ["data", "clean", "docs", "--no-quality", "--workers", "2"]
     assess = ["data", "assess", "docs", "--workers", "2"]
     local_clean = json.loads(forgeml(root, "--json", *clean).stdout)

@@ -17,6 +17,19 @@ from forgeml.data.formats import validate_jsonl
 app = typer.Typer(help="Ingest, assess, clean and mix datasets.", no_args_is_help=True)
 
 
+# Shared by ingest, assess and clean (data/ray_executor.py).
+EXECUTOR = typer.Option(
+    "local",
+    "--executor",
+    help="Where the per-file or per-document work runs: local or ray (same output).",
+)
+RAY_ADDRESS = typer.Option(
+    None,
+    "--ray-address",
+    help="With --executor ray: the cluster's head (default RAY_ADDRESS, else a local Ray).",
+)
+
+
 @app.command("ingest")
 def ingest(
     ctx: typer.Context,
@@ -52,6 +65,8 @@ def ingest(
     dpi: int = typer.Option(
         100, "--dpi", help="With --images: PDF pages are drawn at this resolution (36-300)."
     ),
+    executor: str = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Read documents into a dataset artifact; unreadable files are reported, not dropped."""
@@ -66,6 +81,8 @@ def ingest(
         "images": images,
         "image_instruction": instruction,
         "pdf_dpi": dpi,
+        "executor": executor,
+        "ray_address": ray_address,
     }
     result = run_stage(workspace, "data.ingest", params, seed=seed)
     report_run(ctx, result)
@@ -193,14 +210,8 @@ def assess(
     workers: int | None = typer.Option(
         None, "--workers", help="Detector processes (default: one per core, up to 4)."
     ),
-    executor: str = typer.Option(
-        "local", "--executor", help="Where the detectors run: local or ray (same output)."
-    ),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="With --executor ray: the cluster's head (default RAY_ADDRESS, else a local Ray).",
-    ),
+    executor: str = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Report a dataset's size, sources, duplicates, PII, languages, quality and readiness."""
@@ -273,14 +284,8 @@ def clean(
     pii_type: list[str] = typer.Option([], "--pii-type", help="Only this PII type (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Name the cleaned dataset."),
     workers: int | None = typer.Option(None, "--workers", help="Detector processes."),
-    executor: str = typer.Option(
-        "local", "--executor", help="Where the detectors run: local or ray (same output)."
-    ),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="With --executor ray: the cluster's head (default RAY_ADDRESS, else a local Ray).",
-    ),
+    executor: str = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
     seed: int = typer.Option(0, help="Seed recorded with the run."),
 ) -> None:
     """Remove duplicates and poor documents, redact PII; every change goes to a rejects artifact."""

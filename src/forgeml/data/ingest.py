@@ -13,14 +13,15 @@ from pydantic import Field
 from forgeml.core.atomic import write_text_atomic
 from forgeml.core.context import StageContext
 from forgeml.core.errors import InputError
-from forgeml.core.stages import StageParams, stage
+from forgeml.core.stages import stage
 from forgeml.data.dataset import DatasetWriter
 from forgeml.data.readers import Document, ReadOptions, iter_documents
+from forgeml.data.scan import ExecutorParams, default_workers
 
 MAX_REJECTIONS_IN_RECORD = 200  # the full list goes to runs/<id>/rejections.jsonl
 
 
-class IngestParams(StageParams):
+class IngestParams(ExecutorParams):
     paths: list[Path] = Field(
         min_length=1, description="Files and directories to read (recursively)."
     )
@@ -85,7 +86,14 @@ def ingest(ctx: StageContext, params: IngestParams):
     dataset = DatasetWriter(writer.path)
     rejections: list[dict] = []
     sources: dict[tuple[str, str], int] = {}  # (name, sha256): two named folders may share names
-    for item in iter_documents(params.paths, **options.model_dump()):
+    file_map = None
+    if params.executor == "ray":  # each file read by a Ray task, taken back in order
+        from forgeml.data.ray_executor import ordered_map
+
+        def file_map(function, tasks):
+            return ordered_map(function, tasks, cpus=default_workers(), address=params.ray_address)
+
+    for item in iter_documents(params.paths, **options.model_dump(), file_map=file_map):
         if isinstance(item, Document):
             dataset.add(item.to_record())
             file = (item.source, item.source_sha256)

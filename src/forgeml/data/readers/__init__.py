@@ -80,12 +80,15 @@ def iter_documents(
     images: bool = False,
     image_instruction: str = "Transcribe this page.",
     pdf_dpi: int = 100,
+    file_map: Callable | None = None,
 ) -> Iterator[Document | Rejection]:
     """Documents and rejections from files and directories (walked recursively, sorted).
 
     A bad option or a missing path raises `InputError` when iteration starts, before any
     file is read; everything about a file's content becomes a `Rejection` (or an
-    `InputError` with `strict`). See `ReadOptions` for the parameters.
+    `InputError` with `strict`). See `ReadOptions` for the parameters. `file_map`, given,
+    reads the files elsewhere: called as `file_map(read_file, ((path, name, options), ...))`
+    it yields (anything, read_file's list) in file order (ray_executor.ordered_map).
     """
     try:
         options = ReadOptions(
@@ -102,15 +105,31 @@ def iter_documents(
         first = error.errors(include_url=False)[0]
         message = str(first["ctx"]["error"]) if "ctx" in first else first["msg"]
         raise InputError(message, field=".".join(map(str, first["loc"]))) from None
-    for path, name in find_named_files(paths):
-        try:
-            source = describe_source(path, name)
-        except InputError as error:
-            if strict:
-                raise
-            yield Rejection(str(path), error.detail)
-            continue
-        yield from read_source(source, options)
+    files = find_named_files(paths)
+    if file_map is not None:
+        for _, items in file_map(
+            read_file, ((None, (path, name, options)) for path, name in files)
+        ):
+            yield from items
+        return
+    for path, name in files:
+        yield from _read_file(path, name, options)
+
+
+def read_file(task: tuple[Path, str, ReadOptions]) -> list[Document | Rejection]:
+    """One file's documents and rejections, whole: the unit of work of another executor."""
+    return list(_read_file(*task))
+
+
+def _read_file(path: Path, name: str, options: ReadOptions) -> Iterator[Document | Rejection]:
+    try:
+        source = describe_source(path, name)
+    except InputError as error:
+        if options.strict:
+            raise
+        yield Rejection(str(path), error.detail)
+        return
+    yield from read_source(source, options)
 
 
 def read_source(source: SourceFile, options: ReadOptions) -> Iterator[Document | Rejection]:
