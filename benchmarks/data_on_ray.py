@@ -1,0 +1,128 @@
+"""`executor: ray` against the local executor on the same corpus, in one run.
+
+    .venv/bin/python benchmarks/data_on_ray.py [--docs 20000] [--seed 0]
+
+Generates data_pipeline.py's corpus (prose with PII, exact and near copies; 8 jsonl
+files), then for each configuration runs `data.ingest` and `data.assess` in a fresh
+process and temp workspace: the local executor with 1 and 2 detector processes, and a
+local Ray (started for the run, as `--executor ray` does without a cluster) with 1 and 2
+CPUs. Reports seconds per stage (Ray's start-up included: it is what a user waits for),
+assess documents/s, the driver's peak RSS (flat when the corpus streams through it) and
+the whole process tree's peak PSS, and whether the assessment's findings are the same
+bytes as the local executor's. Ray's start-up (~10 s here) dominates at small sizes; the
+scaling that matters is per added CPU on a real cluster, which this machine (2 cores)
+cannot show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from data_pipeline import generate, tree_memory, write_corpus
+
+CONFIGS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))
+
+
+def worker(corpus: Path, executor: str, workers: int, out: Path) -> None:
+    """One configuration, in this process: ingest then assess; timings and hashes to `out`."""
+    from forgeml.core.runs import run_stage
+    from forgeml.core.workspace import Workspace
+
+    workspace = Workspace.init(Path(tempfile.mkdtemp(prefix="ray-bench-")) / "ws")
+    params = {"executor": executor}
+    started = time.perf_counter()
+    ingest = run_stage(workspace, "data.ingest", {"paths": [str(corpus)], **params})
+    read = time.perf_counter() - started
+    started = time.perf_counter()
+    assess = run_stage(workspace, "data.assess", {"workers": workers, **params},
+                       {"dataset": ingest.outputs["dataset"].ref})  # fmt: skip
+    assessed = time.perf_counter() - started
+    findings = workspace.local_path(assess.outputs["report"]) / "documents.parquet"
+    out.write_text(json.dumps({
+        "ingest_s": read,
+        "assess_s": assessed,
+        "documents": ingest.metrics["documents"],
+        "dataset": ingest.outputs["dataset"].sha256,
+        "findings": hashlib.sha256(findings.read_bytes()).hexdigest(),
+    }))  # fmt: skip
+
+
+def measure(corpus: Path, executor: str, workers: int) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "result.json"
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            executor,
+            str(workers),
+            str(corpus),
+            str(out),
+        ]
+        child = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        process = psutil.Process(child.pid)
+        peaks = {"driver": 0.0, "tree": 0.0}
+
+        def sample() -> None:
+            while child.poll() is None:
+                try:
+                    peaks["driver"] = max(peaks["driver"], process.memory_info().rss / 2**20)
+                    peaks["tree"] = max(peaks["tree"], tree_memory(process))
+                except psutil.Error:
+                    pass
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        if child.wait() != 0:
+            raise SystemExit(f"{executor} x{workers} failed")
+        watcher.join()
+        return {
+            **json.loads(out.read_text()),
+            "driver_mb": peaks["driver"],
+            "tree_mb": peaks["tree"],
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        executor, workers, corpus, out = args.worker
+        worker(Path(corpus), executor, int(workers), Path(out))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        documents, truth = generate(args.docs, args.seed)
+        corpus = Path(scratch) / "corpus"
+        truth = write_corpus(corpus, documents, truth)
+        rows = [
+            (executor, workers, measure(corpus, executor, workers)) for executor, workers in CONFIGS
+        ]
+    reference = rows[0][2]
+    print(f"{args.docs:,} documents, {truth.bytes / 2**20:.1f} MB of jsonl in 8 files\n")
+    print("executor  CPUs  ingest s  assess s  assess docs/s  driver MB  tree MB  same bytes")
+    for executor, workers, result in rows:
+        same = (
+            result["dataset"] == reference["dataset"]
+            and result["findings"] == reference["findings"]
+        )
+        print(f"{executor:8s}  {workers:4d}  {result['ingest_s']:8.1f}  {result['assess_s']:8.1f}  "
+              f"{result['documents'] / result['assess_s']:13,.0f}  {result['driver_mb']:9.0f}  "
+              f"{result['tree_mb']:7.0f}  {'yes' if same else 'NO'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
