@@ -132,3 +132,15 @@ def test_the_image_runs_any_cli_command_and_makes_a_workspace_on_an_empty_volume
                  "-e", "FORGEML_SERVING_MAX_BATCH_SIZE=0", image, "serve", "x", check=False)  # fmt: skip
     assert bad.returncode == 2 and "FORGEML_SERVING_MAX_BATCH_SIZE" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_build_without_room_says_so_before_it_starts():
+    """Out of disk mid-build, podman reports a broken tar pipe; the script checks first."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (.ci/run installs it)")
+    build = subprocess.run([str(ROOT / "deploy/container/build-local.sh"), "localhost/forgeml:never"],
+                           env={**os.environ, "FORGEML_BUILD_NEEDS_GB": "1000000"},
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert build.returncode == 1
+    assert "an image build needs about 1000000 GB" in build.stderr
+    assert "STEP" not in build.stdout + build.stderr  # nothing was built
