@@ -1,9 +1,10 @@
-"""`forgeml launch RECIPE --on slurm|kubernetes`: write (and submit) the cluster job that
-runs a recipe under torchrun on several nodes (deploy/launch.py)."""
+"""`forgeml launch RECIPE --on slurm|kubernetes|ray`: write (and submit) the cluster job
+that runs a recipe under torchrun (deploy/launch.py, deploy/ray_jobs.py)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -16,10 +17,13 @@ from forgeml.cli.output import console, emit, options
 from forgeml.core.atomic import write_bytes_atomic
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.recipes import load_recipe, parse_variables
+from forgeml.deploy import ray_jobs
 from forgeml.deploy.launch import TARGETS, LaunchRequest, render_kubernetes, render_slurm
 
-SUBMIT = {"slurm": ["sbatch"], "kubernetes": ["kubectl", "apply", "-f"]}
-SUFFIX = {"slurm": ".sbatch", "kubernetes": ".yaml"}
+SUBMIT = {"slurm": ["sbatch"], "kubernetes": ["kubectl", "apply", "-f"],
+          "ray": ["RAY_API_SERVER_ADDRESS=http://HEAD:8265", "bash"]}  # fmt: skip
+SUFFIX = {"slurm": ".sbatch", "kubernetes": ".yaml", "ray": ".ray.sh"}
+RENDER = {"slurm": render_slurm, "kubernetes": render_kubernetes, "ray": ray_jobs.render_ray}
 
 
 def launch(
@@ -28,8 +32,9 @@ def launch(
     on: str = typer.Option(
         ...,
         "--on",
-        help="Where: slurm (an sbatch script) or kubernetes (an Indexed Job, its headless "
-        "Service and the recipe's ConfigMap).",
+        help="Where: slurm (an sbatch script), kubernetes (an Indexed Job, its headless "
+        "Service and the recipe's ConfigMap) or ray (a script running `ray job submit`; "
+        "one node).",
     ),
     nodes: int = typer.Option(1, "--nodes", help="Machines."),
     procs_per_node: int = typer.Option(
@@ -44,18 +49,24 @@ def launch(
         None, "-o", "--output", help="Where to write it (default: NAME.sbatch or NAME.yaml here)."
     ),
     python: str = typer.Option(
-        sys.executable, "--python", help="Slurm: the Python with forgeml on every node."
+        sys.executable, "--python", help="Slurm, Ray: the Python with forgeml on every node."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray: the cluster's Jobs API, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS "
+        "or RAY_ADDRESS).",
     ),
     image: str = typer.Option("forgeml", "--image", help="Kubernetes: the forgeml image."),
     workspace_claim: str = typer.Option(
         "forgeml-workspace", "--workspace-claim", help="Kubernetes: the workspace volume's claim."
     ),
     submit: bool = typer.Option(
-        False, "--submit", help="Submit it too: sbatch, or kubectl apply -f."
+        False, "--submit", help="Submit it too: sbatch, kubectl apply -f, or Ray's Jobs API."
     ),
 ) -> None:
-    """Write the job that runs RECIPE on several machines under torchrun; --submit hands
-    it to the scheduler (Slurm or Kubernetes)."""
+    """Write the job that runs RECIPE under torchrun on a cluster; --submit hands it to the
+    scheduler (Slurm, Kubernetes or Ray)."""
     if on not in TARGETS:
         raise InputError(f"--on {on!r}: one of {', '.join(TARGETS)}", field="on")
     request = LaunchRequest(
@@ -74,13 +85,18 @@ def launch(
     loaded = load_recipe(recipe, [], parse_variables(variables))  # a bad recipe fails here
     job = name or re.sub(r"[^a-z0-9-]+", "-", loaded.recipe.name.lower()).strip("-")
     request = dataclasses.replace(request, name=job)
-    text = render_slurm(request) if on == "slurm" else render_kubernetes(request)
+    text = RENDER[on](request)
+    address = ray_jobs.api_address(ray_address, dict(os.environ)) if submit and on == "ray" else ""
     path = output or Path(job + SUFFIX[on])
     write_bytes_atomic(path, text.encode("utf-8"))
-    if on == "slurm":
+    if on in ("slurm", "ray"):
         path.chmod(0o755)
-    submitted = job_id = None
-    if submit:
+    submitted = job_id = follow = None
+    if submit and on == "ray":
+        job_id = ray_jobs.submit(ray_jobs.ray_job(request), address)
+        submitted = f"Ray job {job_id} submitted to {address}"
+        follow = f"ray job logs --follow --address {address} {job_id}"
+    elif submit:
         tool = SUBMIT[on]
         if shutil.which(tool[0]) is None:
             raise ForgeError(
@@ -103,4 +119,5 @@ def launch(
     emit(ctx, data, lambda: console.print(
         f"wrote {path} ({nodes} x {procs_per_node} processes)"
         + (f"; {submitted}" if submitted else f"; submit: {' '.join(SUBMIT[on])} {path}")
+        + (f"\nfollow it: {follow}" if follow else "")
     ))  # fmt: skip

@@ -9,6 +9,7 @@ finds its checkpoints and resumes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -168,6 +169,8 @@ def launch_record(environ: Mapping[str, str]) -> dict[str, Any] | None:
         found["slurm_nodes"] = environ.get("SLURM_JOB_NODELIST", "")
     if environ.get("FORGEML_LAUNCH") == "kubernetes":
         found["kubernetes_pod"] = environ.get("HOSTNAME", "")
+    if environ.get("FORGEML_LAUNCH") == "ray":  # Ray gives a job's entrypoint its config
+        found["ray_job"] = _ray_submission_id(environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", ""))
     if environ.get("FORGEML_LAUNCH"):
         found["by"] = environ["FORGEML_LAUNCH"]
     world = environ.get("WORLD_SIZE", "1")  # recorded for every run: a stray value is skipped
@@ -176,6 +179,14 @@ def launch_record(environ: Mapping[str, str]) -> dict[str, Any] | None:
         nodes = environ.get("GROUP_WORLD_SIZE", "1")
         found["nodes"] = int(nodes) if nodes.isdigit() else 1
     return found or None
+
+
+def _ray_submission_id(config: str) -> str:
+    try:
+        metadata = json.loads(config[:100_000]).get("metadata") or {}
+        return str(metadata.get("job_submission_id", ""))[:200]
+    except (ValueError, AttributeError):
+        return ""
 
 
 def prepare(

@@ -36,7 +36,7 @@ CONNECT_SECONDS = 5.0  # a cluster head that does not answer in this long is an 
 Item = TypeVar("Item")
 
 
-def _use_token_if_given() -> None:
+def use_token_if_given() -> None:
     """A cluster with token authentication (on by default in Ray 2.60) wants the token
     from its client: given as RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token,
     it is used (Ray itself only looks for one when told RAY_AUTH_MODE=token)."""
@@ -108,7 +108,7 @@ def ray_session(address: str | None, cpus: int) -> Iterator[Any]:
     address = address or os.environ.get(RAY_ADDRESS_ENV)
     if address:
         _reachable(address)
-        _use_token_if_given()
+        use_token_if_given()
     # Ray reads some of LOCAL_RAY_ENVIRONMENT when it is imported, the rest as it starts.
     # A cluster on this machine's loopback (ours, or one `ray start` made so) needs this
     # process on loopback too: Ray expects a driver's address among its nodes'.

@@ -1,5 +1,5 @@
-"""`forgeml launch RECIPE --on slurm|kubernetes`: a recipe as a job for the cluster's own
-scheduler, run by `torchrun` on every node.
+"""`forgeml launch RECIPE --on slurm|kubernetes|ray`: a recipe as a job for the cluster's
+own scheduler, run by `torchrun` on every node (Ray: deploy/ray_jobs.py).
 
     forgeml launch recipe.yaml --on slurm --nodes 2 --procs-per-node 8 --gpus-per-node 8
     forgeml launch recipe.yaml --on kubernetes --nodes 2 --procs-per-node 8 --image registry/forgeml:cuda
@@ -31,7 +31,7 @@ import yaml
 
 from forgeml.core.errors import InputError
 
-TARGETS = ("slurm", "kubernetes")
+TARGETS = ("slurm", "kubernetes", "ray")
 RENDEZVOUS_PORT = 29500
 MAX_NODES = 1024
 MAX_PROCS_PER_NODE = 64
