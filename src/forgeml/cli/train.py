@@ -74,6 +74,7 @@ def pretrain(
         None, "--checkpoint-every", help=_help("checkpoint_every")
     ),
     precision: str | None = typer.Option(None, "--precision", help=_help("precision")),
+    distributed: str | None = typer.Option(None, "--distributed", help=_help("distributed")),
     name: str | None = typer.Option(None, "--name", help="Name the model."),
     seed: int = typer.Option(0, help="Seed: model initialisation and data order."),
 ) -> None:
@@ -94,6 +95,7 @@ def pretrain(
         "eval_every": eval_every,
         "checkpoint_every": checkpoint_every,
         "precision": precision,
+        "distributed": distributed,
         "name": name,
     }
     params = {key: value for key, value in given.items() if value is not None}

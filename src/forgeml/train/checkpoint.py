@@ -7,9 +7,10 @@
 A checkpoint is a directory `step-N/` holding what `Accelerator.save_state` writes —
 `model.safetensors`, `optimizer.bin`, `scheduler.bin`, `random_states_<rank>.pkl`
 (python, numpy, torch and CUDA generators) — plus `trainer_state.json`: the step, the
-data position, the loss history so far and the run's resolved parameters. Using
-accelerate's own save/load keeps one code path for CPU, DDP, FSDP and DeepSpeed (each
-shards its model and optimizer state its own way).
+data position, the loss history so far and the run's resolved parameters. A run with
+`distributed: fsdp` (sharding.py) has its model and optimizer in `sharded/` instead
+(torch.distributed.checkpoint: one file per process) and its schedule in `scheduler.pt`;
+accelerate still writes every process's RNG states.
 
 Atomic: every process writes into `.step-N.tmp/`, then the main process adds
 `trainer_state.json`, fsyncs and renames it to `step-N/`. A `step-N/` directory is
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from forgeml.core.atomic import fsync_dir, write_json_atomic
+from forgeml.core.errors import InputError
+from forgeml.train import sharding
 
 STATE_FILE = "trainer_state.json"
 PREFIX = "step-"
@@ -66,8 +69,12 @@ def _fsync_tree(directory: Path) -> None:
     fsync_dir(directory)
 
 
-def save_checkpoint(accelerator, directory: Path, step: int, state: dict[str, Any]) -> Path:
-    """Save model, optimizer, scheduler and RNG states plus `state`; collective call."""
+def save_checkpoint(
+    accelerator, directory: Path, step: int, state: dict[str, Any], sharded: tuple | None = None
+) -> Path:
+    """Save model, optimizer, scheduler and RNG states plus `state`; collective call.
+    `sharded`: (model, optimizer, scheduler) trained with `distributed: fsdp`, which
+    accelerate does not hold (sharding.py): saved as shards beside its RNG states."""
     final = directory / f"{PREFIX}{step}"
     partial = directory / f".{PREFIX}{step}.tmp"
     if accelerator.is_main_process:
@@ -75,6 +82,8 @@ def save_checkpoint(accelerator, directory: Path, step: int, state: dict[str, An
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    if sharded is not None:
+        sharding.save(partial, *sharded, main=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(partial / STATE_FILE, state)
@@ -89,7 +98,18 @@ def save_checkpoint(accelerator, directory: Path, step: int, state: dict[str, An
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict[str, Any]:
+def load_checkpoint(accelerator, path: Path, sharded: tuple | None = None) -> dict[str, Any]:
     """Restore everything `save_checkpoint` saved into the prepared objects; collective."""
+    was_sharded = (path / sharding.SHARDS_DIR).is_dir()
+    if was_sharded != (sharded is not None):
+        raise InputError(
+            f"{path} was written {'with' if was_sharded else 'without'} FSDP sharding and is "
+            f"resumed {'without' if was_sharded else 'with'} it",
+            field="distributed",
+            hint="resume on several processes (torchrun) as it was trained: `distributed: "
+            "fsdp` shards only when there is more than one",
+        )
     accelerator.load_state(str(path))
+    if sharded is not None:
+        sharding.load(path, *sharded)
     return json.loads((path / STATE_FILE).read_text())

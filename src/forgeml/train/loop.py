@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from forgeml.core.errors import RunCancelled
+from forgeml.train import sharding
 from forgeml.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -145,18 +146,22 @@ def train(
     data: TrainData,
     settings: LoopSettings,
     run_record: dict[str, Any],
+    fsdp: bool = False,
 ) -> TrainState:
-    """Train from the newest checkpoint in `ctx.checkpoint_dir` (or from scratch)."""
+    """Train from the newest checkpoint in `ctx.checkpoint_dir` (or from scratch).
+    `fsdp`: the model is sharded with `fully_shard` (sharding.py), not held by accelerate."""
     world = accelerator.num_processes
     accumulation = settings.accumulation(world)
     tokens_per_step = settings.batch_size * data.train.seq_len
     threads = torch.get_num_threads()
     state = TrainState(world_size=world, torch_threads=threads)
+    sharded = (model, optimizer, scheduler) if fsdp else None
+    no_sync = sharding.no_sync if fsdp else accelerator.no_sync
     if accelerator.is_main_process:
         remove_partial(ctx.checkpoint_dir)
     accelerator.wait_for_everyone()
     if (latest := latest_checkpoint(ctx.checkpoint_dir)) is not None:
-        saved = load_checkpoint(accelerator, latest)["state"]
+        saved = load_checkpoint(accelerator, latest, sharded)["state"]
         state = TrainState(**{**saved, "resumed_from": saved["step"]})
         if (state.world_size, state.torch_threads) != (world, threads):
             ctx.warn(
@@ -170,7 +175,7 @@ def train(
 
     def checkpoint() -> None:
         saved = {"state": asdict(state), **run_record}
-        save_checkpoint(accelerator, ctx.checkpoint_dir, state.step, saved)
+        save_checkpoint(accelerator, ctx.checkpoint_dir, state.step, saved, sharded)
 
     if state.step == 0 and not state.evals and data.validation:
         state.evals.append(
@@ -194,7 +199,7 @@ def train(
                 batch = data.train.batch(range(start, start + settings.micro_batch_size))
                 batch = batch.to(accelerator.device)
                 sync = micro == accumulation - 1
-                with nullcontext() if sync else accelerator.no_sync(model):
+                with nullcontext() if sync else no_sync(model):
                     loss = model(input_ids=batch, labels=batch).loss / accumulation
                     accelerator.backward(loss)
                 loss_sum += loss.item()
@@ -232,7 +237,7 @@ def train(
                     state.step,
                     loss=window_loss,
                     lr=scheduler.get_last_lr()[0],
-                    grad_norm=float(grad_norm),
+                    grad_norm=sharding.to_float(grad_norm),
                     tokens_per_s=tokens_per_s,
                 )
                 if progress:

@@ -79,6 +79,11 @@ class PretrainParams(StageParams):
     precision: Precision = Field(
         default="auto", description="auto (fp32 on CPU, bf16 autocast on GPU), fp32 or bf16."
     )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="On several processes (torchrun): ddp (each holds the whole model) or "
+        "fsdp (FSDP2: parameters, gradients and optimizer state sharded across them).",
+    )
     name: str | None = Field(default=None, description="Name the model.")
 
     @field_validator("size")

@@ -23,8 +23,9 @@ checkpoint appears only complete. (2) A wall-clock budget and registry cancellat
 at step boundaries, which would be callbacks poking at Trainer's control object.
 (3) Packed, full-length sequences with a loss that is exactly the batch mean, which
 is all this loop does; the loop is ~100 readable lines (loop.py). Accelerate still
-gives device placement, bf16 autocast, DDP/FSDP/DeepSpeed under `accelerate launch`
-or `torchrun`, and sharding-aware checkpoints. The fine-tuning stages, which need
+gives device placement, bf16 autocast, DDP under `accelerate launch` or `torchrun`, and
+checkpoints; `distributed: fsdp` shards the model with torch's `fully_shard` instead
+(sharding.py: accelerate's FSDP is GPU-only). The fine-tuning stages, which need
 TRL's data collation and losses, wrap TRL's trainers instead.
 """
 
@@ -49,7 +50,7 @@ from forgeml.models.chat_template import CHAT_TEMPLATE, CONTROL_TOKENS
 from forgeml.models.size_table import VISION_LANGUAGE_SIZES, VisionLanguageSize
 from forgeml.models.sizes import build_config, build_model, count_parameters, load_model
 from forgeml.models.vision import add_vision, save_processor_files, vision_record
-from forgeml.train import loop
+from forgeml.train import loop, sharding
 from forgeml.train.packing import (
     PackedBlocks,
     token_byte_lengths,
@@ -121,6 +122,15 @@ def pretrain(ctx: StageContext, params: PretrainParams):
         if not data.validation:
             ctx.warn("the mixture has no validation text: no validation loss is measured")
 
+        # Sharding first (FSDP2): the optimizer must see the sharded parameters.
+        fsdp = params.distributed == "fsdp" and world > 1
+        if params.distributed == "fsdp" and world == 1:
+            ctx.log("distributed: fsdp on one process: nothing to shard, trained as is")
+        if fsdp:
+            sharding.shard(model.to(accelerator.device), accelerator.mixed_precision)
+        # What rank 0 holds at rest (after a forward the root's own stay gathered).
+        local_parameters = sharding.local_parameters(model)
+
         # Optimizer and schedule.
         optimizer = adamw(model, params.learning_rate, params.weight_decay)
         multiplier = lr_multiplier(
@@ -131,7 +141,8 @@ def pretrain(ctx: StageContext, params: PretrainParams):
             decay_fraction=params.decay_fraction,
         )
         scheduler = LambdaLR(optimizer, multiplier)
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        if not fsdp:  # (accelerate would wrap a sharded model in DDP on a CPU)
+            model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
         # Train.
         settings = loop.LoopSettings(
@@ -146,11 +157,12 @@ def pretrain(ctx: StageContext, params: PretrainParams):
         )
         resolved = params.content_dump(exclude={"name"})
         state = loop.train(
-            ctx, accelerator, model, optimizer, scheduler, data, settings, {"params": resolved}
-        )
+            ctx, accelerator, model, optimizer, scheduler, data, settings, {"params": resolved},
+            fsdp=fsdp,
+        )  # fmt: skip
 
         # Save: every rank takes part in gathering the weights, rank 0 writes.
-        weights = accelerator.get_state_dict(model)
+        weights = sharding.full_weights(model) if fsdp else accelerator.get_state_dict(model)
         artifact = None
         if accelerator.is_main_process:
             record = {
@@ -172,6 +184,8 @@ def pretrain(ctx: StageContext, params: PretrainParams):
                     "micro_batch_size": micro,
                     "processes": world,
                     "gradient_accumulation_steps": settings.accumulation(world),
+                    "distributed": "fsdp" if fsdp else ("ddp" if world > 1 else "none"),
+                    "parameters_per_process": local_parameters,
                     "tokens_per_step": params.batch_size * params.seq_len,
                 },
                 "determinism": {
@@ -334,7 +348,7 @@ def _model_summary(model: torch.nn.Module) -> dict[str, Any]:
     total = sum(p.numel() for p in model.parameters())
     active = count_parameters(config)[1] if isinstance(config, Mistral4Config) else total
     return {
-        "architecture": type(model).__name__,
+        "architecture": type(model).__name__.removeprefix("FSDP"),  # fully_shard's subclass
         "parameters": total,
         "active_parameters": active,
         "vocab_size": config.get_text_config().vocab_size,
