@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from ray_fixtures import ray_head
+
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def forgeml(root, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -69,19 +64,9 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture
 def ray_cluster(tmp_path):
-    """A one-node Ray cluster of 2 CPUs on loopback (`ray start --head`), as a platform
-    team runs one; its address."""
-    from forgeml.data.ray_executor import LOCAL_RAY_ENVIRONMENT
-
-    ray = [str(Path(sys.executable).parent / "ray")]
-    env = {**ENV, **LOCAL_RAY_ENVIRONMENT}
-    port = free_port()
-    started = subprocess.run([*ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
-                              "--include-dashboard", "false", "--disable-usage-stats"],
-                             capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
-    assert started.returncode == 0, started.stderr[-2000:]
-    yield f"127.0.0.1:{port}"
-    subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+    """A one-node Ray cluster of 2 CPUs on loopback (`ray start --head`); its address."""
+    with ray_head(tmp_path, dashboard=False) as (address, _):
+        yield address
 
 
 def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):

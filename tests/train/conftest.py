@@ -12,6 +12,7 @@ from slurm_fixtures import slurm  # noqa: F401 (the loopback Slurm, for every te
 from train_fixtures import TOPICS, prepare_data, pretrain
 
 from forgeml.core.workspace import Workspace
+from ray_fixtures import cluster  # noqa: F401 (a Ray head on loopback, for the Ray tests here)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import pytest
 from finetune_fixtures import build_base, chat_lines, forgeml, register_model, write_jsonl
 
 from forgeml.core.workspace import Workspace
+from ray_fixtures import free_port, token_auth, wait_for
 
 pytestmark = pytest.mark.slow
 RECIPE = """
@@ -34,78 +33,6 @@ steps:
     with: {{max_steps: {steps}, batch_size: 4, seq_len: 64, learning_rate: 0.001,
             collapse_check: false}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray head with its dashboard (the Jobs API) on loopback, run in a session of its
-    own so that stopping it stops only it (`ray stop` would stop every Ray here)."""
-    from forgeml.data.ray_executor import LOCAL_RAY_ENVIRONMENT
-
-    env = {**os.environ, **LOCAL_RAY_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
-    port, dashboard = free_port(), free_port()
-    log = tmp_path_factory.mktemp("ray-head") / "head.log"
-    with open(log, "w") as out:
-        head = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-             "--port", str(port), "--num-cpus", "2", "--include-dashboard", "true",
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-             "--disable-usage-stats"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + 180
-        while not _jobs_api_answers(address):
-            assert head.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        yield address
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
-
-
-def _jobs_api_answers(address: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{address}/api/version", timeout=5).status_code in (200, 401)
-    except httpx.TransportError:
-        return False
-
-
-def token_auth() -> dict[str, str]:
-    """What a user of a cluster with token authentication sets for Ray's CLI (the head
-    made one in ~/.ray/auth_token, or a fresh machine's head runs without)."""
-    return {"RAY_AUTH_MODE": "token"} if (Path.home() / ".ray" / "auth_token").is_file() else {}
-
-
-def wait_for(address: str, submission_id: str) -> tuple[str, str]:
-    """The job's end state and its log, through Ray's own client."""
-    from forgeml.data.ray_executor import use_token_if_given
-
-    use_token_if_given()  # before Ray is imported: it reads RAY_AUTH_MODE then
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(address)
-    deadline = time.monotonic() + 600
-    while (status := client.get_job_status(submission_id)) not in (
-        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED
-    ):  # fmt: skip
-        assert time.monotonic() < deadline, client.get_job_logs(submission_id)[-3000:]
-        time.sleep(1)
-    return str(status.value), client.get_job_logs(submission_id)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -25,7 +26,15 @@ def run_worker(
         2.0, envvar="FORGEML_JOBS_POLL", help="Seconds between looks at the queue."
     ),
     on: str = typer.Option(
-        "local", "--on", help="local (run jobs here, one at a time) or slurm (sbatch each)."
+        "local",
+        "--on",
+        help="local (run jobs here, one at a time), slurm (sbatch each) or ray (a Ray job each).",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray: the cluster's Jobs API, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS "
+        "or RAY_ADDRESS).",
     ),
     partition: str | None = typer.Option(None, "--partition", help="Slurm partition."),
     gpus_per_job: int = typer.Option(0, "--gpus-per-job", min=0, max=64, help="GPUs per job."),
@@ -34,9 +43,21 @@ def run_worker(
     ),
 ) -> None:
     """Run queued fine-tuning jobs one at a time (`forgeml serve` starts one for you), or
-    hand each to Slurm (`--on slurm`: a compute node runs it; see forgeml/jobs/slurm.py)."""
-    if on not in ("local", "slurm"):
-        raise InputError(f"--on {on!r}: one of local, slurm", field="on")
+    hand each to Slurm (`--on slurm`: a compute node runs it; see forgeml/jobs/slurm.py)
+    or Ray (`--on ray`: forgeml/jobs/on_ray.py)."""
+    if on not in ("local", "slurm", "ray"):
+        raise InputError(f"--on {on!r}: one of local, slurm, ray", field="on")
+    if on == "ray":
+        from forgeml.deploy import ray_jobs
+        from forgeml.jobs import on_ray
+
+        address = ray_jobs.api_address(ray_address, dict(os.environ))
+        settings = on_ray.RayOptions(address, gpus_per_job, python or sys.executable)
+        workspace = options(ctx).open()
+        handed = on_ray.dispatch(workspace, settings, once=once, poll_seconds=poll)
+        emit(ctx, {"jobs_handed_to_ray": handed},
+             lambda: console.print(f"{handed} jobs handed to Ray"))  # fmt: skip
+        return
     workspace = options(ctx).open()
     if on == "slurm":
         from forgeml.jobs import slurm

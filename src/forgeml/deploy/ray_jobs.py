@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shlex
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from forgeml.core.errors import ForgeError, InputError
 from forgeml.deploy.launch import LaunchRequest
 
 CONNECT_SECONDS = 5.0
+AGENT_WAIT_SECONDS = 60.0
 API_ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")  # what `ray job submit` reads
 
 
@@ -97,7 +99,7 @@ def api_address(given: str | None, environ: dict[str, str]) -> str:
     address = given or next((environ[name] for name in API_ADDRESS_ENV if environ.get(name)), "")
     if not address:
         raise InputError(
-            "--on ray --submit needs the cluster's Jobs API address",
+            "submitting to Ray needs the cluster's Jobs API address",
             field="ray_address",
             hint="--ray-address http://HEAD:8265 (the dashboard's port), or RAY_API_SERVER_ADDRESS",
         )
@@ -110,18 +112,16 @@ def api_address(given: str | None, environ: dict[str, str]) -> str:
     return address if "://" in address else f"http://{address}"
 
 
-def submit(job: RayJob, address: str) -> str:
-    """Submit through Ray's Jobs API; the submission id. A dead address is an error in
-    seconds, before anything is submitted (Ray's client would otherwise wait)."""
+def client(address: str) -> Any:
+    """Ray's Jobs API client for `address` (a URL). A dead address is an error in seconds,
+    before anything is submitted (Ray's client would otherwise wait)."""
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         raise ForgeError(
             "submitting to Ray needs Ray's client here", hint="pip install 'forgeml[ray]'"
         )
-    from forgeml.data.ray_executor import use_token_if_given
-
-    host, _, port = address.split("://", 1)[1].split("/", 1)[0].rpartition(":")
+    host, _, port = address.split("://", 1)[-1].split("/", 1)[0].rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port or 80)), CONNECT_SECONDS).close()
     except (OSError, ValueError) as exc:
@@ -130,11 +130,35 @@ def submit(job: RayJob, address: str) -> str:
             hint="the head node's dashboard address and port (8265 by default); "
             "nothing was submitted",
         ) from exc
-    use_token_if_given()
+    from forgeml.data.ray_executor import use_token_if_given
+
+    use_token_if_given()  # before Ray is imported: it reads RAY_AUTH_MODE then
     from ray.job_submission import JobSubmissionClient
 
     try:
-        client = JobSubmissionClient(address)
-        return client.submit_job(**job.submit_kwargs())
+        return JobSubmissionClient(address)
+    except Exception as exc:  # Ray's client raises RuntimeError, ConnectionError, its own
+        raise ForgeError(f"the Ray Jobs API at {address} refused this client: {exc}") from exc
+
+
+def submit_job(jobs: Any, **kwargs: Any) -> str:
+    """`jobs.submit_job(**kwargs)`, again while the head says its job agent is not up yet
+    (a cluster just started answers "No available agent to submit job, please try again
+    later" for its first seconds); Ray's error after AGENT_WAIT_SECONDS."""
+    deadline = time.monotonic() + AGENT_WAIT_SECONDS
+    while True:
+        try:
+            return jobs.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "try again later" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def submit(job: RayJob, address: str, submission_id: str | None = None) -> str:
+    """Submit through Ray's Jobs API; the submission id."""
+    jobs = client(address)
+    try:
+        return submit_job(jobs, **job.submit_kwargs(), submission_id=submission_id)
     except Exception as exc:  # Ray's client raises RuntimeError, ConnectionError, its own
         raise ForgeError(f"the Ray cluster at {address} refused the job: {exc}") from exc

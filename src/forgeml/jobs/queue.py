@@ -236,19 +236,29 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[:128]
 
 
-def lease_is_live(job: FineTuningJob, slurm_holds: set[str] | None = None) -> bool:
+# Cluster backends a dispatcher hands jobs to; a lease owner `backend:id` is that
+# cluster's job (see `hand_over`).
+CLUSTER_BACKENDS = ("slurm", "ray")
+
+
+def _cluster_of(owner: str) -> str | None:
+    backend = owner.partition(":")[0]
+    return backend if backend in CLUSTER_BACKENDS else None
+
+
+def lease_is_live(job: FineTuningJob, cluster_holds: set[str] | None = None) -> bool:
     """A worker holds the job: its lease has not run out, and its process lives if local.
-    `slurm_holds`: the lapsed `slurm:` owners Slurm still runs, asked beforehand (see
-    `claim_next`); without it Slurm is asked here."""
+    `cluster_holds`: the lapsed `slurm:`/`ray:` owners their cluster still runs, asked
+    beforehand (see `claim_next`); without it the cluster is asked here."""
     if not job.lease_owner or job.lease_expires_at is None:
         return False
     expires = _aware(job.lease_expires_at)
-    if job.lease_owner.startswith("slurm:"):  # handed to Slurm (`hand_over`)
+    if _cluster_of(job.lease_owner):  # handed to a cluster (`hand_over`)
         if expires > utcnow():
             return True
-        if slurm_holds is not None:
-            return job.lease_owner in slurm_holds
-        return _slurm_still_has(job.lease_owner.removeprefix("slurm:"))
+        if cluster_holds is not None:
+            return job.lease_owner in cluster_holds
+        return _cluster_still_has(job)
     if expires <= utcnow():
         return False
     host, _, rest = job.lease_owner.partition(":")
@@ -263,30 +273,34 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
 
 
-def _slurm_leases_still_held(workspace: Workspace) -> set[str]:
-    """The `slurm:` lease owners that have lapsed, or are about to, whose Slurm job is
-    still queued or running. Asked before `claim_next` takes its write lock, so no
-    scontrol call (seconds, more if the controller is down) holds up other writers."""
+def _cluster_leases_still_held(workspace: Workspace) -> set[str]:
+    """The `slurm:`/`ray:` lease owners that have lapsed, or are about to, whose cluster
+    job is still queued or running. Asked before `claim_next` takes its write lock, so no
+    cluster call (seconds, more if a controller is down) holds up other writers."""
     soon = utcnow() + timedelta(seconds=LEASE_SECONDS / 4)
+    handed = or_(*(FineTuningJob.lease_owner.startswith(f"{b}:") for b in CLUSTER_BACKENDS))
     with workspace.registry.reading() as session:
-        owners = {
-            job.lease_owner
+        lapsing = [
+            job
             for job in session.scalars(
-                select(FineTuningJob)
-                .where(FineTuningJob.status.in_(WORKING))
-                .where(FineTuningJob.lease_owner.startswith("slurm:"))
+                select(FineTuningJob).where(FineTuningJob.status.in_(WORKING)).where(handed)
             )
             if job.lease_expires_at is not None and _aware(job.lease_expires_at) <= soon
-        }
-    return {owner for owner in owners if _slurm_still_has(owner.removeprefix("slurm:"))}
+        ]
+    return {job.lease_owner for job in lapsing if _cluster_still_has(job)}
 
 
-def _slurm_still_has(slurm_id: str) -> bool:
-    """A Slurm job whose lease no dispatcher renewed (none runs): it is still Slurm's while
-    Slurm has it queued or running, so no worker takes it up a second time."""
-    from forgeml.jobs import slurm  # late: that module builds on this one
+def _cluster_still_has(job: FineTuningJob) -> bool:
+    """A cluster job whose lease no dispatcher renewed (none runs): it is still the
+    cluster's while it has it queued or running, so no worker takes it up a second time."""
+    backend, _, external_id = job.lease_owner.partition(":")
+    if backend == "slurm":
+        from forgeml.jobs import slurm  # late: those modules build on this one
 
-    return slurm.still_has(slurm_id)
+        return slurm.still_has(external_id)
+    from forgeml.jobs import on_ray
+
+    return on_ray.still_has(external_id, (job.spec or {}).get("dispatched", {}))
 
 
 def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob | None:
@@ -299,7 +313,7 @@ def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob 
     """
     owner = owner or worker_id()
     mark_dead_runs(workspace)
-    slurm_holds = _slurm_leases_still_held(workspace)
+    cluster_holds = _cluster_leases_still_held(workspace)
     while True:
         with workspace.registry.session() as session:
             query = (
@@ -319,7 +333,7 @@ def claim_next(workspace: Workspace, owner: str | None = None) -> FineTuningJob 
                 (
                     j
                     for j in session.scalars(query)
-                    if j.status == "queued" or not lease_is_live(j, slurm_holds)
+                    if j.status == "queued" or not lease_is_live(j, cluster_holds)
                 ),
                 None,
             )
@@ -396,16 +410,23 @@ def requeue(workspace: Workspace, job_id: str, owner: str | None = None) -> None
 
 
 def hand_over(
-    workspace: Workspace, job_id: str, owner: str, backend: str, external_id: str
+    workspace: Workspace,
+    job_id: str,
+    owner: str,
+    backend: str,
+    external_id: str,
+    details: dict | None = None,
 ) -> bool:
     """Pass a claimed job's lease from `owner` (a dispatcher) to the cluster job that will
-    run it, `backend:external_id` (`slurm:1234`), and record where it went: the lease then
-    outlives the dispatcher (see `lease_is_live`). False if `owner` no longer holds it."""
+    run it, `backend:external_id` (`slurm:1234`), and record where it went (with
+    `details`, e.g. the Ray cluster's address): the lease then outlives the dispatcher
+    (see `lease_is_live`). False if `owner` no longer holds it."""
     with workspace.registry.session() as session:
         job = session.get(FineTuningJob, job_id)
         if job.status not in WORKING or job.lease_owner != owner:
             return False
-        job.spec = {**job.spec, "dispatched": {"backend": backend, "job": external_id}}
+        where = {"backend": backend, "job": external_id, **(details or {})}
+        job.spec = {**job.spec, "dispatched": where}
         job.lease_owner = f"{backend}:{external_id}"
         job.lease_expires_at = utcnow() + timedelta(seconds=LEASE_SECONDS)
         workspace.registry.audit(
