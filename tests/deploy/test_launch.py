@@ -1,4 +1,4 @@
-"""`forgeml launch RECIPE --on kubernetes|slurm`: what it writes, validated offline against
+"""`forgeml launch RECIPE --on kubernetes|slurm|ray`: what it writes, validated offline against
 the Kubernetes API schemas (kubernetes-validate, strict), and its refusals. The Slurm
 script is run for real, under torchrun, in tests/train/test_distributed_recipe.py."""
 
@@ -89,3 +89,24 @@ def test_a_broken_recipe_is_refused_with_its_line(tmp_path):
     refused = forgeml(tmp_path / "ws", "launch", str(recipe), "--on", "slurm")
     assert refused.returncode != 0 and "no.such_stage" in refused.stderr
     assert "broken.yaml:4:" in refused.stderr, refused.stderr  # the file and line
+
+
+@pytest.mark.parametrize("on", ["slurm", "kubernetes", "ray"])
+def test_a_batch_that_does_not_divide_over_the_processes_is_refused_first(tmp_path, on):
+    recipe = tmp_path / "uneven.yaml"
+    recipe.write_text(
+        "name: uneven\nsteps:\n  - name: chats\n    uses: data.ingest\n"
+        "    with: {paths: [chats.jsonl], name: chats}\n"
+        "  - name: sft\n    uses: train.sft\n    inputs: {model: base, dataset: chats}\n"
+        "    with:\n      max_steps: 3\n      batch_size: 6\n"
+    )
+    out = tmp_path / "job.out"
+    refused = forgeml(tmp_path / "ws", "launch", str(recipe), "--on", on, "--nodes", "1",
+                      "--procs-per-node", "4", "-o", str(out), "--submit")  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert f"{recipe}:11: steps[1].with.batch_size: step 'sft': batch_size 6 does not " \
+           "divide over 4 processes\n" in refused.stderr, refused.stderr  # fmt: skip
+    assert not out.exists() and "Traceback" not in refused.stderr
+    fits = forgeml(tmp_path / "ws", "launch", str(recipe), "--on", on, "--procs-per-node", "3",
+                   "-o", str(out))  # fmt: skip
+    assert fits.returncode == 0, fits.stderr

@@ -18,7 +18,13 @@ from forgeml.core.atomic import write_bytes_atomic
 from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.recipes import load_recipe, parse_variables
 from forgeml.deploy import ray_jobs
-from forgeml.deploy.launch import TARGETS, LaunchRequest, render_kubernetes, render_slurm
+from forgeml.deploy.launch import (
+    TARGETS,
+    LaunchRequest,
+    check_batches_divide,
+    render_kubernetes,
+    render_slurm,
+)
 
 SUBMIT = {"slurm": ["sbatch"], "kubernetes": ["kubectl", "apply", "-f"],
           "ray": ["RAY_API_SERVER_ADDRESS=http://HEAD:8265", "bash"]}  # fmt: skip
@@ -83,6 +89,7 @@ def launch(
     )
     request.check()  # the request's own mistakes first: they need no recipe loaded
     loaded = load_recipe(recipe, [], parse_variables(variables))  # a bad recipe fails here
+    check_batches_divide(loaded, nodes * procs_per_node)
     job = name or re.sub(r"[^a-z0-9-]+", "-", loaded.recipe.name.lower()).strip("-")
     request = dataclasses.replace(request, name=job)
     text = RENDER[on](request)

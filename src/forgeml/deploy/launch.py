@@ -26,6 +26,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -204,3 +205,29 @@ def render_kubernetes(request: LaunchRequest) -> str:
         f"# Written by `forgeml launch {request.recipe.name} --on kubernetes`: kubectl apply -f\n"
     )
     return header + yaml.safe_dump_all(documents, sort_keys=False, width=100)
+
+
+def check_batches_divide(loaded: Any, processes: int) -> None:
+    """Each training step's batch divides over the launch's processes, as the stage will
+    require once it runs: said now, before anything is written or submitted, with the
+    recipe's line. (A batch the recipe leaves to the stage is chosen to fit.)"""
+    from forgeml.core.stages import get_stage
+
+    for index, step in enumerate(loaded.recipe.steps):
+        try:
+            trains = get_stage(step.uses).every_rank
+        except Exception:  # an unknown stage: `forgeml run` names it when it loads the recipe
+            continue
+        batch, given = step.with_.get("batch_size"), step.with_.get("micro_batch_size")
+        if not trains or not isinstance(batch, int) or batch < 1:
+            continue
+        given = given if isinstance(given, int) and given > 0 else None
+        micro = given or max(1, batch // processes)
+        if batch % (micro * processes):
+            raise loaded.error(
+                f"step {step.name!r}: batch_size {batch} does not divide over {processes} "
+                f"processes" + (f" in micro-batches of {given}" if given else ""),
+                "steps", index, "with", "batch_size",
+                hint="a batch_size that is a multiple of nodes x procs-per-node (x "
+                "micro_batch_size), or fewer processes",
+            )  # fmt: skip
