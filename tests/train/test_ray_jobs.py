@@ -11,15 +11,12 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from finetune_fixtures import build_base, forgeml
-from test_slurm_jobs import listed, queued_job
+from test_slurm_jobs import expire_lease, listed, queued_job
 
-from forgeml.core.schema import FineTuningJob, utcnow
-from forgeml.core.workspace import Workspace
 from ray_fixtures import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -68,12 +65,7 @@ def test_a_stopped_dispatcher_leaves_its_job_to_ray_and_a_cancel_takes_it_back(t
         first.kill()
         first.wait()
     submission = listed(root, job_id)["dispatched"]["job"]
-    workspace = Workspace.open(root)  # as if no dispatcher renewed it for a minute
-    try:
-        with workspace.registry.session() as session:
-            session.get(FineTuningJob, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
-    finally:
-        workspace.close()
+    expire_lease(root, job_id)
 
     local = forgeml(root, "--json", "jobs", "worker", "--once")
     assert json.loads(local.stdout) == {"jobs_run": 0}  # Ray still has it pending

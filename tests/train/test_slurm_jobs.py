@@ -51,6 +51,16 @@ def listed(root: Path, job_id: str) -> dict:
     return next(job for job in jobs if job["id"] == job_id)
 
 
+def expire_lease(root: Path, job_id: str) -> None:
+    """As if no dispatcher had renewed the job's lease for a minute."""
+    workspace = Workspace.open(root)
+    try:
+        with workspace.registry.session() as session:
+            session.get(FineTuningJob, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    finally:
+        workspace.close()
+
+
 def handed_to_slurm(root: Path, job_id: str, dispatcher: subprocess.Popen) -> str:
     """The Slurm job id, once the running dispatcher has handed the job over."""
     deadline = time.monotonic() + 120
@@ -146,12 +156,7 @@ def test_a_stopped_dispatcher_leaves_its_job_to_slurm_and_the_next_one_watches_i
     finally:
         first.kill()
         first.wait()
-    workspace = Workspace.open(root)  # as if no dispatcher renewed it for a minute
-    try:
-        with workspace.registry.session() as session:
-            session.get(FineTuningJob, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
-    finally:
-        workspace.close()
+    expire_lease(root, job_id)
 
     local = forgeml(root, "--json", "jobs", "worker", "--once")
     assert json.loads(local.stdout) == {"jobs_run": 0}
