@@ -49,6 +49,21 @@ def test_a_queued_job_runs_on_ray_to_its_model(tmp_path, cluster):
     assert shown["environment"]["launch"]["by"] == "ray"
 
 
+def test_a_ray_job_that_dies_fails_its_fine_tuning_job_with_rays_words(tmp_path, cluster):
+    """The node cannot start forgeml (a wrong --python): Ray says FAILED, and the job ends
+    failed with that and where Ray keeps the log, not left running."""
+    root = tmp_path / "ws"
+    job_id = queued_job(root, build_base(tmp_path / "base"))
+    done = subprocess.run(dispatcher(root, cluster, "--once", "--python", "/nonexistent/python"),
+                          capture_output=True, text=True, timeout=300, env=ENV)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = listed(root, job_id)
+    submission = job["dispatched"]["job"]
+    assert job["status"] == "failed"
+    assert f"Ray job {submission} ended FAILED before the fine-tuning job finished" in job["error"]
+    assert f"ray job logs {submission}" in job["error"]
+
+
 def test_a_stopped_dispatcher_leaves_its_job_to_ray_and_a_cancel_takes_it_back(tmp_path, cluster):
     root = tmp_path / "ws"
     job_id = queued_job(root, build_base(tmp_path / "base"))
