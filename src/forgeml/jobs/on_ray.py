@@ -90,6 +90,17 @@ def _hand_over(workspace: Workspace, jobs: Any, job: FineTuningJob, owner: str,
 
 
 def _watch(workspace: Workspace, clients: dict[str, Any], job: FineTuningJob) -> bool:
+    """`_watch_one`, and a cluster that does not answer is a warning and another look
+    later, not the end of the dispatcher (its other jobs still need watching; the
+    lapsed lease stays Ray's while Ray cannot be asked: `still_has`)."""
+    try:
+        return _watch_one(workspace, clients, job)
+    except Exception as exc:  # the cluster unreachable, its client's errors
+        log.warning("%s: cannot ask Ray about job %s: %s", job.id, job.lease_owner, exc)
+        return True
+
+
+def _watch_one(workspace: Workspace, clients: dict[str, Any], job: FineTuningJob) -> bool:
     """Renew, cancel or close one job Ray holds; False once it needs no more watching.
     Asked of the cluster the job went to (another dispatcher may have used another)."""
     owner = job.lease_owner
