@@ -52,7 +52,10 @@ def launch(
     ),
     name: str | None = typer.Option(None, "--name", help="The job's name (default: the recipe's)."),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Where to write it (default: NAME.sbatch or NAME.yaml here)."
+        None,
+        "-o",
+        "--output",
+        help="Where to write it (default: NAME.sbatch, NAME.yaml or NAME.ray.sh here).",
     ),
     python: str = typer.Option(
         sys.executable, "--python", help="Slurm, Ray: the Python with forgeml on every node."
