@@ -70,17 +70,15 @@ def _hand_over(workspace: Workspace, jobs: Any, job: FineTuningJob, owner: str,
     details = {"address": options.address}
     if not queue.hand_over(workspace, job.id, owner, "ray", submission_id, details):
         return  # cancelled meanwhile
-    kwargs: dict[str, Any] = {
-        "entrypoint": _entrypoint(str(workspace.root), job.id, submission_id, options.python),
-        "submission_id": submission_id,
-        "entrypoint_num_cpus": 1,
-        "runtime_env": {"env_vars": {"FORGEML_LAUNCH": "ray"}},
-        "metadata": {"forgeml_fine_tuning_job": job.id},
-    }
-    if options.gpus_per_job:
-        kwargs["entrypoint_num_gpus"] = options.gpus_per_job
+    ray_job = ray_jobs.RayJob(
+        entrypoint=_entrypoint(str(workspace.root), job.id, submission_id, options.python),
+        num_cpus=1,
+        num_gpus=options.gpus_per_job,
+        env_vars={"FORGEML_LAUNCH": "ray"},
+        metadata={"forgeml_fine_tuning_job": job.id},
+    )
     try:
-        ray_jobs.submit_job(jobs, **kwargs)
+        ray_jobs.submit_job(jobs, **ray_job.submit_kwargs(), submission_id=submission_id)
     except Exception as exc:  # Ray's client raises RuntimeError, ConnectionError, its own
         queue.finish(workspace, job.id, "failed", owner=f"ray:{submission_id}",
                      error=f"the Ray cluster at {options.address} refused the job: "
