@@ -32,7 +32,7 @@ def forgeml(root, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """2,600 documents (three scan batches): near copies, exact copies and PII among them."""
+    """2,600 documents (three scan batches): exact copies, near copies and PII among them."""
     rng = random.Random(7)
     words = [
         "claim",
@@ -50,6 +50,10 @@ def corpus(tmp_path_factory):
         text = " ".join(rng.choice(words) for _ in range(40)) + f" case {index}."
         if index % 50 == 7:
             text = lines[index - 5]["text"]  # an exact copy of an earlier one
+        elif index % 40 == 11:  # a near copy: one word of an earlier one changed
+            earlier = lines[index - 3]["text"].split()
+            earlier[5] = "escalation"
+            text = " ".join(earlier)
         if index % 90 == 3:
             text += f" Write to agent{index}@example.com or call +44 20 7946 {index % 10000:04d}."
         lines.append({"text": text})
@@ -89,7 +93,7 @@ def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
     local_clean = json.loads(forgeml(root, "--json", *clean).stdout)
     local_assess = json.loads(forgeml(root, "--json", *assess).stdout)
     on_ray = forgeml(root, "--debug", "--json", *clean, "--executor", "ray")
-    assert "Ray tasks ran _inspect_batch on 2 CPUs" in on_ray.stderr, on_ray.stderr[-2000:]
+    assert "Ray tasks ran _inspect_and_key on 2 CPUs" in on_ray.stderr, on_ray.stderr[-2000:]
     ray_clean = json.loads(on_ray.stdout)
     ray_assess = json.loads(forgeml(root, "--json", *assess, "--executor", "ray",
                                     "--ray-address", ray_cluster).stdout)  # fmt: skip
@@ -98,6 +102,10 @@ def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
     assert ray_clean["outputs"] == local_clean["outputs"]  # ... one set of bytes
     assert ray_clean["metrics"] == local_clean["metrics"]
     assert local_clean["metrics"]["removed_documents"] > 0
+    local_report = json.loads(forgeml(root, "--json", "artifacts", "show",
+                                      local_assess["outputs"]["report"]).stdout)  # fmt: skip
+    report = json.loads((Path(local_report["path"]) / "report.json").read_text())
+    assert report["near_duplicates"]["documents"] > 0 and report["exact_duplicates"]["documents"] > 0
     assert local_clean["metrics"]["redacted_documents"] > 0
     findings = [
         (Path(json.loads(forgeml(root, "--json", "artifacts", "show", run["outputs"]["report"]).stdout)["path"]) / "documents.parquet").read_bytes()

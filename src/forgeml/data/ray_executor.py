@@ -146,17 +146,41 @@ def ordered_map(
     """(item, function(argument)) for each (item, argument), computed as Ray tasks with at
     most 2 per CPU in flight, in the order given."""
     with ray_session(address, cpus) as ray:
-        remote = ray.remote(function)
-        cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", cpus)))
-        window, tasks = 2 * cluster_cpus, 0
-        pending: deque = deque()
-        for item, argument in items:
-            pending.append((item, remote.remote(argument)))
-            tasks += 1
-            if len(pending) >= window:
-                done, ref = pending.popleft()
-                yield done, ray.get(ref)
-        while pending:
-            done, ref = pending.popleft()
-            yield done, ray.get(ref)
-        log.info("%d Ray tasks ran %s on %d CPUs", tasks, function.__name__, cluster_cpus)
+        yield from ordered_map_in(ray, function, items, cpus=cpus)
+
+
+def cluster_cpus(ray: Any, cpus: int) -> int:
+    """The CPUs of the cluster Ray is connected to (`cpus` if it does not say)."""
+    return max(1, int(ray.cluster_resources().get("CPU", cpus)))
+
+
+def ordered_map_in(
+    ray: Any,
+    function: Callable[[Any], Any],
+    items: Iterator[tuple[Item, Any]],
+    *,
+    cpus: int,
+    num_returns: int = 1,
+) -> Iterator[tuple[Item, Any]]:
+    """`ordered_map` in a Ray session the caller holds. With `num_returns` > 1 each result
+    is that many object references, left in Ray's object store (not fetched)."""
+    remote = ray.remote(num_returns=num_returns)(function)
+    cpus = cluster_cpus(ray, cpus)
+    window, tasks = 2 * cpus, 0
+    pending: deque = deque()
+
+    def take() -> tuple[Item, Any]:
+        done, ref = pending.popleft()
+        if num_returns == 1:
+            return done, ray.get(ref)
+        ray.wait([ref[0]], fetch_local=False)  # bounded: at most `window` running
+        return done, ref
+
+    for item, argument in items:
+        pending.append((item, remote.remote(argument)))
+        tasks += 1
+        if len(pending) >= window:
+            yield take()
+    while pending:
+        yield take()
+    log.info("%d Ray tasks ran %s on %d CPUs", tasks, function.__name__, cpus)

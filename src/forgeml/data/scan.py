@@ -150,16 +150,18 @@ def scan(
     `dedup_threshold` None skips duplicate detection. `saved` reads the per-document
     findings from a findings file instead of computing them (the caller has checked that
     they belong to this dataset); `saved_dedup` takes the duplicates from it too.
-    `executor` "ray" runs the detectors as Ray tasks (ray_executor.py); same findings.
+    `executor` "ray" runs the detectors as Ray tasks and duplicate detection's shuffle in
+    Ray Data (ray_scan.py); same findings.
     """
     batches = iter_batches(directory)
     if saved is not None:
         results = _with_saved(batches, saved, keep_duplicates=saved_dedup)
     elif executor == "ray":
-        from forgeml.data.ray_executor import ordered_map  # late: Ray only when asked for
+        from forgeml.data.ray_scan import scan_on_ray  # late: Ray only when asked for
 
-        results = ordered_map(_inspect_batch, ((batch, batch.texts) for batch in batches),
-                              cpus=workers or default_workers(), address=ray_address)  # fmt: skip
+        yield from scan_on_ray(directory, cpus=workers or default_workers(),
+                               address=ray_address, dedup_threshold=dedup_threshold)  # fmt: skip
+        return
     elif (workers or default_workers()) > 1 and _documents(directory) >= PARALLEL_MIN_DOCUMENTS:
         results = _in_workers(batches, workers or default_workers())
     else:
