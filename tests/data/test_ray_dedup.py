@@ -25,7 +25,18 @@ from forgeml.data.ray_dedup import (
 from forgeml.data.ray_executor import ray_session
 
 pytestmark = pytest.mark.slow
-WORDS = "claim policy refund invoice approval customer ticket region account parcel".split()
+WORDS = [
+    "claim",
+    "policy",
+    "refund",
+    "invoice",
+    "approval",
+    "customer",
+    "ticket",
+    "region",
+    "account",
+    "parcel",
+]
 
 
 def corpus(count: int = 3000) -> list[str]:
