@@ -1,6 +1,7 @@
 """`executor: ray` against the local executor on the same corpus, in one run.
 
     .venv/bin/python benchmarks/data_on_ray.py [--docs 20000] [--seed 0]
+        [--configs local:1,local:2,ray:1,ray:2]
 
 Generates data_pipeline.py's corpus (prose with PII, exact and near copies; 8 jsonl
 files), then for each configuration runs `data.ingest` and `data.assess` in a fresh
@@ -98,6 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--configs", default=",".join(f"{e}:{w}" for e, w in CONFIGS),
+                        help="executor:CPUs, comma-separated; the first is the reference")  # fmt: skip
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -108,8 +111,10 @@ def main() -> None:
         documents, truth = generate(args.docs, args.seed)
         corpus = Path(scratch) / "corpus"
         truth = write_corpus(corpus, documents, truth)
+        configs = [(name, int(cpus)) for name, _, cpus in
+                   (config.partition(":") for config in args.configs.split(","))]  # fmt: skip
         rows = [
-            (executor, workers, measure(corpus, executor, workers)) for executor, workers in CONFIGS
+            (executor, workers, measure(corpus, executor, workers)) for executor, workers in configs
         ]
     reference = rows[0][2]
     print(f"{args.docs:,} documents, {truth.bytes / 2**20:.1f} MB of jsonl in 8 files\n")

@@ -51,7 +51,7 @@ PLAN_SCHEMA = pa.schema(
 # document sharing a band. HOT: `band` is shared by too many documents to pair them.
 # NEEDED: a later document will compare itself with this one.
 EXACT, BAND, PAIR, HOT, NEEDED = range(5)
-HOT_GROUP = 1000
+HOT_GROUP = 64
 
 
 @lru_cache(maxsize=4)
@@ -128,21 +128,29 @@ def split_exact(block: pa.Table) -> pa.Table:
 def pair_bands(block: pa.Table, hot_group: int = HOT_GROUP) -> pa.Table:
     """A block holding whole band-key groups: PAIR rows for each later member of a group
     with each earlier one, NEEDED for each member some later one pairs with, HOT rows
-    for the members of groups over `hot_group`."""
+    for the members of groups over `hot_group`. Vectorised: a corpus of near copies has
+    a group for most of its documents."""
     bands, docs = block["band"].to_numpy(), block["doc"].to_numpy()
     order, starts, sizes = _groups(bands, docs)
     bands, docs = bands[order], docs[order]
-    parts = [_plan_rows([], PAIR)]
-    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-        members = docs[start : start + size]
-        if size > hot_group:
-            parts.append(_plan_rows(members, HOT, band=bands[start : start + size]))
-            parts.append(_plan_rows(members, NEEDED))
-            continue
-        earlier, later = np.triu_indices(size, 1)
-        parts.append(_plan_rows(members[later], PAIR, other=members[earlier]))
-        parts.append(_plan_rows(members[:-1], NEEDED))
-    return pa.concat_tables(parts)
+    size_of_row = np.repeat(sizes, sizes)
+    start_of_row = np.repeat(starts, sizes)
+    rank = np.arange(len(docs)) - start_of_row  # position within its group
+    hot = size_of_row > hot_group
+    paired = (size_of_row > 1) & ~hot
+    # Each paired row meets the `rank` rows before it in its group.
+    meets = np.where(paired, rank, 0)
+    later = np.repeat(np.arange(len(docs)), meets)
+    first_pair = np.repeat(np.cumsum(meets) - meets, meets)
+    earlier = np.repeat(start_of_row, meets) + (np.arange(len(later)) - first_pair)
+    needed = (hot | paired) & ~(paired & (rank == size_of_row - 1))
+    return pa.concat_tables(
+        [
+            _plan_rows(docs[later], PAIR, other=docs[earlier]),
+            _plan_rows(docs[hot], HOT, band=bands[hot]),
+            _plan_rows(docs[needed], NEEDED),
+        ]
+    )
 
 
 def _only(kind: int):

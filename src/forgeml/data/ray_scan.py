@@ -12,6 +12,8 @@ decides its duplicates from the plan.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from forgeml.data.ray_dedup import (
 )
 from forgeml.data.ray_executor import cluster_cpus, ordered_map_in, ray_session
 from forgeml.data.scan import Batch, Finding, _inspect_batch, iter_batches
+
+log = logging.getLogger("forgeml.data")
 
 
 def _inspect_and_key(work: tuple[list[str], int, float | None]) -> tuple:
@@ -43,15 +47,22 @@ def scan_on_ray(
     directory: Path, *, cpus: int, address: str | None, dedup_threshold: float | None
 ) -> Iterator[tuple[Batch, list[Finding]]]:
     with ray_session(address, cpus) as ray:
+        started = time.perf_counter()
         done = ordered_map_in(ray, _inspect_and_key, _numbered(directory, dedup_threshold),
                               cpus=cpus, num_returns=2)  # fmt: skip
         refs = [(findings, keys) for _, (findings, keys) in done]
+        log.info("detectors and keys: %.1f s", time.perf_counter() - started)
         index = None
         if dedup_threshold is not None and refs:
             # Enough partitions that each shuffle task's share is small, few enough that
             # a small corpus does not pay for hundreds of tasks.
             partitions = max(2, min(4 * cluster_cpus(ray, cpus), len(refs)))
             plan = duplicate_plan(ray, [keys for _, keys in refs], partitions=partitions)
+            started = time.perf_counter()
+            plan = plan.materialize()
+            log.debug("%s", plan.stats())
+            log.info("duplicate plan (Ray Data): %d rows in %.1f s", plan.count(),
+                     time.perf_counter() - started)  # fmt: skip
             index = PlannedDuplicateIndex(plan_by_document(plan), threshold=dedup_threshold)
         for batch, (findings_ref, _) in zip(iter_batches(directory), refs, strict=True):
             findings = ray.get(findings_ref)
