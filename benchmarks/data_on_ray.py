@@ -49,9 +49,16 @@ def worker(corpus: Path, executor: str, workers: int, out: Path) -> None:
                        {"dataset": ingest.outputs["dataset"].ref})  # fmt: skip
     assessed = time.perf_counter() - started
     findings = workspace.local_path(assess.outputs["report"]) / "documents.parquet"
+    # Mixing has no executor: one process, whatever the row (see the table's mix column).
+    started = time.perf_counter()
+    mix = run_stage(workspace, "data.mix", {"tokens": 2 * ingest.metrics["characters"] // 4},
+                    {"datasets": [ingest.outputs["dataset"].ref]})  # fmt: skip
+    mixed = time.perf_counter() - started
     out.write_text(json.dumps({
         "ingest_s": read,
         "assess_s": assessed,
+        "mix_s": mixed,
+        "mixture": mix.outputs["mixture"].sha256,
         "documents": ingest.metrics["documents"],
         "dataset": ingest.outputs["dataset"].sha256,
         "findings": hashlib.sha256(findings.read_bytes()).hexdigest(),
@@ -118,14 +125,18 @@ def main() -> None:
         ]
     reference = rows[0][2]
     print(f"{args.docs:,} documents, {truth.bytes / 2**20:.1f} MB of jsonl in 8 files\n")
-    print("executor  CPUs  ingest s  assess s  assess docs/s  driver MB  tree MB  same bytes")
+    print(
+        "executor  CPUs  ingest s  assess s  assess docs/s  mix s  driver MB  tree MB  same bytes"
+    )
     for executor, workers, result in rows:
         same = (
             result["dataset"] == reference["dataset"]
             and result["findings"] == reference["findings"]
+            and result["mixture"] == reference["mixture"]
         )
         print(f"{executor:8s}  {workers:4d}  {result['ingest_s']:8.1f}  {result['assess_s']:8.1f}  "
-              f"{result['documents'] / result['assess_s']:13,.0f}  {result['driver_mb']:9.0f}  "
+              f"{result['documents'] / result['assess_s']:13,.0f}  {result['mix_s']:5.1f}  "
+              f"{result['driver_mb']:9.0f}  "
               f"{result['tree_mb']:7.0f}  {'yes' if same else 'NO'}")  # fmt: skip
 
 
