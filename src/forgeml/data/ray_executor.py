@@ -4,9 +4,9 @@
 The same function (`scan._inspect_batch`) runs on the same batches as with the local
 process pool, at most a few batches per CPU in flight (memory stays flat: the corpus
 streams through, it is never collected), and results are taken back in document order,
-so the artifacts are byte-identical to the local executor's. Duplicate detection stays
-in the driver: it is order-dependent (the first copy is kept) and works on compact
-MinHash signatures, while the detectors are where the CPU time goes.
+so the artifacts are byte-identical to the local executor's. A scan's duplicate
+detection runs its MinHash in the same tasks and its shuffle in Ray Data (ray_scan.py,
+ray_dedup.py); only the order-dependent decisions stay in the driver.
 
 Where: a running cluster (`ray_address`: `host:port` of its head, `ray://host:10001`,
 or `auto`; default `RAY_ADDRESS`), or without one a local Ray started for the run with

@@ -9,7 +9,8 @@ PII and (in document order) exact and near-duplicate detection. The per-document
 detectors are pure functions of the text, so they run in worker processes on batches,
 with at most a few batches in flight (memory stays flat) and results taken back in
 order (the output never depends on the number of workers). Duplicate detection is
-order-dependent, so it runs in this process as each batch comes back.
+order-dependent, so it runs in this process as each batch comes back (with `executor:
+ray`, its MinHash and shuffle run in Ray first: ray_scan.py).
 
 `data.assess` saves the findings next to its report (`FindingsWriter`); `data.clean`
 given that report reads them back (`scan(saved=...)`) instead of computing them again,
