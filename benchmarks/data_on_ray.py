@@ -79,14 +79,19 @@ def measure(corpus: Path, executor: str, workers: int) -> dict:
         ]
         child = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
         process = psutil.Process(child.pid)
-        peaks = {"driver": 0.0, "tree": 0.0}
+        peaks = {"driver": 0.0, "tree": 0.0, "private": 0.0}
+        status = Path(f"/proc/{child.pid}/status")
 
         def sample() -> None:
             while child.poll() is None:
                 try:
                     peaks["driver"] = max(peaks["driver"], process.memory_info().rss / 2**20)
+                    # RssAnon: the driver's own heap, without the shared memory of Ray's
+                    # object store it maps as it reads objects (counted in RSS).
+                    anon = status.read_text().split("RssAnon:")[1].split()[0]
+                    peaks["private"] = max(peaks["private"], int(anon) / 2**10)
                     peaks["tree"] = max(peaks["tree"], tree_memory(process))
-                except psutil.Error:
+                except (psutil.Error, OSError, IndexError):
                     pass
                 time.sleep(0.05)
 
@@ -99,6 +104,7 @@ def measure(corpus: Path, executor: str, workers: int) -> dict:
             **json.loads(out.read_text()),
             "driver_mb": peaks["driver"],
             "tree_mb": peaks["tree"],
+            "private_mb": peaks["private"],
         }
 
 
@@ -136,7 +142,7 @@ def main() -> None:
         )
         print(f"{executor:8s}  {workers:4d}  {result['ingest_s']:8.1f}  {result['assess_s']:8.1f}  "
               f"{result['documents'] / result['assess_s']:13,.0f}  {result['mix_s']:5.1f}  "
-              f"{result['driver_mb']:9.0f}  "
+              f"{result['driver_mb']:9.0f}  {result['private_mb']:10.0f}  "
               f"{result['tree_mb']:7.0f}  {'yes' if same else 'NO'}")  # fmt: skip
 
 

@@ -93,7 +93,7 @@ def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
     local_clean = json.loads(forgeml(root, "--json", *clean).stdout)
     local_assess = json.loads(forgeml(root, "--json", *assess).stdout)
     on_ray = forgeml(root, "--debug", "--json", *clean, "--executor", "ray")
-    assert "Ray tasks ran _inspect_and_key on 2 CPUs" in on_ray.stderr, on_ray.stderr[-2000:]
+    assert "Ray tasks ran _inspect_batch on 2 CPUs" in on_ray.stderr, on_ray.stderr[-2000:]
     ray_clean = json.loads(on_ray.stdout)
     ray_assess = json.loads(forgeml(root, "--json", *assess, "--executor", "ray",
                                     "--ray-address", ray_cluster).stdout)  # fmt: skip

@@ -156,28 +156,30 @@ def cluster_cpus(ray: Any, cpus: int) -> int:
 
 def ordered_map_in(
     ray: Any,
-    function: Callable[[Any], Any],
+    function: Callable[..., Any],
     items: Iterator[tuple[Item, Any]],
     *,
     cpus: int,
-    num_returns: int = 1,
+    fetch: bool = True,
 ) -> Iterator[tuple[Item, Any]]:
-    """`ordered_map` in a Ray session the caller holds. With `num_returns` > 1 each result
-    is that many object references, left in Ray's object store (not fetched)."""
-    remote = ray.remote(num_returns=num_returns)(function)
+    """`ordered_map` in a Ray session the caller holds. With `fetch` False each result is
+    its object reference, left in Ray's object store (a tuple argument is spread over
+    the function's parameters)."""
+    remote = ray.remote(function)
     cpus = cluster_cpus(ray, cpus)
     window, tasks = 2 * cpus, 0
     pending: deque = deque()
 
     def take() -> tuple[Item, Any]:
         done, ref = pending.popleft()
-        if num_returns == 1:
+        if fetch:
             return done, ray.get(ref)
-        ray.wait([ref[0]], fetch_local=False)  # bounded: at most `window` running
+        ray.wait([ref], fetch_local=False)  # bounded: at most `window` running
         return done, ref
 
     for item, argument in items:
-        pending.append((item, remote.remote(argument)))
+        arguments = argument if not fetch and isinstance(argument, tuple) else (argument,)
+        pending.append((item, remote.remote(*arguments)))
         tasks += 1
         if len(pending) >= window:
             yield take()
