@@ -132,7 +132,8 @@ def main() -> None:
     reference = rows[0][2]
     print(f"{args.docs:,} documents, {truth.bytes / 2**20:.1f} MB of jsonl in 8 files\n")
     print(
-        "executor  CPUs  ingest s  assess s  assess docs/s  mix s  driver MB  tree MB  same bytes"
+        "executor  CPUs  ingest s  assess s  assess docs/s  mix s  driver MB  private MB  tree MB"
+        "  same bytes"
     )
     for executor, workers, result in rows:
         same = (

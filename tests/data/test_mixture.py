@@ -132,3 +132,39 @@ def test_the_same_files_in_another_folder_give_the_same_mixture(workspace, tmp_p
         for d in (here, there)
     ]
     assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize("buckets", [4, 1 << 16])
+def test_the_fractional_pass_takes_the_first_documents_in_sampling_order(
+    workspace, tmp_path, monkeypatch, buckets
+):
+    """The mix finds the fractional pass's documents in streaming passes (a histogram of
+    the sampling order, then the one bucket where the characters run out), never holding
+    every id; with 4 buckets most documents share the cut bucket. Either way it takes
+    exactly what walking every train document in sampling order until the characters are
+    reached takes."""
+    from forgeml.data import mixture
+
+    monkeypatch.setattr(mixture, "BUCKETS", buckets)
+    folder = tmp_path / "varied"
+    folder.mkdir()
+    for index in range(40):
+        (folder / f"{index:02d}.txt").write_text(f"note {index} " + "word " * (index * 7 % 31))
+    dataset = run_stage(workspace, "data.ingest", {"paths": [str(folder)]}).outputs["dataset"]
+    rows = list(iter_records(workspace.root / dataset.path))
+    train = [r for r in rows if mixture._unit(5, r["id"], "validation") >= 0.1]
+    total = sum(len(r["text"]) for r in train)
+    target = int(2.4 * total)
+    remainder, expected = target - 2 * total, set()
+    for row in sorted(train, key=lambda r: mixture._unit(5, r["id"], "sample")):
+        if remainder <= 0:
+            break
+        expected.add(row["id"])
+        remainder -= len(row["text"])
+
+    out = run_stage(workspace, "data.mix", {"tokens": target, "chars_per_token": 1, "validation_fraction": 0.1},
+                    {"datasets": [dataset]}, seed=5).outputs["mixture"]  # fmt: skip
+    written = [r["id"] for r in iter_records(workspace.root / out.path / "train")]
+    assert {i for i in written if i.endswith("#2")} == {f"{i}#2" for i in expected}
+    assert len(written) == 2 * len(train) + len(expected)
+    assert 0 < len(expected) < len(train)

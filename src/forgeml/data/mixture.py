@@ -10,6 +10,12 @@ source) is recorded in `mixture.json` for lineage. Documents stay grouped by sou
 and a document's copies go in separate passes over it (never side by side); training
 shuffles packed sequences with its own seed.
 
+Memory is flat in the number of documents: every decision is a function of the
+document's id (seeded hashes), and the fractional pass's subset is found with a
+histogram of the sampling order plus one bucket's documents (`_Source`), so a source is
+read a few times, never held. The work per document is two SHA-256 of its id, so mixing
+is bound by reading and writing Parquet and runs in one process with any executor.
+
     mixture.json
     train/         a dataset (see forgeml.data.dataset)
     validation/    a dataset
@@ -18,8 +24,10 @@ shuffles packed sequences with its own seed.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
 from forgeml.core.atomic import write_json_atomic
@@ -56,21 +64,66 @@ def _unit(seed: int, doc_id: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _split_source(path: Path, seed: int, fraction: float) -> tuple[list[tuple[str, int]], set[str]]:
-    """Train document ids with their sizes in chars, and the held-out document ids.
+BUCKETS = 1 << 16  # of the sampling unit: the fractional pass's cut is found in one
 
-    A source of two or more documents always holds out at least one when `fraction` > 0,
-    so a small source still has a validation signal.
+
+@dataclass
+class _Source:
+    """One source's split and sampling plan, gathered in streaming passes, so a mix of a
+    billion documents holds no per-document state.
+
+    Held out: a document whose validation unit is below `fraction`, or, when that holds
+    out none of two or more documents, the one with the lowest unit (`first_out`): a
+    small source still has a validation signal. Train documents are copied `passes`
+    times, and once more for a seeded subset reaching the fractional pass's characters:
+    the documents first in order of their sampling unit (ties: in stored order) until
+    those characters are reached. That subset is every document whose unit falls in a
+    bucket below `cut`, and the ids `taken` from the bucket `cut` itself.
     """
-    scored = [
-        (_unit(seed, row["id"], "validation"), row["id"], len(row["text"]))
-        for row in iter_records(path, columns=["id", "text"])
-    ]
-    held_out = {doc_id for unit, doc_id, _ in scored if unit < fraction}
-    if fraction > 0 and not held_out and len(scored) >= 2:
-        held_out = {min(scored)[1]}
-    train = [(doc_id, size) for _, doc_id, size in scored if doc_id not in held_out]
-    return train, held_out
+
+    fraction: float
+    seed: int
+    train_chars: int = 0
+    train_documents: int = 0
+    first_out: str | None = None
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(BUCKETS, dtype=np.int64))
+    passes: int = 0
+    cut: int = -1  # no fractional pass
+    taken: set[str] = field(default_factory=set)
+
+    def held_out(self, doc_id: str) -> bool:
+        return _unit(self.seed, doc_id, "validation") < self.fraction or doc_id == self.first_out
+
+    def copies(self, doc_id: str) -> int:
+        if self.cut < 0:
+            return self.passes
+        bucket = _bucket(_unit(self.seed, doc_id, "sample"))
+        return self.passes + (bucket < self.cut or (bucket == self.cut and doc_id in self.taken))
+
+
+def _bucket(unit: float) -> int:
+    return min(int(unit * BUCKETS), BUCKETS - 1)
+
+
+def _split_source(path: Path, seed: int, fraction: float) -> _Source:
+    source = _Source(fraction, seed)
+    lowest: tuple[float, str, int] | None = None
+    documents = 0
+    for row in iter_records(path, columns=["id", "text"]):
+        documents += 1
+        unit, size = _unit(seed, row["id"], "validation"), len(row["text"])
+        if lowest is None or (unit, row["id"], size) < lowest:
+            lowest = (unit, row["id"], size)
+        if unit >= fraction:
+            source.train_chars += size
+            source.train_documents += 1
+            source.sizes[_bucket(_unit(seed, row["id"], "sample"))] += size
+    if fraction > 0 and source.train_documents == documents >= 2 and lowest is not None:
+        _, source.first_out, size = lowest
+        source.train_chars -= size
+        source.train_documents -= 1
+        source.sizes[_bucket(_unit(seed, source.first_out, "sample"))] -= size
+    return source
 
 
 @stage(
@@ -88,7 +141,7 @@ def mix(ctx: StageContext, params: MixParams):
     splits = [
         _split_source(ctx.artifact_path(s), ctx.seed, params.validation_fraction) for s in sources
     ]
-    pool_tokens = [sum(size for _, size in train) / cpt for train, _ in splits]
+    pool_tokens = [split.train_chars / cpt for split in splits]
     if not any(pool_tokens):
         raise InputError("the datasets have no training text after the validation split")
     budget = params.tokens or sum(pool_tokens)
@@ -100,25 +153,26 @@ def mix(ctx: StageContext, params: MixParams):
     train_out = DatasetWriter(writer.path / "train")
     valid_out = DatasetWriter(writer.path / "validation")
     components = []
-    for source, (train_ids, held_out), tokens, portion in zip(
-        sources, splits, pool_tokens, share, strict=True
-    ):
+    for source, split, tokens, portion in zip(sources, splits, pool_tokens, share, strict=True):
         target = budget * portion
         epochs = target / tokens if tokens else 0.0
+        path = ctx.artifact_path(source)
         # Salted by content-derived ids only, not the artifact hash (which covers source
         # paths): the same files ingested from another folder give the same mixture.
-        chosen = _choose(train_ids, target * cpt, ctx.seed, "sample")
-        path = ctx.artifact_path(source)
+        _choose(split, path, target * cpt)
+        most = split.passes + (split.cut >= 0)
         # One pass over the source per copy: a document's copies sit a whole pass apart,
         # never side by side in a packed block (where a model learns to repeat the text
         # it just read instead of the text).
-        for copy in range(max(chosen.values(), default=0) or 1):
+        sampled = 0
+        for copy in range(most or 1):
             for row in iter_records(path):
-                if row["id"] in held_out:
+                if split.held_out(row["id"]):
                     if copy == 0:
                         valid_out.add(row)
-                elif chosen.get(row["id"], 0) > copy:
+                elif split.copies(row["id"]) > copy:
                     train_out.add({**row, "id": row["id"] if copy == 0 else f"{row['id']}#{copy}"})
+                    sampled += 1
         summary = read_summary(path)
         components.append(
             {
@@ -126,7 +180,7 @@ def mix(ctx: StageContext, params: MixParams):
                 "sha256": source.sha256,
                 "weight": portion,
                 "documents": summary["documents"],
-                "train_documents_sampled": sum(chosen.values()),
+                "train_documents_sampled": sampled,
                 "source_tokens_est": round(tokens),
                 "target_tokens_est": round(target),
                 "epochs": round(epochs, 4),
@@ -155,19 +209,29 @@ def mix(ctx: StageContext, params: MixParams):
     return {"mixture": artifact}
 
 
-def _choose(
-    train: list[tuple[str, int]], target_chars: float, seed: int, salt: str
-) -> dict[str, int]:
-    """How many copies of each train document reach `target_chars`: whole passes, then a
-    seeded subset of documents for the remainder."""
-    total = sum(size for _, size in train)
-    if total == 0:
-        return {}
-    passes, remainder = divmod(target_chars, total)
-    copies = {doc_id: int(passes) for doc_id, _ in train}
-    for doc_id, size in sorted(train, key=lambda item: _unit(seed, item[0], salt)):
-        if remainder <= 0:
+def _choose(source: _Source, path: Path, target_chars: float) -> None:
+    """How many copies of each train document reach `target_chars`: whole passes, then
+    the documents first in sampling order for the remainder (set on `source`)."""
+    if source.train_chars == 0:
+        return
+    passes, remainder = divmod(target_chars, source.train_chars)
+    source.passes = int(passes)
+    if remainder <= 0:
+        return
+    # The bucket where the characters before it stay under the remainder and those up
+    # to its end reach it: documents below it are all taken, those above none.
+    ends = np.cumsum(source.sizes)
+    source.cut = int(np.searchsorted(ends, remainder, side="left"))
+    before = int(ends[source.cut - 1]) if source.cut else 0
+    in_cut = []
+    for position, row in enumerate(iter_records(path, columns=["id", "text"])):
+        doc_id = row["id"]
+        unit = _unit(source.seed, doc_id, "sample")
+        if _bucket(unit) == source.cut and not source.held_out(doc_id):
+            in_cut.append((unit, position, doc_id, len(row["text"])))
+    for _, _, doc_id, size in sorted(in_cut):
+        if before >= remainder:
             break
-        copies[doc_id] += 1
-        remainder -= size
-    return copies
+        source.taken.add(doc_id)
+        before += size
+
