@@ -105,7 +105,9 @@ def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
     local_report = json.loads(forgeml(root, "--json", "artifacts", "show",
                                       local_assess["outputs"]["report"]).stdout)  # fmt: skip
     report = json.loads((Path(local_report["path"]) / "report.json").read_text())
-    assert report["near_duplicates"]["documents"] > 0 and report["exact_duplicates"]["documents"] > 0
+    assert (
+        report["near_duplicates"]["documents"] > 0 and report["exact_duplicates"]["documents"] > 0
+    )
     assert local_clean["metrics"]["redacted_documents"] > 0
     findings = [
         (Path(json.loads(forgeml(root, "--json", "artifacts", "show", run["outputs"]["report"]).stdout)["path"]) / "documents.parquet").read_bytes()

@@ -234,4 +234,3 @@ def _choose(source: _Source, path: Path, target_chars: float) -> None:
             break
         source.taken.add(doc_id)
         before += size
-
