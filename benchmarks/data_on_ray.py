@@ -34,6 +34,23 @@ from data_pipeline import generate, tree_memory, write_corpus
 CONFIGS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))
 
 
+class PhasePeaks(threading.Thread):
+    """This process's peak private memory (RssAnon: its own heap, not the shared memory
+    of Ray's object store that RSS also counts) in each phase, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.phase = "start"
+        self.peaks: dict[str, float] = {}
+
+    def run(self) -> None:
+        status = Path("/proc/self/status")
+        while True:
+            anon = int(status.read_text().split("RssAnon:")[1].split()[0]) / 2**10
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), anon)
+            time.sleep(0.02)
+
+
 def worker(corpus: Path, executor: str, workers: int, out: Path) -> None:
     """One configuration, in this process: ingest then assess; timings and hashes to `out`."""
     from forgeml.core.runs import run_stage
@@ -41,15 +58,20 @@ def worker(corpus: Path, executor: str, workers: int, out: Path) -> None:
 
     workspace = Workspace.init(Path(tempfile.mkdtemp(prefix="ray-bench-")) / "ws")
     params = {"executor": executor}
+    memory = PhasePeaks()
+    memory.start()
+    memory.phase = "ingest"
     started = time.perf_counter()
     ingest = run_stage(workspace, "data.ingest", {"paths": [str(corpus)], **params})
     read = time.perf_counter() - started
+    memory.phase = "assess"
     started = time.perf_counter()
     assess = run_stage(workspace, "data.assess", {"workers": workers, **params},
                        {"dataset": ingest.outputs["dataset"].ref})  # fmt: skip
     assessed = time.perf_counter() - started
     findings = workspace.local_path(assess.outputs["report"]) / "documents.parquet"
     # Mixing has no executor: one process, whatever the row (see the table's mix column).
+    memory.phase = "mix"
     started = time.perf_counter()
     mix = run_stage(workspace, "data.mix", {"tokens": 2 * ingest.metrics["characters"] // 4},
                     {"datasets": [ingest.outputs["dataset"].ref]})  # fmt: skip
@@ -58,6 +80,8 @@ def worker(corpus: Path, executor: str, workers: int, out: Path) -> None:
         "ingest_s": read,
         "assess_s": assessed,
         "mix_s": mixed,
+        "assess_private_mb": memory.peaks.get("assess", 0.0),
+        "mix_private_mb": memory.peaks.get("mix", 0.0),
         "mixture": mix.outputs["mixture"].sha256,
         "documents": ingest.metrics["documents"],
         "dataset": ingest.outputs["dataset"].sha256,
@@ -79,19 +103,14 @@ def measure(corpus: Path, executor: str, workers: int) -> dict:
         ]
         child = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
         process = psutil.Process(child.pid)
-        peaks = {"driver": 0.0, "tree": 0.0, "private": 0.0}
-        status = Path(f"/proc/{child.pid}/status")
+        peaks = {"driver": 0.0, "tree": 0.0}
 
         def sample() -> None:
             while child.poll() is None:
                 try:
                     peaks["driver"] = max(peaks["driver"], process.memory_info().rss / 2**20)
-                    # RssAnon: the driver's own heap, without the shared memory of Ray's
-                    # object store it maps as it reads objects (counted in RSS).
-                    anon = status.read_text().split("RssAnon:")[1].split()[0]
-                    peaks["private"] = max(peaks["private"], int(anon) / 2**10)
                     peaks["tree"] = max(peaks["tree"], tree_memory(process))
-                except (psutil.Error, OSError, IndexError):
+                except psutil.Error:
                     pass
                 time.sleep(0.05)
 
@@ -104,7 +123,6 @@ def measure(corpus: Path, executor: str, workers: int) -> dict:
             **json.loads(out.read_text()),
             "driver_mb": peaks["driver"],
             "tree_mb": peaks["tree"],
-            "private_mb": peaks["private"],
         }
 
 
@@ -132,8 +150,8 @@ def main() -> None:
     reference = rows[0][2]
     print(f"{args.docs:,} documents, {truth.bytes / 2**20:.1f} MB of jsonl in 8 files\n")
     print(
-        "executor  CPUs  ingest s  assess s  assess docs/s  mix s  driver MB  private MB  tree MB"
-        "  same bytes"
+        "executor  CPUs  ingest s  assess s  assess docs/s  mix s  driver MB  private MB "
+        "(assess / mix)  tree MB  same bytes"
     )
     for executor, workers, result in rows:
         same = (
@@ -143,7 +161,8 @@ def main() -> None:
         )
         print(f"{executor:8s}  {workers:4d}  {result['ingest_s']:8.1f}  {result['assess_s']:8.1f}  "
               f"{result['documents'] / result['assess_s']:13,.0f}  {result['mix_s']:5.1f}  "
-              f"{result['driver_mb']:9.0f}  {result['private_mb']:10.0f}  "
+              f"{result['driver_mb']:9.0f}  {result['assess_private_mb']:9.0f} / "
+              f"{result['mix_private_mb']:<7.0f}  "
               f"{result['tree_mb']:7.0f}  {'yes' if same else 'NO'}")  # fmt: skip
 
 
