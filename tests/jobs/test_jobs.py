@@ -117,11 +117,14 @@ def test_created_jobs_wait_for_start_and_cancel_is_final(workspace, base):
         queue.cancel(workspace, held.id)
 
 
-def _claim(root: str, results) -> None:
+def _claim(root: str, results, done) -> None:
     from forgeml.core.workspace import Workspace
 
     job = queue.claim_next(Workspace.open(root))
     results.put(job.id if job else None)
+    # Stay alive until both have claimed: a worker that has exited holds a dead lease,
+    # which the other then takes over, rightly (seen when one claimer started late).
+    done.wait(60)
 
 
 def test_two_workers_never_claim_the_same_job(workspace, base):
@@ -129,18 +132,17 @@ def test_two_workers_never_claim_the_same_job(workspace, base):
     job = queue.submit(
         workspace, method="supervised", base_model="base", training_files=[{"file_id": file_id}]
     )
-    results = multiprocessing.get_context("spawn").Queue()
+    spawn = multiprocessing.get_context("spawn")
+    results, done = spawn.Queue(), spawn.Event()
     claimers = [
-        multiprocessing.get_context("spawn").Process(
-            target=_claim, args=(str(workspace.root), results)
-        )
-        for _ in range(2)
+        spawn.Process(target=_claim, args=(str(workspace.root), results, done)) for _ in range(2)
     ]
     for process in claimers:
         process.start()
+    claimed = sorted([results.get(timeout=60), results.get(timeout=60)], key=lambda x: x is None)
+    done.set()
     for process in claimers:
         process.join(60)
-    claimed = sorted([results.get(timeout=5), results.get(timeout=5)], key=lambda x: x is None)
     assert claimed == [job.id, None]
 
 
