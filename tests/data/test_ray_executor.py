@@ -37,19 +37,6 @@ from ray_fixtures import ray_head
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-WORDS = [
-    "claim",
-    "policy",
-    "refund",
-    "invoice",
-    "approval",
-    "customer",
-    "ticket",
-    "region",
-    "account",
-    "parcel",
-]
-
 
 def forgeml(root, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "forgeml", "--workspace", str(root), *args]
@@ -63,14 +50,25 @@ def forgeml(root, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
 def corpus(tmp_path_factory):
     """2,600 documents (three scan batches): exact copies, near copies and PII among them."""
     rng = random.Random(7)
+    words = [
+        "claim",
+        "policy",
+        "refund",
+        "invoice",
+        "approval",
+        "customer",
+        "ticket",
+        "region",
+        "account",
+    ]
     lines = []
     for index in range(2600):
-        text = " ".join(rng.choice(WORDS) for _ in range(40)) + f" case {index}."
+        text = " ".join(rng.choice(words) for _ in range(40)) + f" case {index}."
         if index % 50 == 7:
             text = lines[index - 5]["text"]  # an exact copy of an earlier one
         elif index % 40 == 11:  # a near copy: one word of an earlier one changed
             earlier = lines[index - 3]["text"].split()
-            earlier[0] = "escalation"  # one shingle of ~40 differs
+            earlier[5] = "escalation"
             text = " ".join(earlier)
         if index % 90 == 3:
             text += f" Write to agent{index}@example.com or call +44 20 7946 {index % 10000:04d}."
@@ -146,6 +144,20 @@ def test_a_ray_address_that_does_not_answer_is_said_before_reading(tmp_path, cor
     assert time.monotonic() - started < 60
     bad = forgeml(root, "data", "clean", "docs", "--executor", "spark", ok=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "executor" in bad.stderr
+
+
+WORDS = [
+    "claim",
+    "policy",
+    "refund",
+    "invoice",
+    "approval",
+    "customer",
+    "ticket",
+    "region",
+    "account",
+    "parcel",
+]
 
 
 def dedup_corpus(count: int = 3000) -> list[str]:
