@@ -38,7 +38,22 @@ def ray_head(log_dir: Path, dashboard: bool) -> Iterator[tuple[str, str]]:
     """A one-node Ray cluster of 2 CPUs on loopback (`ray start --head`), as a platform
     team runs one: (its GCS address, its Jobs API URL or ""). Run in a session of its own
     so that stopping it stops only it (`ray stop` would stop every Ray on the machine,
-    another test file's too)."""
+    another test file's too). A head that exits while starting (a port taken between
+    choosing it and Ray binding it, as test files start side by side) is started again
+    on other ports."""
+    for attempt in range(3):
+        log = log_dir / f"head-{attempt}.log"
+        port, head, jobs = _start_head(log, dashboard)
+        try:
+            if _came_up(head, port, jobs, log):
+                yield f"127.0.0.1:{port}", jobs
+                return
+        finally:
+            _stop(head)
+    raise AssertionError(f"no Ray head started in 3 tries: {log.read_text()[-3000:]}")
+
+
+def _start_head(log: Path, dashboard: bool) -> tuple[int, subprocess.Popen, str]:
     from forgeml.data.ray_executor import LOCAL_RAY_ENVIRONMENT
 
     env = {**os.environ, **LOCAL_RAY_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
@@ -47,7 +62,6 @@ def ray_head(log_dir: Path, dashboard: bool) -> Iterator[tuple[str, str]]:
     if dashboard:
         ui = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
               "--dashboard-port", str(dashboard_port)]  # fmt: skip
-    log = log_dir / "head.log"
     with open(log, "w") as out:
         head = subprocess.Popen(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
@@ -55,26 +69,39 @@ def ray_head(log_dir: Path, dashboard: bool) -> Iterator[tuple[str, str]]:
              *own_ports()],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
-    jobs = f"http://127.0.0.1:{dashboard_port}" if dashboard else ""
-    try:
-        deadline = time.monotonic() + 180
-        while not (_jobs_api_answers(jobs) if dashboard else _answers(port)):
-            assert head.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        yield f"127.0.0.1:{port}", jobs
-    finally:
-        # `ray start --block` answers SIGTERM by stopping its processes one by one with
-        # grace periods (~35 s here); a test cluster has nothing to save, so after a
-        # short grace the whole session goes at once.
+    return port, head, f"http://127.0.0.1:{dashboard_port}" if dashboard else ""
+
+
+def _came_up(head: subprocess.Popen, port: int, jobs: str, log: Path) -> bool:
+    """Whether the head is up: `ray start` said so (it does once its processes run), its
+    GCS port completes a gRPC handshake (a port merely open may be someone else's), and
+    its Jobs API answers if it has one. False if it exited first."""
+    deadline = time.monotonic() + 180
+    while not (
+        "Ray runtime started" in log.read_text(errors="replace")
+        and _speaks_grpc(port)
+        and (not jobs or _jobs_api_answers(jobs))
+    ):
+        if head.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
+    return True
+
+
+def _stop(head: subprocess.Popen) -> None:
+    # `ray start --block` answers SIGTERM by stopping its processes one by one with
+    # grace periods (~35 s here); a test cluster has nothing to save, so after a
+    # short grace the whole session goes at once.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
+    try:
+        head.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +111,17 @@ def cluster(tmp_path_factory) -> Iterator[str]:
         yield jobs
 
 
-def _answers(port: int) -> bool:
+def _speaks_grpc(port: int) -> bool:
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        grpc.channel_ready_future(channel).result(timeout=5)
         return True
-    except OSError:
+    except grpc.FutureTimeoutError:
         return False
+    finally:
+        channel.close()
 
 
 def _jobs_api_answers(address: str) -> bool:

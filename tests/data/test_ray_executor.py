@@ -2,19 +2,23 @@
 detectors run as Ray tasks (a `ray start` cluster or a local Ray, 2 CPUs) and the
 artifacts are byte-identical to the local executor's,
 through the installed CLI as a user runs it. A Ray address that does not answer is an
-error before anything is read. Duplicate detection's Ray Data plan, driven in this
-process on the same kind of cluster, decides as the local index on a corpus made to
-take every path."""
+error before anything is read, and so is one where something else answers. Duplicate
+detection's Ray Data plan, driven in this process on the same kind of cluster, decides
+as the local index on a corpus made to take every path."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -132,6 +136,18 @@ def test_ray_gives_the_local_executors_bytes(tmp_path, corpus, ray_cluster):
     assert findings[0] == findings[1]
 
 
+@contextlib.contextmanager
+def http_server() -> Iterator[int]:
+    """A web server on loopback: its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_ray_address_that_does_not_answer_is_said_before_reading(tmp_path, corpus):
     root = tmp_path / "ws"
     forgeml(root, "init")
@@ -142,6 +158,13 @@ def test_a_ray_address_that_does_not_answer_is_said_before_reading(tmp_path, cor
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "the Ray cluster at 127.0.0.1:9 does not answer" in done.stderr, done.stderr
     assert time.monotonic() - started < 60
+    with http_server() as port:  # a port that answers, but not as Ray does
+        started = time.monotonic()
+        done = forgeml(root, "data", "assess", "docs", "--executor", "ray", "--ray-address",
+                       f"127.0.0.1:{port}", ok=False)  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"something answers at 127.0.0.1:{port} but it is not a Ray cluster" in done.stderr
+    assert time.monotonic() - started < 60, "Ray's own retries take about 14 minutes"
     bad = forgeml(root, "data", "clean", "docs", "--executor", "spark", ok=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "executor" in bad.stderr
 

@@ -33,6 +33,7 @@ log = logging.getLogger("forgeml.data")
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 OPTIONS = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 CONNECT_SECONDS = 5.0  # a cluster head that does not answer in this long is an error
+GRPC_SECONDS = 15.0  # nor one whose port does not speak gRPC in this long
 Item = TypeVar("Item")
 
 
@@ -70,6 +71,32 @@ def _reachable(address: str) -> None:
             hint="check the head node's address and port (`ray status` on it); "
             "nothing was read yet",
         ) from exc
+    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+        _speaks_grpc(address, f"{host}:{port}")
+
+
+def _speaks_grpc(address: str, target: str) -> None:
+    """A head's GCS (and Ray Client's server) speak gRPC. Something else on the port (a web
+    server, another service) would have `ray.init` retry for about 14 minutes; an HTTP/2
+    handshake that does not complete in GRPC_SECONDS says so instead. Only the transport
+    is tried: no request is made, no token is needed."""
+    try:
+        import grpc  # Ray's own dependency
+    except ImportError:
+        return  # no Ray here either: ray_session says so
+
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=GRPC_SECONDS)
+    except grpc.FutureTimeoutError:
+        raise ForgeError(
+            f"something answers at {address} but it is not a Ray cluster "
+            f"(no gRPC handshake in {GRPC_SECONDS:g} s)",
+            hint="give the head node's GCS port (6379 unless `ray start --port` said "
+            "otherwise) or ray://HEAD:10001; nothing was read yet",
+        ) from None
+    finally:
+        channel.close()
 
 
 # What the processes of a local Ray (started by `ray.init`, inheriting this environment)
