@@ -24,8 +24,13 @@ import hashlib
 import inspect
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib.metadata import version
@@ -36,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from forgeml.core.errors import InputError
+from forgeml.core.errors import ForgeError, InputError
 from forgeml.core.stages import StageParams
 from forgeml.data import dedup, keytable, language, pii, quality, shingle_store
 from forgeml.data.dataset import read_summary
@@ -182,7 +187,9 @@ def _documents(directory: Path) -> int:
 
 
 def _in_workers(batches: Iterator[Batch], workers: int) -> Iterator[tuple[Batch, list[Finding]]]:
-    """Batches inspected by a process pool, at most 2 per worker in flight, in order."""
+    """Batches inspected by a process pool, at most 2 per worker in flight, in order. A
+    worker that dies (killed for memory, a crash) is an error: `multiprocessing.Pool`
+    would replace it and wait for its batch for ever."""
     detect_language("warm up")  # load the model once here; forked workers inherit it
     # fork: workers start in milliseconds with the model already in memory. Elsewhere
     # (macOS, Windows) spawn is the only safe choice.
@@ -193,18 +200,43 @@ def _in_workers(batches: Iterator[Batch], workers: int) -> Iterator[tuple[Batch,
     # scanned, as the `gc.freeze` documentation recommends before forking.
     gc.freeze()
     try:
-        with multiprocessing.get_context(method).Pool(workers) as pool:
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(workers, context, _worker_setup, (os.getpid(),)) as pool:
             pending: deque = deque()
-            for batch in batches:
-                pending.append((batch, pool.apply_async(_inspect_batch, (batch.texts,))))
-                if len(pending) >= 2 * workers:
+            try:
+                for batch in batches:
+                    pending.append((batch, pool.submit(_inspect_batch, batch.texts)))
+                    if len(pending) >= 2 * workers:
+                        batch, result = pending.popleft()
+                        yield batch, result.result()
+                while pending:
                     batch, result = pending.popleft()
-                    yield batch, result.get()
-            while pending:
-                batch, result = pending.popleft()
-                yield batch, result.get()
+                    yield batch, result.result()
+            except BrokenProcessPool:
+                raise ForgeError(
+                    "a worker process inspecting documents died (killed or crashed; the "
+                    "system ends one that runs out of memory); nothing was written",
+                    hint="run it again, with fewer `--workers` if memory is short",
+                ) from None
     finally:
         gc.unfreeze()
+
+
+def _worker_setup(parent: int) -> None:
+    """A worker dies on SIGTERM (the pool's way to end its workers when one has died; the
+    CLI's handler a fork inherits would raise SystemExit instead, which a worker blocked
+    on the dead one's queue lock never gets to act on), leaves Ctrl-C to the parent, and
+    ends when the parent is gone (killed -9, its queue's pipe stays open in the other
+    workers: they would wait on it for ever)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # --- saved findings ----------------------------------------------------------------------
