@@ -3,11 +3,14 @@ pre-training text mixed in, against the same step without.
 
     python benchmarks/replay.py --workspace /tmp/qs              # a quickstart workspace
     python benchmarks/replay.py --workspace /tmp/qs --fractions 0,0.25,0.5
+    python benchmarks/replay.py --workspace /tmp/qs --fractions 0 --lora --lr 2e-3
 
 Each row: `train sft` on the quickstart's routing data with the quickstart's settings
 (200 steps unless --steps, batch 16, lr 1e-3, warmup 5%, seq_len 256) from `quickstart-base`, with
 `--replay <the quickstart mixture> --replay-fraction F`; then `eval run` on the routing
 suites and the mixture's held-out text. The base's own bits/byte is the first row.
+`--lora` trains a LoRA adapter (rank 16, merged) instead of every weight: the other way
+to keep the base.
 Goal (issue #18): bits/byte after SFT within +5% of the base, routing unchanged or better.
 """
 
@@ -19,8 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SFT = ["--batch-size", "16", "--lr", "1e-3", "--warmup-fraction", "0.05",
-       "--seq-len", "256"]  # fmt: skip
+SFT = ["--batch-size", "16", "--warmup-fraction", "0.05", "--seq-len", "256"]
 
 
 def forgeml(workspace: Path, *args: str) -> dict:
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--fractions", default="0,0.25,0.5")
     parser.add_argument("--steps", type=int, default=200, help="SFT steps (the quickstart's)")
+    parser.add_argument("--lr", default="1e-3", help="peak learning rate (the quickstart's)")
+    parser.add_argument("--lora", action="store_true", help="LoRA (rank 16, merged)")
     args = parser.parse_args()
     root = args.workspace
     mixture = next(a["ref"] for a in forgeml(root, "artifacts", "list") if a["kind"] == "mixture")
@@ -55,15 +59,18 @@ def main() -> None:
     rows = [("base", evaluate(root, "quickstart-base", mixture))]
     for fraction in [float(f) for f in args.fractions.split(",")]:
         extra = ["--replay", mixture, "--replay-fraction", str(fraction)] if fraction else []
-        name = f"replay-{fraction:g}-{args.steps}"
+        kind = "lora" if args.lora else "full"
+        name = f"replay-{fraction:g}-{args.steps}-{kind}-{args.lr}"
         forgeml(root, "train", "sft", "--model", "quickstart-base", "--data", "routing-sft",
-                "--max-steps", str(args.steps), *SFT, *extra, "--name", name)  # fmt: skip
-        rows.append((f"{args.steps} steps, replay {fraction:g}", evaluate(root, name, mixture)))
+                "--max-steps", str(args.steps), *SFT, "--lr", args.lr, *extra,
+                *(["--lora", "--merge"] if args.lora else []), "--name", name)  # fmt: skip
+        label = f"{args.steps} {kind} lr {args.lr}, replay {fraction:g}"
+        rows.append((label, evaluate(root, name, mixture)))
     base_bpb = rows[0][1]["bits_per_byte"]
-    print(f"{'model':<24} {'bits/byte':>9} {'vs base':>8} {'routing':>8} {'unseen':>7}")
+    print(f"{'model':<34} {'bits/byte':>9} {'vs base':>8} {'routing':>8} {'unseen':>7}")
     for label, metrics in rows:
         bpb = metrics["bits_per_byte"]
-        print(f"{label:<24} {bpb:>9.3f} {bpb / base_bpb - 1:>+8.1%} "
+        print(f"{label:<34} {bpb:>9.3f} {bpb / base_bpb - 1:>+8.1%} "
               f"{metrics.get('eval-routing/json_match', 0):>8.2f} "
               f"{metrics.get('eval-routing-unseen/json_match', 0):>7.2f}")  # fmt: skip
 

@@ -141,10 +141,15 @@ def token_auth() -> dict[str, str]:
 
 def wait_for(address: str, submission_id: str) -> tuple[str, str]:
     """The job's end state and its log, through Ray's own client."""
-    from forgeml.data.ray_executor import use_token_if_given
+    from forgeml.data.ray_executor import _offline_local_ray, use_token_if_given
 
     use_token_if_given()  # before Ray is imported: it reads RAY_AUTH_MODE then
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    # Imported as ray_session imports Ray for a loopback cluster: Ray fixes this process's
+    # node address when imported, and one imported outside would later connect a driver
+    # here (test_ray_executor.py's plan test) to the machine's outward address instead of
+    # the loopback head (measured: ray.init then timed out).
+    with _offline_local_ray():
+        from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(address)
     deadline = time.monotonic() + 600

@@ -262,6 +262,7 @@ ENVIRONMENT = [
     ["`RAY_JOB_CONFIG_JSON_ENV_VAR`", "Set by Ray for a job's entrypoint; a run launched with `--on ray` records the submission id from it."],
     ["`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`", "A Ray cluster's token (else `~/.ray/auth_token`); given one, forgeml sets `RAY_AUTH_MODE` to `token` unless it is set."],
     ["`RAY_AUTH_MODE`", "Ray's own: left as set; see the line above."],
+    ["`RAY_USE_TLS`", "Ray's own (`1`: the cluster speaks TLS); forgeml then skips its gRPC handshake check of a `ray_address` (an address where something other than Ray answers is otherwise an error in 15 s)."],
     ["`RAY_USAGE_STATS_ENABLED`", "Set to `0` by forgeml before Ray starts: no usage statistics."],
     ["`FORGEML_SERVING_`", "Followed by a `serving:` field in capitals (`FORGEML_SERVING_MAX_BATCH_SIZE` sets `max_batch_size`): that setting of `forgeml serve`, over forgeml.yaml, under its options. Lists: a JSON array or comma-separated; `none` unsets a nullable one; an unknown name is an error."],
     ["`FORGEML_MODELS`", "The models `forgeml serve` serves when none are named (space-separated)."],

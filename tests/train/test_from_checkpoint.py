@@ -71,6 +71,12 @@ def test_a_kept_checkpoint_becomes_a_model(workspace, base_dir, tmp_path):
                                "2").stdout)  # fmt: skip
     assert again["outputs"]["model"] == made["outputs"]["model"]  # same bytes: reused
 
+    # A trainer state cut short (a kill while transformers wrote it in place): not a checkpoint.
+    state = run_dir / "trainer_state.json"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    listed = json.loads(forgeml(workspace, "--json", "models", "checkpoints", "bot").stdout)
+    assert [c["step"] for c in listed["checkpoints"]] == [4]
+
 
 @pytest.mark.slow
 def test_bad_checkpoint_requests_say_what_exists(workspace, base_dir, tmp_path):

@@ -268,15 +268,7 @@ class NearDuplicateIndex:
 
         Returns None for a new document, else how it duplicates an earlier one.
         """
-        if doc_id in self._seen:
-            from forgeml.core.errors import InputError
-
-            raise InputError(
-                f"document id {doc_id!r} appears twice",
-                field="id",
-                hint="document ids must be unique within a dataset",
-            )
-        self._seen.add(doc_id)
+        self._check_new(doc_id)
         # 64 of exact_key's 128 bits: a chance collision is ~n^2 / 2^65 (1e-4 at 1e8 docs).
         key = np.frombuffer(bytes.fromhex(exact_key(text)), dtype=np.uint64, count=1)
         earlier = self._exact_table.find(key)
@@ -302,6 +294,18 @@ class NearDuplicateIndex:
         if band_keys is not None:
             self._band_table.add(band_keys, row)
         return None
+
+    def _check_new(self, doc_id: Hashable) -> None:
+        """Remember `doc_id`, refusing one seen before."""
+        if doc_id in self._seen:
+            from forgeml.core.errors import InputError
+
+            raise InputError(
+                f"document id {doc_id!r} appears twice",
+                field="id",
+                hint="document ids must be unique within a dataset",
+            )
+        self._seen.add(doc_id)
 
     def _best_match(self, shingles: np.ndarray, candidates: np.ndarray) -> tuple[int, float] | None:
         """(kept row, Jaccard) of the most similar candidate at or above the threshold."""

@@ -242,15 +242,7 @@ class PlannedDuplicateIndex(NearDuplicateIndex):
         return rows
 
     def add(self, doc_id, text: str) -> DuplicateMatch | None:
-        if doc_id in self._seen:
-            from forgeml.core.errors import InputError
-
-            raise InputError(
-                f"document id {doc_id!r} appears twice",
-                field="id",
-                hint="document ids must be unique within a dataset",
-            )
-        self._seen.add(doc_id)
+        self._check_new(doc_id)
         doc = len(self._code)
         rows = self._rows_of(doc)
         kinds = rows["kind"].to_numpy() if rows is not None else np.empty(0, dtype=np.int8)

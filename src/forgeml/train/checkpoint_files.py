@@ -5,6 +5,7 @@ No torch here: `forgeml models checkpoints` lists them without loading any model
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -16,6 +17,15 @@ def checkpoints(directory: Path) -> list[Path]:
     found = []
     for path in directory.glob(CHECKPOINT_PREFIX + "*"):
         number = path.name.removeprefix(CHECKPOINT_PREFIX)
-        if number.isdigit() and (path / TRAINER_STATE).is_file():
+        if number.isdigit() and _whole(path / TRAINER_STATE):
             found.append((int(number), path))
     return [path for _, path in sorted(found)]
+
+
+def _whole(state: Path) -> bool:
+    """The trainer state is there and whole: transformers writes it in place, so a kill
+    mid-write leaves a file that does not parse (and a resume from it would fail)."""
+    try:
+        return isinstance(json.loads(state.read_bytes()), dict)
+    except (OSError, ValueError):
+        return False
