@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 CHECKPOINT_PREFIX = "checkpoint-"
-TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence = complete
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: whole = complete
 
 
 def checkpoints(directory: Path) -> list[Path]:
