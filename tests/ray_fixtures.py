@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from forgeml.data.ray_executor import grpc_ready
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -79,7 +81,7 @@ def _came_up(head: subprocess.Popen, port: int, jobs: str, log: Path) -> bool:
     deadline = time.monotonic() + 180
     while not (
         "Ray runtime started" in log.read_text(errors="replace")
-        and _speaks_grpc(port)
+        and grpc_ready(f"127.0.0.1:{port}", 5)
         and (not jobs or _jobs_api_answers(jobs))
     ):
         if head.poll() is not None:
@@ -109,19 +111,6 @@ def cluster(tmp_path_factory) -> Iterator[str]:
     """A Ray head with its dashboard: the URL of its Jobs API."""
     with ray_head(tmp_path_factory.mktemp("ray-head"), dashboard=True) as (_, jobs):
         yield jobs
-
-
-def _speaks_grpc(port: int) -> bool:
-    import grpc
-
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=5)
-        return True
-    except grpc.FutureTimeoutError:
-        return False
-    finally:
-        channel.close()
 
 
 def _jobs_api_answers(address: str) -> bool:

@@ -261,3 +261,23 @@ def test_a_negative_class_does_not_flag():
     abusive = moderation_result({"safety": {"ok": 0.2, "abuse": 0.8}}, layout)
     assert not safe.flagged and safe.categories == {"ok": True, "abuse": False}
     assert abusive.flagged and abusive.category_scores["abuse"] == 0.8
+
+
+def test_micro_batches_train_like_the_whole_batch(trained):
+    """--micro-batch-size splits each step into forward passes that add up to the same
+    loss as one pass over the whole batch (transformers adds a custom loss's micro batches
+    without dividing; batch_share_loss weights each by its share)."""
+    train = ["train", "classify", "--model", "base", "--data", "tickets", "--max-steps", "3",
+             "--batch-size", "8", "--lr", "3e-3", "--seq-len", "64"]  # fmt: skip
+    forgeml(trained / "ws", *train, "--name", "whole")
+    forgeml(trained / "ws", *train, "--micro-batch-size", "2", "--name", "micro")
+    ws = Workspace.open(trained / "ws")
+    try:
+        whole, micro = (ws.root / ws.registry.resolve(n).path for n in ("whole", "micro"))
+    finally:
+        ws.close()
+    curves = [json.loads((path / "training.json").read_text())["loss_curve"]
+              for path in (whole, micro)]  # fmt: skip
+    assert [step for step, _ in curves[1]] == [1, 2, 3]
+    for (_, expected), (_, loss) in zip(*curves, strict=True):
+        assert loss == pytest.approx(expected, rel=1e-5)

@@ -78,23 +78,31 @@ def _reachable(address: str) -> None:
 def _speaks_grpc(address: str, target: str) -> None:
     """A head's GCS (and Ray Client's server) speak gRPC. Something else on the port (a web
     server, another service) would have `ray.init` retry for about 14 minutes; an HTTP/2
-    handshake that does not complete in GRPC_SECONDS says so instead. Only the transport
-    is tried: no request is made, no token is needed."""
-    try:
-        import grpc  # Ray's own dependency
-    except ImportError:
-        return  # no Ray here either: ray_session says so
-
-    channel = grpc.insecure_channel(target)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=GRPC_SECONDS)
-    except grpc.FutureTimeoutError:
+    handshake that does not complete in GRPC_SECONDS says so instead."""
+    if not grpc_ready(target, GRPC_SECONDS):
         raise ForgeError(
             f"something answers at {address} but it is not a Ray cluster "
             f"(no gRPC handshake in {GRPC_SECONDS:g} s)",
             hint="give the head node's GCS port (6379 unless `ray start --port` said "
             "otherwise) or ray://HEAD:10001; nothing was read yet",
-        ) from None
+        )
+
+
+def grpc_ready(target: str, seconds: float) -> bool:
+    """Whether `target` (host:port) completes a gRPC handshake within `seconds`. Only the
+    transport is tried: no request is made, no token is needed. True where grpc (Ray's
+    own dependency) is not installed: without Ray, ray_session says so itself."""
+    try:
+        import grpc
+    except ImportError:
+        return True
+
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=seconds)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
     finally:
         channel.close()
 

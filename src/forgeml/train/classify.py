@@ -46,6 +46,7 @@ from forgeml.train.finetune_common import (
 )
 from forgeml.train.finetune_params import ClassifyParams
 from forgeml.train.runtime import deterministic
+from forgeml.train.whole_batches import with_whole_batches
 
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
 
@@ -74,15 +75,21 @@ def classify(ctx: StageContext, params: ClassifyParams):
             model = apply_lora(model, params, ctx.seed, task_type="SEQ_CLS")
         train_rows = _rows(tokenizer, train_records, layout, params.seq_len)
         eval_rows = _rows(tokenizer, validation, layout, params.seq_len) if validation else None
-        args = trainer_args(TrainingArguments, ctx, params, evaluate=eval_rows is not None)
-        trainer = Trainer(
+        args = trainer_args(
+            TrainingArguments,
+            ctx,
+            params,
+            evaluate=eval_rows is not None,
+            average_tokens_across_devices=False,  # batch_share_loss scales for the processes
+        )
+        trainer = with_whole_batches(Trainer)(
             model=model,
             args=args,
             train_dataset=train_rows,
             eval_dataset=eval_rows,
             processing_class=tokenizer,
             data_collator=_Collator(tokenizer.pad_token_id),
-            compute_loss_func=lambda outputs, labels, **_: layout.loss(outputs.logits, labels),
+            compute_loss_func=batch_share_loss(layout, params.batch_size),
         )
         history = fit(ctx, trainer, params)
         final_eval = trainer.evaluate() if eval_rows is not None else {}  # every rank
@@ -154,6 +161,23 @@ def _base(ctx: StageContext, layout: HeadLayout) -> tuple[Any, Any]:
     finally:
         hf_logging.set_verbosity(verbosity)
     return tokenizer, model
+
+
+def batch_share_loss(layout: HeadLayout, batch_size: int) -> Any:
+    """The trainer's loss for one micro batch: its mean loss weighted by its share of the
+    global batch. transformers adds the micro batches' losses of a step without dividing
+    (it takes a `compute_loss_func` to have normalised them already) and the processes'
+    gradients are averaged, so this gives the mean over the micro batches of the whole
+    step at any world size and accumulation: the same loss as one process taking the
+    whole batch at once. A plain mean counted it once per process and per micro batch
+    (two processes logged twice the loss, and clipped gradients twice as large)."""
+    processes = launch_rank()[1]
+
+    def loss(outputs: Any, labels: torch.Tensor, **_: Any) -> torch.Tensor:
+        share = labels.shape[0] * processes / batch_size
+        return layout.loss(outputs.logits, labels) * share
+
+    return loss
 
 
 def _rows(

@@ -56,6 +56,7 @@ from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
 from forgeml.train.report import curve, write_loss_curve, write_training_record
 from forgeml.train.vision_training import load_checkpoints_through_from_pretrained
+from forgeml.train.whole_batches import LaunchRecord, launch_change
 
 ADAPTER_RECORD = "forgeml_adapter.json"
 ADAPTER_FORMAT = "forgeml.adapter/1"
@@ -299,6 +300,7 @@ def fit(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(callback)
     trainer.add_callback(guard)
+    trainer.add_callback(LaunchRecord())
     for reporter in integration_callbacks.callbacks(ctx, params):
         trainer.add_callback(reporter)
     if params.early_stopping_patience is not None:
@@ -312,6 +314,8 @@ def fit(
     if resume[0] is not None:
         resumed_from = int(resume[0].name.removeprefix(CHECKPOINT_PREFIX))
         ctx.log(f"resuming from step {resumed_from} ({resume[0].name})", step=resumed_from)
+        if change := launch_change(resume[0]):
+            ctx.warn(change)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume[0]) if resume[0] else None)
     seconds = time.monotonic() - started

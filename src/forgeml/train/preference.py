@@ -46,6 +46,7 @@ from forgeml.train.finetune_common import (
 from forgeml.train.finetune_data import load_records, preference_strings, split_held_out
 from forgeml.train.finetune_params import PreferenceLoraParams, PreferenceParams
 from forgeml.train.runtime import deterministic
+from forgeml.train.whole_batches import with_whole_batches
 
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?"}
 
@@ -98,7 +99,9 @@ def _trainer(algorithm: str, ctx, params, model, reference, tokenizer, rows) -> 
         args = trainer_args(
             ORPOConfig, ctx, params, evaluate=False, remove_unused_columns=False, **common
         )
-        return ORPOTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+        return with_whole_batches(ORPOTrainer)(
+            model=model, args=args, train_dataset=rows, processing_class=tokenizer
+        )
     if algorithm == "kto":
         from trl import KTOConfig as Config
         from trl import KTOTrainer as Trainer
@@ -106,7 +109,7 @@ def _trainer(algorithm: str, ctx, params, model, reference, tokenizer, rows) -> 
         from trl import DPOConfig as Config
         from trl import DPOTrainer as Trainer
     args = trainer_args(Config, ctx, params, evaluate=False, **common)
-    return Trainer(
+    return with_whole_batches(Trainer)(
         model=model,
         ref_model=reference,
         args=args,

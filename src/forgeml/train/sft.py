@@ -54,6 +54,7 @@ from forgeml.train.guards import check_not_collapsed
 from forgeml.train.runtime import deterministic
 from forgeml.train.vision_data import VisionCollator
 from forgeml.train.vision_training import check_trainable, freeze_for
+from forgeml.train.whole_batches import with_whole_batches
 
 INPUTS = {"model": "model", "dataset": "dataset", "validation": "dataset?", "replay": "mixture?"}
 
@@ -135,7 +136,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             # the images column reaches the collator, which turns it into pixels
             **({"remove_unused_columns": False} if image_shape is not None else {}),
         )
-        trainer = Trainer(
+        trainer = with_whole_batches(Trainer)(
             model=model,
             args=args,
             train_dataset=train_rows,
