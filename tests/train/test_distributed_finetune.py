@@ -201,21 +201,27 @@ def rank_processes(launcher: subprocess.Popen) -> dict[int, int]:
     return found
 
 
+def kill_rank_once(launcher: subprocess.Popen, runs: Path, pattern: str, rank: int = 1) -> None:
+    """SIGKILL `rank` of a torchrun launch as soon as `runs` holds a file matching
+    `pattern`; torchrun then stops the group (rank 0 does not hang on it)."""
+    deadline = time.monotonic() + 300
+    while not list(runs.glob(pattern)):
+        assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, f"nothing matched {pattern}"
+        time.sleep(0.02)
+    os.kill(rank_processes(launcher)[rank], signal.SIGKILL)
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0, "the run ended before a rank could be killed"
+
+
 @pytest.mark.slow
 def test_a_rank_killed_mid_run_resumes_from_its_checkpoint(workspace):
     train = [*TRAIN[:1], "24", *TRAIN[2:], "--checkpoint-every", "4"]  # 24 steps
     command = launch_command(workspace, "--json", "train", "sft", "--model", "base", "--data",
                              "chat", *train, "--name", "killed")  # fmt: skip
     launcher = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    runs = Path(workspace) / "runs"
-    deadline = time.monotonic() + 300
-    while not list(runs.glob("run-*/checkpoints/checkpoint-4/trainer_state.json")):
-        assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    os.kill(rank_processes(launcher)[1], signal.SIGKILL)  # rank 1 dies mid-run
-    launcher.communicate(timeout=120)
-    assert launcher.returncode != 0  # torchrun stops the group: rank 0 does not hang
+    kill_rank_once(launcher, Path(workspace) / "runs",
+                   "run-*/checkpoints/checkpoint-4/trainer_state.json")  # fmt: skip
 
     resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -252,15 +258,8 @@ def test_a_launch_resumed_on_another_world_size_trains_the_same_examples(workspa
     args = [*train, "--checkpoint-every", "4", "--name", "moved"]
     launcher = subprocess.Popen(launch_command(workspace, *args), env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    runs = Path(workspace) / "runs"
-    deadline = time.monotonic() + 300
-    while not list(runs.glob("run-*/checkpoints/checkpoint-4/forgeml_launch.json")):
-        assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    os.kill(rank_processes(launcher)[1], signal.SIGKILL)
-    launcher.communicate(timeout=120)
-    assert launcher.returncode != 0
+    kill_rank_once(launcher, Path(workspace) / "runs",
+                   "run-*/checkpoints/checkpoint-4/forgeml_launch.json")  # fmt: skip
 
     resumed = forgeml(workspace, "--json", *args)  # one process now
     run_id = json.loads(resumed.stdout)["run_id"]
