@@ -6,6 +6,7 @@ No torch here: `forgeml models checkpoints` lists them without loading any model
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -20,6 +21,15 @@ def checkpoints(directory: Path) -> list[Path]:
         if number.isdigit() and _whole(path / TRAINER_STATE):
             found.append((int(number), path))
     return [path for _, path in sorted(found)]
+
+
+def remove_incomplete(directory: Path) -> None:
+    """transformers writes checkpoints in place: one killed mid-save lacks its trainer
+    state (written last). Resuming from it would fail, and the rotation would count it."""
+    complete = set(checkpoints(directory))
+    for path in directory.glob(CHECKPOINT_PREFIX + "*"):
+        if path.is_dir() and path not in complete:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _whole(state: Path) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
 import warnings
@@ -50,7 +49,7 @@ from forgeml.models.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS
 from forgeml.models.sizes import load_model
 from forgeml.models.vision import is_vision_language, save_processor_files
 from forgeml.train import integration_callbacks
-from forgeml.train.checkpoint_files import CHECKPOINT_PREFIX, checkpoints
+from forgeml.train.checkpoint_files import CHECKPOINT_PREFIX, checkpoints, remove_incomplete
 from forgeml.train.distributed import launch_rank, rank_zero_says
 from forgeml.train.finetune_params import MISTRAL4_LORA_TARGETS, FinetuneParams
 from forgeml.train.guards import DivergenceGuard
@@ -269,15 +268,6 @@ class History:
         return sum(values) / len(values) if values else None
 
 
-def _remove_incomplete(directory: Path) -> None:
-    """transformers writes checkpoints in place: one killed mid-save lacks its trainer
-    state (written last). Resuming from it would fail, and the rotation would count it."""
-    complete = set(checkpoints(directory))
-    for path in directory.glob(CHECKPOINT_PREFIX + "*"):
-        if path.is_dir() and path not in complete:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def eval_values(logs: dict[str, Any]) -> dict[str, float]:
     """An evaluation's metrics without its timings, which must not reach training.json."""
     return {
@@ -307,7 +297,7 @@ def fit(
         from transformers import EarlyStoppingCallback
 
         trainer.add_callback(EarlyStoppingCallback(params.early_stopping_patience))
-    _remove_incomplete(ctx.checkpoint_dir)
+    remove_incomplete(ctx.checkpoint_dir)
     load_checkpoints_through_from_pretrained(trainer)
     resume = checkpoints(ctx.checkpoint_dir)[-1:] or [None]
     resumed_from = None
