@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from forgeml.data.language import UNDETERMINED, detect_language, supported_languages
+from forgeml.data.language_files import mapped_identifier, unpack
 
 
 @pytest.mark.parametrize(
@@ -40,3 +44,58 @@ def test_only_the_first_characters_are_read() -> None:
 
 def test_supported_languages_cover_the_common_ones() -> None:
     assert {"en", "fr", "de", "es", "it", "nl", "pt", "zh", "ja"} <= set(supported_languages())
+
+
+# --- the model mapped from unpacked files (language_files.py) ------------------------------
+
+MIXED_TEXTS = [
+    "The quarterly report shows that revenue grew faster than we expected.",
+    "Der Quartalsbericht zeigt, dass der Umsatz schneller gewachsen ist als erwartet.",
+    "Le colis n'est jamais arrivé et le suivi ne bouge plus depuis deux semaines.",
+    "荷物がまだ届いていません。追跡番号を確認してください。",
+    "Посылка так и не пришла, помогите пожалуйста.",
+    "Mijn pakket is nooit aangekomen en niemand antwoordt op mijn e-mails.",
+    "SHOUTING IN CAPITALS IS STILL ENGLISH TEXT",
+    "def route(ticket): return {'category': 'billing'}  # code, not prose",
+    "a",
+    "Ünïcödé ăccents and emoji 🙂 in one line",
+    " ".join(["word"] * 50 + ["Wort"] * 50),
+]
+
+
+def test_the_mapped_model_answers_as_py3langid_does(tmp_path: Path) -> None:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    in_memory = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    mapped = mapped_identifier(unpack(tmp_path / "model"), norm_probs=True)
+    for text in MIXED_TEXTS:
+        assert mapped.classify(text) == in_memory.classify(text), text
+        assert mapped.rank(text) == in_memory.rank(text), text
+
+
+def test_an_interrupted_unpack_leaves_no_model_and_the_next_one_finishes(tmp_path: Path) -> None:
+    place = tmp_path / "model"
+    staging = tmp_path / ".model.killed"  # what a process killed mid-unpack leaves
+    staging.mkdir()
+    (staging / "ptc").write_bytes(b"half")
+    assert unpack(place) == place
+    assert not staging.exists()
+    assert json.loads((place / "model.json").read_text())["format"] == 1
+    # A second process racing to unpack the same model finds it done.
+    assert unpack(place) == place
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_nowhere_to_unpack_keeps_the_model_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgeml.data import language, language_files
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setattr(
+        language_files, "model_directories", lambda: [blocked / "one", blocked / "two"]
+    )
+    identifier = language._identifier.__wrapped__()
+    assert type(identifier.tk_nextmove).__name__ == "array"  # py3langid's own loading
+    assert identifier.classify(MIXED_TEXTS[1])[0] == "de"

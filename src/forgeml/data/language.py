@@ -12,6 +12,7 @@ English, French, German and Spanish test sentences and 200 English documents cor
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from typing import Any
@@ -19,12 +20,14 @@ from typing import Any
 UNDETERMINED = "und"  # ISO 639-2 code for "undetermined"
 DEFAULT_MAX_CHARS = 4000
 
+log = logging.getLogger("forgeml.data.language")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
 @lru_cache(maxsize=1)
 def _identifier() -> Any:
-    """The model, loaded once per process (~1 s: it is decompressed from the wheel)."""
+    """The model, mapped once per process from its unpacked files (language_files.py;
+    the first use on a machine unpacks them, ~1 s)."""
     try:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
     except ImportError as error:  # pragma: no cover - installed with forgeml
@@ -34,9 +37,15 @@ def _identifier() -> Any:
             "language identification needs the py3langid package",
             hint="pip install py3langid",
         ) from error
+    from forgeml.data.language_files import mapped_identifier, unpacked_model
+
     # norm_probs turns the naive Bayes scores into probabilities, so the confidence
     # means something on its own (langid's raw scores are unnormalised log-likelihoods).
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    try:
+        return mapped_identifier(unpacked_model(), norm_probs=True)
+    except OSError as error:  # nowhere to unpack it: in this process's memory, as shipped
+        log.info("language model kept in memory (%s)", error)
+        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
 def detect_language(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, float]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from forgeml.core.errors import ForgeError
 from forgeml.core.hashing import sha256_file
 from forgeml.core.safe_tar import extract_plain
+from forgeml.core.user_cache import cache_root
 
 SOURCE_ENV = "FORGEML_LLAMA_CPP_SRC"
 CONVERTER = "convert_hf_to_gguf.py"
@@ -65,11 +66,6 @@ class Converter:
 
     def describe(self) -> dict[str, str | None]:
         return {"path": str(self.root), **self.versions()}
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "forgeml"
 
 
 def llama_cpp_version() -> str | None:

@@ -1,0 +1,148 @@
+"""py3langid's model as plain files read through mmap, instead of ~75 MB in every process.
+
+py3langid ships its model LZMA-compressed and unpacks it into each process's private
+memory: 74 MB resident for a server that only labels the language of its requests (half
+a tiny model's server). Unpacked once into raw arrays beside the installation, the same
+model is mapped read-only: the kernel pages in only the rows that texts touch (a few MB
+for a day of English tickets), shares them between every forgeml process on the machine,
+and can drop them under memory pressure. Answers are py3langid's own: its
+`LanguageIdentifier` runs over the mapped arrays (tests/data/test_language.py compares).
+
+    python -m forgeml.data.language_files        # unpack now (the container build does)
+
+Where the files live, first found wins, first writable is where they are unpacked:
+`<sys.prefix>/share/forgeml/py3langid-<version>/` (the virtual environment or the image),
+then `~/.cache/forgeml/py3langid-<version>/`. Neither writable: the caller loads the
+model into memory as py3langid does.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import shutil
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forgeml.core.atomic import fsync_dir, write_bytes_atomic
+from forgeml.core.user_cache import cache_root
+
+FORMAT = 1
+INDEX = "model.json"
+
+
+def model_directories() -> list[Path]:
+    name = f"py3langid-{version('py3langid')}"
+    return [Path(sys.prefix) / "share" / "forgeml" / name, cache_root() / name]
+
+
+def unpacked_model() -> Path:
+    """The directory of the unpacked model, unpacking it where it is missing; OSError
+    when no location is writable."""
+    places = model_directories()
+    for place in places:
+        if _complete(place):
+            return place
+    error: OSError | None = None
+    for place in places:
+        try:
+            return unpack(place)
+        except OSError as failure:
+            error = failure
+    assert error is not None
+    raise error
+
+
+def _complete(place: Path) -> bool:
+    try:
+        return json.loads((place / INDEX).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def unpack(place: Path) -> Path:
+    """Write the model's arrays into `place` as a whole: into a sibling temporary
+    directory renamed into place, so a reader never sees half a model and a process
+    killed midway leaves only a temporary directory (removed by the next unpack)."""
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+    from py3langid.modelio import load_model
+
+    place.parent.mkdir(parents=True, exist_ok=True)
+    for stale in place.parent.glob(f".{place.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    ptc, pc, classes, nextmove, row, output = load_model(MODEL_DIR / MODEL_FILE)
+    staging = Path(tempfile.mkdtemp(dir=place.parent, prefix=f".{place.name}."))
+    try:
+        arrays = {
+            "ptc": np.ascontiguousarray(ptc, dtype=np.float16),
+            "nextmove": np.frombuffer(nextmove, dtype=np.uint32),
+            "row": np.frombuffer(row, dtype=np.uint16 if row.itemsize == 2 else np.uint32),
+            "output": np.asarray(output, dtype=np.int32),
+        }
+        for name, values in arrays.items():
+            write_bytes_atomic(staging / name, values.tobytes())
+        index = {
+            "format": FORMAT,
+            "classes": classes,
+            "prior": np.asarray(pc, dtype=np.float32).tolist(),
+            "arrays": {
+                name: [values.dtype.str, list(values.shape)] for name, values in arrays.items()
+            },
+        }
+        write_bytes_atomic(staging / INDEX, json.dumps(index).encode("utf-8"))
+        staging.chmod(0o755)
+        try:
+            staging.rename(place)
+        except OSError:
+            if not _complete(place):  # another process did not win the race
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+        fsync_dir(place.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return place
+
+
+def _mapped(path: Path, dtype: str, shape: list[int]) -> np.ndarray:
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    # Lookups jump around the tables: read ahead nothing, or a few short texts would
+    # page in tens of MB of rows they never use.
+    mapping.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mapping, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def mapped_identifier(place: Path, **options: Any):
+    """py3langid's `LanguageIdentifier` over the arrays in `place`, mapped read-only."""
+    from py3langid.langid import LanguageIdentifier
+
+    index = json.loads((place / INDEX).read_text(encoding="utf-8"))
+    arrays = {
+        name: _mapped(place / name, dtype, shape)
+        for name, (dtype, shape) in index["arrays"].items()
+    }
+    # The tokenizer's DFA walks one Python int at a time: memoryviews index as fast as
+    # the array.array py3langid builds, without copying.
+    return LanguageIdentifier(
+        arrays["ptc"],
+        np.asarray(index["prior"], dtype=np.float32),
+        index["classes"],
+        memoryview(arrays["nextmove"]).cast("B").cast("I"),
+        memoryview(arrays["output"]).cast("B").cast("i"),
+        tk_row=memoryview(arrays["row"]).cast("B").cast(arrays["row"].dtype.char),
+        **options,
+    )
+
+
+def main() -> None:
+    print(unpacked_model())
+
+
+if __name__ == "__main__":
+    main()
