@@ -95,3 +95,25 @@ def test_unknown_hardware_and_a_bad_recipe_are_refused_clearly(tmp_path, recipe)
     refused = forgeml(root, "plan", str(bad))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "max_steps" in refused.stderr
+
+
+def test_sft_on_a_large_model_with_little_data_plans_lora_unless_told(tmp_path, recipe):
+    """SFT's default (auto_lora): every weight on a small model, a LoRA adapter on a model
+    of 1B parameters or more fine-tuned on little data, which needs far less memory."""
+    root = tmp_path / "ws"
+
+    def sft_step(size: str, lora: str = "") -> dict:
+        text = recipe.read_text().replace("size: tiny", f"size: {size}")
+        text = text.replace("seq_len: 256}", f"seq_len: 256{lora}}}")
+        path = tmp_path / f"recipe-{size}{lora.strip(', :')}.yaml"
+        path.write_text(text)
+        result = forgeml(root, "--json", "plan", str(path))
+        assert result.returncode == 0, result.stderr
+        return next(s for s in json.loads(result.stdout)["steps"] if s["step"] == "sft")
+
+    assert sft_step("tiny")["details"]["lora"] is False
+    large = sft_step("large")  # 8.7B parameters, 20 conversations
+    assert large["details"]["lora"] is True
+    full = sft_step("large", ", lora: false")  # told: every weight
+    assert full["details"]["lora"] is False
+    assert large["memory_bytes"] < full["memory_bytes"] / 2

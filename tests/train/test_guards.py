@@ -107,7 +107,7 @@ def test_sft_with_no_flags_chooses_epochs_batch_and_rate_and_learns(workspace, b
     that answers its training prompts (the collapse check is on)."""
     import json
 
-    from forgeml.train.finetune_params import auto_batch_size, auto_epochs
+    from forgeml.train.finetune_params import auto_batch_size, auto_epochs, auto_lora
 
     register_model(workspace, base_dir, name="unflagged-base")
     write_jsonl(tmp_path / "chat.jsonl", chat_lines(16))
@@ -122,10 +122,15 @@ def test_sft_with_no_flags_chooses_epochs_batch_and_rate_and_learns(workspace, b
     record = json.loads((workspace.root / model.path / "training.json").read_text())
     chosen = record["params"]
     assert (chosen["epochs"], chosen["batch_size"], chosen["learning_rate"]) == (7.0, 8, 1e-3)
+    assert chosen["lora"] is False  # every weight on a small model (auto_lora)
     assert json.loads(result.stdout)["metrics"]["steps"] == 14  # 7 epochs of 2 batches
     # The rule at other sizes (OpenAI's epochs; ~0.2% of the examples a batch, 8 to 256).
     assert [auto_epochs(n) for n in (1, 16, 34, 1000, 8334, 100_000)] == [25, 7, 3, 3, 2, 1]
     assert [auto_batch_size(n) for n in (16, 7999, 8000, 50_000, 10**7)] == [8, 8, 16, 64, 256]
+    # LoRA for 1B+ parameters on at most 10,000 conversations (forgeml plan shows it too).
+    assert [auto_lora(p, n) for p, n in ((10**9, 16), (10**9, 10_001), (10**9 - 1, 16))] == [
+        True, False, False
+    ]  # fmt: skip
 
 
 def test_replay_and_early_stopping_from_the_command_line(workspace, base_dir, tmp_path, corpus_dir):

@@ -208,6 +208,18 @@ def test_the_command_line_trains_an_adapter(setup):
     assert workspace.registry.resolve("chat-lora").kind == "adapter"
 
 
+def test_no_lora_trains_every_weight_and_says_so(setup):
+    workspace, inputs = setup
+    made = cli(
+        workspace, "sft", "--model", "base", "--data", inputs["dataset"].ref, "--no-lora",
+        "--max-steps", "1", "--batch-size", "4", "--seq-len", "128", "--name", "chat-full",
+    )  # fmt: skip
+    assert made["stage"] == "train.sft"
+    model = workspace.registry.resolve("chat-full")
+    record = json.loads((workspace.root / model.path / "training.json").read_text())
+    assert record["params"]["lora"] is False
+
+
 def test_a_cancelled_run_checkpoints_and_stops(setup, monkeypatch):
     from forgeml.core.context import StageContext
     from forgeml.core.errors import RunCancelled

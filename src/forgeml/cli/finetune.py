@@ -41,7 +41,12 @@ def _help(field: str, params: type[FinetuneParams] = FinetuneParams) -> str:
 # Options every fine-tuning command has (typer reads them from the defaults).
 MODEL = typer.Option(..., "--model", help="Model to fine-tune: NAME, NAME:VERSION or a ref.")
 DATA = typer.Option(..., "--data", help="Dataset to train on (ingested with data ingest).")
-LORA = typer.Option(False, "--lora", help="Train a LoRA adapter; the output is an adapter.")
+LORA = typer.Option(
+    None,
+    "--lora/--no-lora",
+    help="Train a LoRA adapter; the output is an adapter. --no-lora: every weight (SFT's "
+    "default is LoRA, merged, for a model of 1B+ parameters on at most 10,000 examples).",
+)
 MERGE = typer.Option(False, "--merge", help="With --lora: merge it, output a full model.")
 MAX_STEPS = typer.Option(None, "--max-steps", help=_help("max_steps"))
 EPOCHS = typer.Option(None, "--epochs", help=_help("epochs"))
@@ -85,17 +90,18 @@ def _run(
     stage: str,
     params: dict[str, Any],
     inputs: dict[str, str | None],
-    lora: bool,
+    lora: bool | None,
     merge: bool,
     seed: int,
 ) -> Any:
-    """`--lora` picks the adapter stage; `--lora --merge` the model stage with lora."""
+    """`--lora` picks the adapter stage; `--lora --merge` the model stage with lora;
+    `--no-lora` the model stage with every weight; neither, the stage's default."""
     if merge and not lora:
         raise typer.BadParameter("--merge applies to --lora", param_hint="--merge")
     if lora and not merge:
         stage += "_lora"
-    elif lora:
-        params = {**params, "lora": True}
+    elif lora is not None:
+        params = {**params, "lora": lora}
     opts = options(ctx)
     workspace = opts.open(create=True)
     result = run_stage_on_this_rank(
@@ -132,7 +138,7 @@ def sft(
     replay_fraction: float | None = typer.Option(
         None, "--replay-fraction", help=_help("replay_fraction", SFTParams)
     ),
-    lora: bool = LORA,
+    lora: bool | None = LORA,
     merge: bool = MERGE,
     trainable: str | None = typer.Option(
         None, "--trainable", help=_help("trainable", SFTParams) + " (all, projector, vision)"
@@ -224,7 +230,7 @@ def preference(
         None, "--algorithm", help=_help("algorithm", PreferenceParams)
     ),
     beta: float | None = typer.Option(None, "--beta", help=_help("beta", PreferenceParams)),
-    lora: bool = LORA,
+    lora: bool | None = LORA,
     merge: bool = MERGE,
     max_steps: int | None = MAX_STEPS,
     epochs: float | None = EPOCHS,
@@ -282,7 +288,7 @@ def rl(
         None, "--temperature", help=_help("temperature", RLParams)
     ),
     beta: float | None = typer.Option(None, "--beta", help=_help("beta", RLParams)),
-    lora: bool = LORA,
+    lora: bool | None = LORA,
     merge: bool = MERGE,
     max_steps: int | None = MAX_STEPS,
     epochs: float | None = EPOCHS,

@@ -25,14 +25,20 @@ from forgeml.core.stages import get_stage
 from forgeml.core.workspace import Workspace
 from forgeml.models.sizes import build_config, count_parameters, training_flops_per_token
 from forgeml.plan.hardware import Hardware
-from forgeml.train.finetune_params import auto_batch_size, auto_epochs
+from forgeml.train.finetune_params import auto_batch_size, auto_epochs, auto_lora
 
 DEFAULT_CHARS_PER_TOKEN = 4.0  # a byte-level BPE on English prose (the quickstart: 4.05)
 TEMPLATE_TOKENS = 24  # control tokens and settings a chat example adds
 FAMILY = {"train.pretrain": "pretrain", "train.sft": "sft", "train.preference": "preference"}
 FAMILY["train.rl"] = "rl"
 FAMILY["train.classify"] = "sft"  # a forward and backward pass per example, as SFT
+FAMILY.update(
+    {f"{stage}_lora": FAMILY[stage] for stage in ("train.sft", "train.preference", "train.rl")}
+)
 BYTES_FP32 = 4
+# A rank-16 adapter over the attention and dense MLP linears is ~1% of the weights or less;
+# with its gradients and Adam's two moments, ~4%: rounded up.
+LORA_STATE_SHARE = 0.05
 
 
 @dataclass
@@ -174,7 +180,12 @@ def _outputs(stage: str, params: dict, inputs: dict[str, Facts], out: StepEstima
         steps, batch, seq_len = params["max_steps"], params["batch_size"], params["seq_len"]
         _training(out, config, steps, batch * seq_len, seq_len, batch, sequences=1)
         return Facts(config=config, chars_per_token=tokenizer.chars_per_token)
-    if stage in ("train.sft", "train.preference", "train.rl", "train.classify"):
+    if stage.removesuffix("_lora") in (
+        "train.sft",
+        "train.preference",
+        "train.rl",
+        "train.classify",
+    ):
         return _finetune(stage, params, inputs.get("model") or Facts(), dataset, out)
     out.note = "not training: not estimated"
     return Facts()
@@ -194,31 +205,37 @@ def _finetune(stage: str, params: dict, model: Facts, data: Facts, out: StepEsti
     batch = params["batch_size"] or auto_batch_size(data.documents)
     epochs = params.get("epochs") or auto_epochs(data.documents)
     steps = params.get("max_steps") or math.ceil(epochs * data.documents / batch)
+    lora = params.get("lora")
+    if lora is None:  # SFT chooses (auto_lora); the other stages train every weight
+        lora = stage == "train.sft" and auto_lora(count_parameters(model.config)[0], data.documents)
+    out.details["lora"] = bool(lora)
+    stage = stage.removesuffix("_lora")
     if stage == "train.preference":
         # chosen and rejected, each through the policy (forward + backward) and the
         # frozen reference (forward: a third of a training pass)
-        _training(out, model.config, steps, batch * example * 2 * 4 / 3, seq_len, batch, 2)
+        _training(out, model.config, steps, batch * example * 2 * 4 / 3, seq_len, batch, 2, lora)
     elif stage == "train.rl":
         generations = params["num_generations"]
         length = example + params["max_completion_length"]
         # generate (2 FLOPs/param/token, a third of training), then train on the groups
-        _training(out, model.config, steps, batch * length * 4 / 3, seq_len, batch, 1)
+        _training(out, model.config, steps, batch * length * 4 / 3, seq_len, batch, 1, lora)
         out.details["generations_per_step"] = batch * generations
     else:
-        _training(out, model.config, steps, batch * example, seq_len, batch, 1)
+        _training(out, model.config, steps, batch * example, seq_len, batch, 1, lora)
     out.details["tokens_per_example"] = round(example, 1)
     return Facts(config=model.config, chars_per_token=per_token)
 
 
 def _training(out: StepEstimate, config, steps: int, tokens_per_step: float, seq_len: int,
-              batch: int, sequences: int) -> None:  # fmt: skip
+              batch: int, sequences: int, lora: bool = False) -> None:  # fmt: skip
     total, active = count_parameters(config)
     out.steps = steps
     out.tokens = int(steps * tokens_per_step)
     out.flops = out.tokens * training_flops_per_token(config, seq_len)
-    # fp32 weights, gradients and Adam's two moments; activations ~ 34 bytes x hidden per
-    # token per layer (Korthikanti et al. 2022, no recomputation), for the longest batch.
-    states = total * BYTES_FP32 * 4
+    # fp32 weights, gradients and Adam's two moments (LoRA: frozen weights, and the
+    # adapter's four copies, a few % of them); activations ~ 34 bytes x hidden per token
+    # per layer (Korthikanti et al. 2022, no recomputation), for the longest batch.
+    states = total * BYTES_FP32 * ((1 + LORA_STATE_SHARE) if lora else 4)
     activations = 34 * config.hidden_size * config.num_hidden_layers * batch * sequences * seq_len
     out.memory_bytes = int(states + activations)
     out.details.update(parameters=total, active_parameters=active)

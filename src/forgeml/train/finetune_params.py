@@ -76,6 +76,24 @@ def auto_batch_size(examples: int) -> int:
     return batch
 
 
+# LoRA by default for a large model on little data (SFTParams.lora unset): see auto_lora.
+AUTO_LORA_MIN_PARAMETERS, AUTO_LORA_MAX_EXAMPLES = 1_000_000_000, 10_000
+
+
+def auto_lora(parameters: int, examples: int) -> bool:
+    """Whether SFT trains a LoRA adapter (merged into the output) when the user says
+    neither way: for a model of 1B parameters or more on at most 10,000 conversations.
+
+    Small data is where full fine-tuning of a large model overwrites most of what the
+    base knew, and LoRA forgets less of it (Biderman et al. 2024, "LoRA Learns Less and
+    Forgets Less"); it also needs a fraction of the memory (AdamW on every weight keeps
+    ~16 bytes per parameter: 16 GB for 1B, 112 GB for 7B). On more data, full fine-tuning
+    learns more, so it stays. Below 1B it stays too: on the quickstart's tiny model LoRA
+    neither learned the routing task nor kept the base (docs/PERFORMANCE.md, LoRA).
+    """
+    return parameters >= AUTO_LORA_MIN_PARAMETERS and examples <= AUTO_LORA_MAX_EXAMPLES
+
+
 FAMILY_SCALE = {"sft": 1.0, "classify": 1.0, "preference": 1 / 200, "rl": 1 / 50}
 
 
@@ -186,12 +204,14 @@ class FinetuneParams(StageParams):
             update={"learning_rate": float(f"{rate * self.learning_rate_multiplier:.3g}")}
         )
 
-    def sized(self, examples: int) -> FinetuneParams:
-        """These parameters with epochs and batch size chosen for `examples` training
-        examples where they are unset (None: SFTParams), by auto_epochs and
-        auto_batch_size. Recorded in the output's training.json like every resolved
-        parameter."""
+    def sized(self, examples: int, parameters: int) -> FinetuneParams:
+        """These parameters with epochs, batch size and LoRA chosen for `examples`
+        training examples and a model of `parameters` where they are unset (None:
+        SFTParams), by auto_epochs, auto_batch_size and auto_lora. Recorded in the
+        output's training.json like every resolved parameter."""
         update: dict[str, Any] = {}
+        if self.lora is None:
+            update["lora"] = auto_lora(parameters, examples)
         if self.epochs is None:
             update["epochs"] = 1.0 if self.max_steps else float(auto_epochs(examples))
         if self.batch_size is None:
@@ -214,6 +234,12 @@ class SFTParams(FinetuneParams):
         ge=1,
         description="Examples per optimizer step; default: ~0.2% of the examples, a power "
         "of two from 8 to 256.",
+    )
+    lora: bool | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="Train a LoRA adapter instead of every weight (train.sft merges it into "
+        "a full model); default: LoRA for a model of 1B parameters or more on at most 10,000 "
+        "conversations (auto_lora), every weight otherwise.",
     )
     trainable: Literal["all", "projector", "vision"] = Field(
         default="all",

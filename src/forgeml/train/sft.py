@@ -107,7 +107,7 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
         model, tokenizer = load_base(ctx)
         check_trainable(model, params.trainable)
         image_shape = ImageShape.of(model.config) if is_vision_language(model.config) else None
-        params = params.resolved(parameter_count(model))  # the learning rate, if unset
+        parameters = parameter_count(model)
         train_rows = tokenized(tokenizer, train_records, params, image_shape)
         if len(train_rows) == 0:
             raise InputError(
@@ -119,7 +119,8 @@ def _train(ctx: StageContext, params: SFTParams, adapter: bool):
             ctx.warn(f"{len(train_records) - len(train_rows)} conversations have nothing to train")
         eval_rows = tokenized(tokenizer, validation, params, image_shape) if validation else None
         conversations = len(train_rows)
-        params = params.sized(conversations)  # epochs and batch size, if unset
+        # epochs, batch size and LoRA, then the learning rate (LoRA's is higher), if unset
+        params = params.sized(conversations, parameters).resolved(parameters)
         replay = _replay(ctx, params, tokenizer, train_rows)
         if replay is not None:
             train_rows = Dataset.from_list([*train_rows.to_list(), *replay[0]])
