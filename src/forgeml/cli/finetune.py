@@ -35,7 +35,9 @@ from forgeml.train.rewards import parse_reward_option
 
 def _help(field: str, params: type[FinetuneParams] = FinetuneParams) -> str:
     info = params.model_fields[field]
-    return f"{info.description} [default: {info.get_default(call_default_factory=True)}]"
+    default = info.get_default(call_default_factory=True)
+    # None: the description says how the stage chooses it
+    return info.description if default is None else f"{info.description} [default: {default}]"
 
 
 # Options every fine-tuning command has (typer reads them from the defaults).
@@ -144,8 +146,11 @@ def sft(
         None, "--trainable", help=_help("trainable", SFTParams) + " (all, projector, vision)"
     ),
     max_steps: int | None = MAX_STEPS,
-    epochs: float | None = EPOCHS,
-    batch_size: int | None = BATCH_SIZE,
+    # SFT chooses epochs and batch size from the data's size (the others default to 1, 8)
+    epochs: float | None = typer.Option(None, "--epochs", help=_help("epochs", SFTParams)),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help=_help("batch_size", SFTParams)
+    ),
     micro_batch_size: int | None = MICRO_BATCH_SIZE,
     learning_rate: float | None = LEARNING_RATE,
     seq_len: int | None = SEQ_LEN,

@@ -104,21 +104,27 @@ def unpack(place: Path) -> Path:
                 raise
             shutil.rmtree(staging, ignore_errors=True)
         fsync_dir(place.parent)
+        _uncache(place)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return place
 
 
+def _uncache(place: Path) -> None:
+    """Drop the files just written from the page cache. A fault on a mapped file maps the
+    whole cached folio it hits, and a sequential write caches folios of up to MBs: right
+    after an unpack, one short text mapped 32 MB of the tables into the process, against
+    ~0.5 MB once the pages come back one fault at a time (and stay cached that way)."""
+    for path in place.iterdir():
+        with open(path, "rb") as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def _mapped(path: Path, dtype: str, shape: list[int]) -> np.ndarray:
     with open(path, "rb") as handle:
-        # Lookups jump around the tables, and a fault maps the whole cached folio it hits:
-        # pages cached by a sequential write or read (the unpack, an image pull) come in
-        # folios of up to MBs, and one short text mapped 32 MB of them. Dropping the
-        # unmapped cached pages (the kernel keeps those another process maps) and reading
-        # nothing ahead makes each fault bring one page: ~0.5 MB for that text.
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    # Lookups jump around the tables: read nothing ahead, each fault brings one page.
     mapping.madvise(mmap.MADV_RANDOM)
     return np.frombuffer(mapping, dtype=np.dtype(dtype)).reshape(shape)
 
