@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from forgeml.data.language import UNDETERMINED, detect_language, supported_languages
-from forgeml.data.language_files import mapped_identifier, unpack
+from forgeml.data.language_files import FORMAT, mapped_identifier, unpack
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_an_interrupted_unpack_leaves_no_model_and_the_next_one_finishes(tmp_pat
     (staging / "ptc").write_bytes(b"half")
     assert unpack(place) == place
     assert not staging.exists()
-    assert json.loads((place / "model.json").read_text())["format"] == 1
+    assert json.loads((place / "model.json").read_text())["format"] == FORMAT
     # A second process racing to unpack the same model finds it done.
     assert unpack(place) == place
     assert [p.name for p in tmp_path.iterdir()] == ["model"]

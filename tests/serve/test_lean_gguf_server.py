@@ -44,8 +44,10 @@ pytestmark = [
 EXPORT = "lean-gguf"
 # What the GGUF path must not load: torch and transformers (~400 MB between them), and
 # libraries only other routes use (scipy: drift statistics; pyarrow: datasets; alembic:
-# migrations, not needed to open an up-to-date registry).
-HEAVY = ("torch", "transformers", "scipy", "pyarrow", "accelerate", "safetensors", "alembic")
+# migrations, not needed to open an up-to-date registry; diskcache: llama-cpp-python's
+# high-level Llama class, which the engine does not use; httpx: webhooks and batches).
+HEAVY = ("torch", "transformers", "scipy", "pyarrow", "accelerate", "safetensors", "alembic",
+         "diskcache", "httpx")  # fmt: skip
 LANGUAGE_ID = "py3langid"
 SCHEMA = {
     "type": "object",

@@ -33,12 +33,12 @@ import numpy as np
 from forgeml.core.atomic import fsync_dir, write_bytes_atomic
 from forgeml.core.user_cache import cache_root
 
-FORMAT = 1
+FORMAT = 2  # in the directory's name: a new layout is unpacked beside an old one
 INDEX = "model.json"
 
 
 def model_directories() -> list[Path]:
-    name = f"py3langid-{version('py3langid')}"
+    name = f"py3langid-{version('py3langid')}-{FORMAT}"
     return [Path(sys.prefix) / "share" / "forgeml" / name, cache_root() / name]
 
 
@@ -82,7 +82,12 @@ def unpack(place: Path) -> Path:
         arrays = {
             "ptc": np.ascontiguousarray(ptc, dtype=np.float16),
             "nextmove": np.frombuffer(nextmove, dtype=np.uint32),
-            "row": np.frombuffer(row, dtype=np.uint16 if row.itemsize == 2 else np.uint32),
+            # Each state's first transition: py3langid computes these into a Python list
+            # (3.6 MB of ints per process), mapped here like the rest.
+            "rowbase": np.frombuffer(
+                row, dtype=np.uint16 if row.itemsize == 2 else np.uint32
+            ).astype(np.uint32)
+            << 8,
             "output": np.asarray(output, dtype=np.int32),
         }
         for name, values in arrays.items():
@@ -140,15 +145,19 @@ def mapped_identifier(place: Path, **options: Any):
     }
     # The tokenizer's DFA walks one Python int at a time: memoryviews index as fast as
     # the array.array py3langid builds, without copying.
-    return LanguageIdentifier(
+    identifier = LanguageIdentifier(
         arrays["ptc"],
         np.asarray(index["prior"], dtype=np.float32),
         index["classes"],
         memoryview(arrays["nextmove"]).cast("B").cast("I"),
         memoryview(arrays["output"]).cast("B").cast("i"),
-        tk_row=memoryview(arrays["row"]).cast("B").cast(arrays["row"].dtype.char),
+        tk_row=(),
         **options,
     )
+    # What __init__ would have computed from tk_row, already in the file (its only use
+    # is the DFA walk; tests/data/test_language.py compares answers with py3langid's).
+    identifier._rowbase = memoryview(arrays["rowbase"]).cast("B").cast("I")
+    return identifier
 
 
 def main() -> None:

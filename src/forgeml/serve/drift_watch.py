@@ -16,8 +16,6 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from forgeml.core.errors import ForgeError
 from forgeml.core.schema import utcnow
 from forgeml.monitor.drift import drift
@@ -89,6 +87,8 @@ class DriftWatch:
             self.workspace.registry.audit(session, "monitor.drift_alert", model, **alert)
         log.warning("%s is drifting: %s", model, ", ".join(moved))
         if self.settings.drift_webhook_url:
+            import httpx  # here: a server without a webhook never loads it (~4 MB)
+
             try:
                 httpx.post(
                     self.settings.drift_webhook_url, json=alert, timeout=5

@@ -23,9 +23,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from forgeml.core.atomic import fsync_dir
 from forgeml.core.workspace import Workspace
@@ -33,6 +31,9 @@ from forgeml.jobs import files
 from forgeml.jobs.queue import worker_id
 from forgeml.serve.batches import store
 from forgeml.serve.batches.requests import BatchRequest, read_requests
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("forgeml.serve")
 
@@ -191,6 +192,8 @@ class _Run:
         queue: asyncio.Queue[BatchRequest] = asyncio.Queue()
         for request in todo:
             queue.put_nowait(request)
+        import httpx  # here: a server that runs no batch never loads it (~4 MB)
+
         transport = httpx.ASGITransport(app=self.runner.app)
         try:
             with self.path.open("ab") as out:

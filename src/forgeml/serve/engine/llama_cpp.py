@@ -64,7 +64,9 @@ VOCABULARY_PROBE = "The for statement iterates over ORD-12345, 2024-05-01 and $1
 def open_gguf(path: Path, n_ctx: int, threads: int):
     """llama-cpp-python's own `Llama` over `path` (f32 KV cache): the reference the
     engine's outputs are compared with in tests and benchmarks."""
-    llama_cpp, _ = load_llama_cpp()
+    load_llama_cpp()  # a clear error when it is missing
+    import llama_cpp  # the whole package: its high-level Llama
+
     return llama_cpp.Llama(
         str(path),
         n_ctx=n_ctx,

@@ -43,7 +43,8 @@ class ImageReader:
     """An mtmd context over one mmproj file, tied to the slots' text model."""
 
     def __init__(self, mmproj: Path, slots: Any, threads: int = 1) -> None:
-        from llama_cpp import _logger, mtmd_cpp
+        import llama_cpp._logger as _logger  # submodules: llama_cpp_slots.load_llama_cpp
+        import llama_cpp.mtmd_cpp as mtmd_cpp
 
         self._mtmd = mtmd_cpp
         if not mmproj.is_file():

@@ -22,9 +22,13 @@ This module uses its thin wrappers over the C API (`_internals`), pinned with th
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.util
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -49,16 +53,49 @@ class DecodeError(RuntimeError):
 
 
 def load_llama_cpp():
-    """llama-cpp-python's module and its C-API wrappers, or a ForgeError saying how to get them."""
+    """llama.cpp's C API (llama-cpp-python's `llama_cpp.llama_cpp` bindings) and its thin
+    wrappers (`_internals`), or a ForgeError saying how to get them.
+
+    Without the package's `__init__`, which imports the high-level `Llama` class and with
+    it jinja2 and diskcache (~5 MB resident the engine never uses): serving a GGUF loads
+    only what it runs (#22). Anything else that asks the package for a name still gets it.
+    """
     try:
-        import llama_cpp
-        from llama_cpp import _internals
+        package = package_without_init("llama_cpp")
+        api = importlib.import_module("llama_cpp.llama_cpp")
+        # The first line of its __init__ (`from .llama_cpp import *`): its own modules
+        # (_logger) use these names of the package.
+        names = getattr(api, "__all__", [n for n in vars(api) if not n.startswith("_")])
+        vars(package).update({n: getattr(api, n) for n in names if n not in vars(package)})
+        internals = importlib.import_module("llama_cpp._internals")
     except ImportError as error:
         raise ForgeError(
             "the llama.cpp engine needs llama-cpp-python, which is not installed",
             hint="make gguf (builds and installs it; see forgeml/export)",
         ) from error
-    return llama_cpp, _internals
+    return api, internals
+
+
+def package_without_init(name: str) -> ModuleType:
+    """Package `name`, registered so that its submodules import without running its
+    `__init__`; the first name the package lacks runs it then (a PEP 562 module
+    `__getattr__`), so `import llama_cpp; llama_cpp.Llama` anywhere still works. The
+    package as it is once imported."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        raise ImportError(f"no package {name}", name=name)
+    package = importlib.util.module_from_spec(spec)
+
+    def run_init(attribute: str):
+        del package.__getattr__
+        spec.loader.exec_module(package)
+        return getattr(package, attribute)
+
+    package.__getattr__ = run_init
+    sys.modules[name] = package
+    return package
 
 
 def _quiet(llama_cpp) -> None:
