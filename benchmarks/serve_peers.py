@@ -162,7 +162,7 @@ def server_commands(args, workspace: Path, gguf: Path, threads: int, slots: int)
     serve += ["--job-workers", "0"]
     gguf_serve = [*serve[:6], "peers-gguf", *serve[6:]]
     # "lean": the llama.cpp engine without the language identifier of the drift
-    # signals (~70 MB), as an edge server would run (serving.language_signal: false).
+    # signals (mapped: a few MB), as an edge server would run (serving.language_signal: false).
     return {
         "llama-server": (llama_server, MODEL, "/v1/models", {}),
         "forgeml llama.cpp": (gguf_serve, "peers-gguf", "/health", {}),

@@ -57,8 +57,8 @@ class ServeSettings(BaseModel):
     )
     language_signal: bool = Field(
         True,
-        description="Identify each prompt's language for drift monitoring (py3langid: "
-        "~70 MB resident); off: no `language` signal, for small edge servers.",
+        description="Identify each prompt's language for drift monitoring (py3langid, "
+        "mapped: a few MB resident); off: no `language` signal, for small edge servers.",
     )
     drift_check_seconds: float = Field(
         300.0,
