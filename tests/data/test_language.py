@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,8 +80,13 @@ def test_an_interrupted_unpack_leaves_no_model_and_the_next_one_finishes(tmp_pat
     staging = tmp_path / ".model.killed"  # what a process killed mid-unpack leaves
     staging.mkdir()
     (staging / "ptc").write_bytes(b"half")
+    racing = tmp_path / ".model.racing"  # another process's unpack, still writing
+    racing.mkdir()
+    an_hour_ago = time.time() - 3600
+    os.utime(staging, (an_hour_ago, an_hour_ago))
     assert unpack(place) == place
-    assert not staging.exists()
+    assert not staging.exists() and racing.exists()
+    racing.rmdir()
     assert json.loads((place / "model.json").read_text())["format"] == FORMAT
     # A second process racing to unpack the same model finds it done.
     assert unpack(place) == place

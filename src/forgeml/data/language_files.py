@@ -11,8 +11,8 @@ and can drop them under memory pressure. Answers are py3langid's own: its
     python -m forgeml.data.language_files        # unpack now (the container build does)
 
 Where the files live, first found wins, first writable is where they are unpacked:
-`<sys.prefix>/share/forgeml/py3langid-<version>/` (the virtual environment or the image),
-then `~/.cache/forgeml/py3langid-<version>/`. Neither writable: the caller loads the
+`<sys.prefix>/share/forgeml/py3langid-<version>-<format>/` (the virtual environment or
+the image), then `~/.cache/forgeml/py3langid-<version>-<format>/`. Neither writable: the caller loads the
 model into memory as py3langid does.
 """
 
@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from forgeml.core.user_cache import cache_root
 
 FORMAT = 2  # in the directory's name: a new layout is unpacked beside an old one
 INDEX = "model.json"
+STALE_SECONDS = 600  # an unpack takes ~1 s
 
 
 def model_directories() -> list[Path]:
@@ -75,7 +77,9 @@ def unpack(place: Path) -> Path:
 
     place.parent.mkdir(parents=True, exist_ok=True)
     for stale in place.parent.glob(f".{place.name}.*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        # Left by a killed unpack; a younger one may be another process's, still writing.
+        if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
     ptc, pc, classes, nextmove, row, output = load_model(MODEL_DIR / MODEL_FILE)
     staging = Path(tempfile.mkdtemp(dir=place.parent, prefix=f".{place.name}."))
     try:
