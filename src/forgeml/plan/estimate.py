@@ -35,6 +35,7 @@ FAMILY["train.classify"] = "sft"  # a forward and backward pass per example, as 
 FAMILY.update(
     {f"{stage}_lora": FAMILY[stage] for stage in ("train.sft", "train.preference", "train.rl")}
 )
+FINETUNE_STAGES = ("train.sft", "train.preference", "train.rl", "train.classify")
 BYTES_FP32 = 4
 # A rank-16 adapter over the attention and dense MLP linears is ~1% of the weights or less;
 # with its gradients and Adam's two moments, ~4%: rounded up.
@@ -180,12 +181,7 @@ def _outputs(stage: str, params: dict, inputs: dict[str, Facts], out: StepEstima
         steps, batch, seq_len = params["max_steps"], params["batch_size"], params["seq_len"]
         _training(out, config, steps, batch * seq_len, seq_len, batch, sequences=1)
         return Facts(config=config, chars_per_token=tokenizer.chars_per_token)
-    if stage.removesuffix("_lora") in (
-        "train.sft",
-        "train.preference",
-        "train.rl",
-        "train.classify",
-    ):
+    if stage.removesuffix("_lora") in FINETUNE_STAGES:
         return _finetune(stage, params, inputs.get("model") or Facts(), dataset, out)
     out.note = "not training: not estimated"
     return Facts()
