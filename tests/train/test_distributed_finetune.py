@@ -202,10 +202,12 @@ def rank_processes(launcher: subprocess.Popen) -> dict[int, int]:
 
 
 def kill_rank_once(launcher: subprocess.Popen, runs: Path, pattern: str, rank: int = 1) -> None:
-    """SIGKILL `rank` of a torchrun launch as soon as `runs` holds a file matching
-    `pattern`; torchrun then stops the group (rank 0 does not hang on it)."""
+    """SIGKILL `rank` of a torchrun launch as soon as `runs` holds a new file matching
+    `pattern` (the module's workspace may hold an earlier test's, left by its failure);
+    torchrun then stops the group (rank 0 does not hang on it)."""
     deadline = time.monotonic() + 300
-    while not list(runs.glob(pattern)):
+    earlier = set(runs.glob(pattern))
+    while not set(runs.glob(pattern)) - earlier:
         assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, f"nothing matched {pattern}"
         time.sleep(0.02)
