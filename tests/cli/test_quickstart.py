@@ -4,12 +4,16 @@ the model is gated, carded, served and chatted with; a rerun reuses everything."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from forgeml.cli.app import app
 from forgeml.cli.quickstart import EVAL_STEPS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
 # The recipe's full schedule takes minutes; the same recipe with a few steps each.
@@ -67,6 +71,12 @@ def test_quickstart_runs_the_lifecycle_then_reuses_everything(tmp_path):
     lineage = invoke(workspace, "lineage", release["serve_ref"])
     sources = json.dumps(lineage)
     assert "tickets.jsonl" in sources and "sft.jsonl" in sources
+
+    # The README's "why" for unseen phrasings runs on a quickstart workspace.
+    why = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unseen_vocabulary.py"),
+                          "--workspace", str(workspace)], capture_output=True, text=True)  # fmt: skip
+    assert why.returncode == 0, why.stderr
+    assert why.stdout.startswith("80 unseen tickets") and "words in no training text" in why.stdout
 
     again = invoke(workspace, "quickstart", *SHORT)
     assert {s["action"] for s in again["steps"]} == {"reuse"}
